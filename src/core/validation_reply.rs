@@ -1,0 +1,238 @@
+//! Reading the auth service's reply to `POST /api/v1/keys/validate`. Anything we do not
+//! fully understand is `Unavailable` (503), never an allow.
+
+use super::time::parse_rfc3339;
+use serde::{Deserialize, Serialize};
+
+/// Replies larger than this are not read at all: a validation verdict is a few hundred bytes.
+pub const MAX_REPLY_BYTES: usize = 64 * 1024;
+const MAX_FIELD_LEN: usize = 256;
+const DEFAULT_RETRY_AFTER_S: u64 = 60;
+
+/// What a valid key may do; cached and turned into identity headers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyGrant {
+    pub key_id: String,
+    pub user_id: String,
+    pub scopes: Vec<String>,
+    pub rate_limit_per_hour: Option<u64>,
+    /// Unix seconds.
+    pub expires_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Denial {
+    /// Unknown, revoked or expired key: 401.
+    Invalid,
+    /// The auth service refused this key for our service: 403.
+    Forbidden,
+}
+
+/// A verdict is what the cache may keep.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Verdict {
+    Allow(KeyGrant),
+    Deny(Denial),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ValidationOutcome {
+    Verdict(Verdict),
+    RateLimited { retry_after_s: u64 },
+    Unavailable(&'static str),
+}
+
+#[derive(Deserialize)]
+struct ReplyBody {
+    valid: Option<bool>,
+    key_id: Option<String>,
+    user_id: Option<String>,
+    scopes: Option<Vec<String>>,
+    rate_limit_per_hour: Option<u64>,
+    expires_at: Option<String>,
+}
+
+/// `status` is None when Envoy delivered no reply (timeout, reset, refused connection).
+pub fn interpret(
+    status: Option<u16>,
+    body: &[u8],
+    retry_after: Option<&[u8]>,
+    now: i64,
+) -> ValidationOutcome {
+    use ValidationOutcome::*;
+    match status {
+        None => Unavailable("no reply (timeout or connection failure)"),
+        Some(200) => interpret_ok(body, now),
+        Some(401) => Verdict(self::Verdict::Deny(Denial::Invalid)),
+        Some(403) => Verdict(self::Verdict::Deny(Denial::Forbidden)),
+        Some(429) => RateLimited {
+            retry_after_s: retry_after
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map_or(DEFAULT_RETRY_AFTER_S, |s| s.clamp(1, 3600)),
+        },
+        Some(500..=599) => Unavailable("auth service error status"),
+        Some(_) => Unavailable("unexpected auth service status"),
+    }
+}
+
+fn interpret_ok(body: &[u8], now: i64) -> ValidationOutcome {
+    use ValidationOutcome::*;
+    if body.len() > MAX_REPLY_BYTES {
+        return Unavailable("reply too large");
+    }
+    let Ok(reply) = serde_json::from_slice::<ReplyBody>(body) else {
+        return Unavailable("unparseable reply");
+    };
+    if reply.valid == Some(false) {
+        return Verdict(self::Verdict::Deny(Denial::Invalid));
+    }
+    let (Some(key_id), Some(user_id)) = (reply.key_id, reply.user_id) else {
+        return Unavailable("reply lacks key_id or user_id");
+    };
+    if !header_safe(&key_id) || !header_safe(&user_id) {
+        return Unavailable("reply has an unusable key_id or user_id");
+    }
+    let scopes = reply.scopes.unwrap_or_default();
+    if !scopes
+        .iter()
+        .all(|s| s.len() <= MAX_FIELD_LEN && is_token(s))
+    {
+        return Unavailable("reply has an unusable scope");
+    }
+    let expires_at = match reply.expires_at.as_deref().map(parse_rfc3339) {
+        None => None,
+        Some(None) => return Unavailable("reply has an unreadable expires_at"),
+        Some(Some(at)) if at <= now => return Verdict(self::Verdict::Deny(Denial::Invalid)),
+        Some(Some(at)) => Some(at),
+    };
+    Verdict(self::Verdict::Allow(KeyGrant {
+        key_id,
+        user_id,
+        scopes,
+        rate_limit_per_hour: reply.rate_limit_per_hour,
+        expires_at,
+    }))
+}
+
+fn is_token(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// Values we copy into upstream headers: no control characters, bounded length.
+fn header_safe(s: &str) -> bool {
+    !s.is_empty() && s.len() <= MAX_FIELD_LEN && !s.chars().any(char::is_control) && s.trim() == s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ValidationOutcome::*;
+    use super::*;
+
+    const NOW: i64 = 1_795_435_200; // 2026-11-23T12:00:00Z
+
+    fn ok(body: &str) -> ValidationOutcome {
+        interpret(Some(200), body.as_bytes(), None, NOW)
+    }
+
+    #[test]
+    fn full_allow_reply() {
+        let out = ok(
+            r#"{"valid": true, "key_id": "k1", "user_id": "u1", "service_id": "ml-platform",
+            "scopes": ["mlflow:read"], "rate_limit_per_hour": 1000,
+            "expires_at": "2026-11-23T13:00:00Z", "extra": {"ignored": true}}"#,
+        );
+        assert_eq!(
+            out,
+            Verdict(super::Verdict::Allow(KeyGrant {
+                key_id: "k1".into(),
+                user_id: "u1".into(),
+                scopes: vec!["mlflow:read".into()],
+                rate_limit_per_hour: Some(1000),
+                expires_at: Some(NOW + 3600),
+            }))
+        );
+    }
+
+    #[test]
+    fn valid_may_be_absent_and_optional_fields_null() {
+        let out = ok(
+            r#"{"key_id": "k1", "user_id": "u1", "rate_limit_per_hour": null, "expires_at": null}"#,
+        );
+        assert!(
+            matches!(out, Verdict(super::Verdict::Allow(g)) if g.scopes.is_empty() && g.expires_at.is_none())
+        );
+    }
+
+    #[test]
+    fn denials() {
+        let deny = |d| Verdict(super::Verdict::Deny(d));
+        assert_eq!(ok(r#"{"valid": false}"#), deny(Denial::Invalid));
+        assert_eq!(interpret(Some(401), b"", None, NOW), deny(Denial::Invalid));
+        assert_eq!(
+            interpret(Some(403), b"x", None, NOW),
+            deny(Denial::Forbidden)
+        );
+        assert_eq!(
+            ok(r#"{"key_id": "k", "user_id": "u", "expires_at": "2026-11-23T11:59:59Z"}"#),
+            deny(Denial::Invalid)
+        );
+    }
+
+    #[test]
+    fn rate_limited_reads_retry_after() {
+        assert_eq!(
+            interpret(Some(429), b"", Some(b" 17 "), NOW),
+            RateLimited { retry_after_s: 17 }
+        );
+        assert_eq!(
+            interpret(Some(429), b"", Some(b"soon"), NOW),
+            RateLimited { retry_after_s: 60 }
+        );
+        assert_eq!(
+            interpret(Some(429), b"", None, NOW),
+            RateLimited { retry_after_s: 60 }
+        );
+        assert_eq!(
+            interpret(Some(429), b"", Some(b"0"), NOW),
+            RateLimited { retry_after_s: 1 }
+        );
+    }
+
+    #[test]
+    fn everything_else_is_unavailable() {
+        let huge = format!(
+            r#"{{"key_id": "k", "user_id": "u", "pad": "{}"}}"#,
+            "x".repeat(MAX_REPLY_BYTES)
+        );
+        let cases: Vec<ValidationOutcome> = vec![
+            interpret(None, b"", None, NOW),
+            interpret(Some(500), b"", None, NOW),
+            interpret(Some(503), b"{}", None, NOW),
+            interpret(Some(404), b"", None, NOW),
+            interpret(Some(302), b"", None, NOW),
+            ok(""),
+            ok("<html>oops</html>"),
+            ok(r#"{"valid": true, "key_id": "k"#),
+            ok("\u{0}\u{1}"),
+            ok(r#"{"valid": "yes", "key_id": "k", "user_id": "u"}"#),
+            ok(r#"{"valid": true}"#),
+            ok(r#"{"key_id": "k", "user_id": null}"#),
+            ok(r#"{"key_id": 5, "user_id": "u"}"#),
+            ok(r#"{"key_id": "k", "user_id": "u\r\nx-admin: 1"}"#),
+            ok(r#"{"key_id": "", "user_id": "u"}"#),
+            ok(r#"{"key_id": "k", "user_id": "u", "scopes": ["a b"]}"#),
+            ok(r#"{"key_id": "k", "user_id": "u", "scopes": "mlflow:read"}"#),
+            ok(r#"{"key_id": "k", "user_id": "u", "rate_limit_per_hour": -1}"#),
+            ok(r#"{"key_id": "k", "user_id": "u", "expires_at": "tomorrow"}"#),
+            ok(&huge),
+        ];
+        for (i, out) in cases.into_iter().enumerate() {
+            assert!(matches!(out, Unavailable(_)), "case {i}: {out:?}");
+        }
+        assert!(matches!(
+            interpret(Some(200), b"\xff\xfe\x00garbage", None, NOW),
+            Unavailable(_)
+        ));
+    }
+}

@@ -1,0 +1,191 @@
+//! One HTTP request: a small state machine. Deciding on headers, then either decided, or
+//! waiting for its auth-service callout.
+
+use super::host::{self, HostStore};
+use super::root::Filter;
+use crate::core::callout::client_ip;
+use crate::core::decision::{Decision, Pending, RequestFacts};
+use crate::core::local_reply::LocalReply;
+use crate::core::peer::PeerFacts;
+use crate::core::validation_reply::{interpret, ValidationOutcome, MAX_REPLY_BYTES};
+use crate::core::VERDICT_HEADERS;
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::{Action, BufferType};
+use std::rc::Rc;
+use std::time::Duration;
+
+pub struct HttpFilter {
+    filter: Option<Rc<Filter>>,
+    request_id: Option<String>,
+    /// Some while the request is paused on its callout.
+    waiting: Option<Pending>,
+}
+
+impl HttpFilter {
+    pub fn new(filter: Option<Rc<Filter>>) -> Self {
+        Self {
+            filter,
+            request_id: None,
+            waiting: None,
+        }
+    }
+
+    fn dispatch(&mut self, filter: &Filter, pending: Pending) -> Action {
+        let config = filter.policy.config();
+        let source = host::property_string(&["source", "address"]).unwrap_or_default();
+        let call = filter.policy.validation_call(
+            &pending,
+            client_ip(&source),
+            self.request_id.as_deref(),
+            filter.service_token.as_deref(),
+        );
+        let headers = call.headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        let timeout = Duration::from_millis(config.timeout_ms);
+        filter.metrics.callout();
+        match hostcalls::dispatch_http_call(
+            &config.auth_cluster,
+            headers,
+            Some(&call.body),
+            Vec::new(),
+            timeout,
+        ) {
+            Ok(_) => {
+                self.waiting = Some(pending);
+                Action::Pause
+            }
+            Err(status) => {
+                log::warn!(
+                    "callout to {} not dispatched: {status:?}",
+                    config.auth_cluster
+                );
+                let outcome = ValidationOutcome::Unavailable("callout could not be dispatched");
+                let decision =
+                    filter
+                        .policy
+                        .on_validation(&pending, outcome, &HostStore, host::now());
+                self.apply(filter, decision, false)
+            }
+        }
+    }
+
+    /// Applies a final decision. `resume` is set when the request was paused on a callout.
+    fn apply(&self, filter: &Filter, decision: Decision, resume: bool) -> Action {
+        match decision {
+            Decision::Forward(forward) => {
+                for (name, value) in &forward.headers {
+                    host::set_request_header(name, Some(value));
+                }
+                filter.metrics.allowed(forward.route);
+                if resume {
+                    let _ = hostcalls::resume_http_request();
+                }
+                Action::Continue
+            }
+            Decision::Reply(reply) => {
+                filter.metrics.denied(reply.status);
+                self.reply(&reply);
+                Action::Pause
+            }
+            // on_validation never asks for a second callout; treat it as an outage.
+            Decision::Validate(_) => {
+                self.reply(&LocalReply::unavailable());
+                Action::Pause
+            }
+        }
+    }
+
+    fn reply(&self, reply: &LocalReply) {
+        let mut headers = reply.headers();
+        if let Some(id) = &self.request_id {
+            headers.push(("x-request-id", id.clone()));
+        }
+        let headers = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        if let Err(status) =
+            hostcalls::send_http_response(reply.status.into(), headers, Some(&reply.body()))
+        {
+            log::error!("local reply failed: {status:?}");
+        }
+    }
+}
+
+impl Context for HttpFilter {
+    fn on_http_call_response(
+        &mut self,
+        _token: u32,
+        num_headers: usize,
+        body_size: usize,
+        _: usize,
+    ) {
+        let (Some(filter), Some(pending)) = (self.filter.clone(), self.waiting.take()) else {
+            return;
+        };
+        let status = (num_headers > 0)
+            .then(|| host::call_response_header(":status"))
+            .flatten()
+            .and_then(|s| std::str::from_utf8(&s).ok()?.parse::<u16>().ok());
+        // Read one byte past the cap so an oversized reply is recognised, never buffered.
+        let body = hostcalls::get_buffer(
+            BufferType::HttpCallResponseBody,
+            0,
+            body_size.min(MAX_REPLY_BYTES + 1),
+        )
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+        let retry_after = host::call_response_header("retry-after");
+        let now = host::now();
+        let outcome = interpret(status, &body, retry_after.as_deref(), now);
+        let decision = filter
+            .policy
+            .on_validation(&pending, outcome, &HostStore, now);
+        self.apply(&filter, decision, true);
+    }
+}
+
+impl HttpContext for HttpFilter {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        for name in VERDICT_HEADERS {
+            host::set_request_header(name, None);
+        }
+        self.request_id =
+            host::request_header("x-request-id").and_then(|v| String::from_utf8(v).ok());
+        let Some(filter) = self.filter.clone() else {
+            log::error!("request refused: the filter has no valid configuration");
+            self.reply(&LocalReply::unavailable());
+            return Action::Pause;
+        };
+        let method = host::request_header(":method").unwrap_or_default();
+        let path = host::request_header(":path").unwrap_or_default();
+        let authorization = host::request_header("authorization");
+        let x_api_key = host::request_header("x-api-key");
+        let facts = RequestFacts {
+            method: &String::from_utf8_lossy(&method),
+            path: &String::from_utf8_lossy(&path),
+            authorization: authorization.as_deref(),
+            x_api_key: x_api_key.as_deref(),
+            cors_request_method: host::request_header("access-control-request-method").is_some(),
+            has_user_id: host::request_header("x-user-id").is_some(),
+            peer: read_peer(),
+        };
+        match filter.policy.on_request(&facts, &HostStore, host::now()) {
+            Decision::Validate(pending) => self.dispatch(&filter, pending),
+            decision => self.apply(&filter, decision, false),
+        }
+    }
+}
+
+/// Peer facts; the certificate details are read only for a validated mTLS connection.
+fn read_peer() -> PeerFacts {
+    let mtls = host::property(&["connection", "mtls"]).is_some_and(|v| v.first() == Some(&1));
+    if !mtls {
+        return PeerFacts::default();
+    }
+    PeerFacts {
+        mtls,
+        uri_san: host::property_string(&["connection", "uri_san_peer_certificate"]),
+        dns_san: host::property_string(&["connection", "dns_san_peer_certificate"]),
+        subject: host::property_string(&["connection", "subject_peer_certificate"]),
+        xfcc: host::request_header("x-forwarded-client-cert"),
+    }
+}
