@@ -1,1 +1,21 @@
-pub mod placeholder {}
+//! Local stand-ins for the filter's neighbours, for `make run`, the tests and
+//! the benchmark:
+//!
+//! - [`DevAuth`]: the remote API-key service (`POST /api/v1/keys/validate`),
+//!   plus an Envoy ext_authz-style endpoint and fault injection for tests.
+//! - [`Echo`]: an upstream that answers every request with what it received,
+//!   standing in for MLflow.
+//!
+//! Both listen on loopback in the caller's tokio runtime. Dev use only.
+
+pub mod auth_service;
+pub mod echo;
+pub mod faults;
+pub mod keys;
+mod rfc3339;
+mod server;
+
+pub use auth_service::{DevAuth, DevAuthConfig, RecordedRequest, ServeOptions};
+pub use echo::{Echo, EchoHandle, EchoReply};
+pub use faults::{Fault, FaultSpec};
+pub use keys::{dev_keys, fingerprint, sha256_hex, KeySpec, KeyStore, KeyStoreError};

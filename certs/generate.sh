@@ -1,0 +1,176 @@
+#!/usr/bin/env bash
+# Writes the development PKI (CONTRACT section 3) next to this script:
+#   ca.crt/.key, server.crt/.key, client.crt/.key/.pem, unlisted-client.crt/.key,
+#   rogue-client.crt/.key, expired-client.crt/.key
+# Idempotent: a complete, valid set is left alone (so a running Envoy keeps
+# working); anything missing, wrong or close to expiry regenerates everything.
+# `--force` always regenerates. Needs only bash and openssl (1.1 or 3.x).
+set -euo pipefail
+
+DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cd "$DIR"
+
+CA_CN="Hokusai MLflow CA"
+SERVER_CN="mlflow.hokusai-development.local"
+CLIENT_CN="hokusai-api-client"
+CLIENT_URI="spiffe://hokusai.internal/ns/development/sa/hokusai-api"
+NOTEBOOK_CN="hokusai-notebook"
+NOTEBOOK_URI="spiffe://hokusai.internal/ns/development/sa/notebook"
+
+FILES=(ca.crt ca.key server.crt server.key client.crt client.key client.pem
+  unlisted-client.crt unlisted-client.key rogue-client.crt rogue-client.key
+  expired-client.crt expired-client.key)
+
+log() { echo "certs: $*"; }
+
+subject_cn() { openssl x509 -in "$1" -noout -subject -nameopt multiline | sed -n 's/^ *commonName *= *//p'; }
+
+# openssl verify prints "<file>: OK" on success; anything else is a failure.
+verifies() { openssl verify -CAfile "$1" ${3:+-purpose "$3"} "$2" 2>&1 | grep -qx "$2: OK"; }
+
+verify_error() { openssl verify -CAfile "$1" "$2" 2>&1 || true; }
+
+# Everything a consumer relies on, checked against the files in the current directory.
+check_set() {
+  local f
+  for f in "${FILES[@]}"; do [[ -s $f ]] || { echo "missing $f"; return 1; }; done
+  for f in ca server client unlisted-client rogue-client; do
+    openssl x509 -in "$f.crt" -noout -checkend 86400 >/dev/null ||
+      { echo "$f.crt is unreadable or expires within a day"; return 1; }
+  done
+  for f in ca server client unlisted-client rogue-client expired-client; do
+    # The key must belong to the certificate.
+    [[ $(openssl x509 -in "$f.crt" -noout -pubkey) == $(openssl pkey -in "$f.key" -pubout) ]] ||
+      { echo "$f.key does not match $f.crt"; return 1; }
+  done
+  [[ $(subject_cn ca.crt) == "$CA_CN" ]] || { echo "ca.crt has the wrong CN"; return 1; }
+  [[ $(subject_cn server.crt) == "$SERVER_CN" ]] || { echo "server.crt has the wrong CN"; return 1; }
+  [[ $(subject_cn client.crt) == "$CLIENT_CN" ]] || { echo "client.crt has the wrong CN"; return 1; }
+  [[ $(subject_cn unlisted-client.crt) == "$NOTEBOOK_CN" ]] || { echo "unlisted-client.crt has the wrong CN"; return 1; }
+  [[ $(subject_cn rogue-client.crt) == "$CLIENT_CN" ]] || { echo "rogue-client.crt has the wrong CN"; return 1; }
+  [[ $(subject_cn expired-client.crt) == "$CLIENT_CN" ]] || { echo "expired-client.crt has the wrong CN"; return 1; }
+  openssl x509 -in server.crt -noout -text | grep -q "DNS:$SERVER_CN, DNS:localhost, IP Address:127.0.0.1" ||
+    { echo "server.crt has the wrong SANs"; return 1; }
+  for f in client rogue-client expired-client; do
+    openssl x509 -in "$f.crt" -noout -text | grep -q "URI:$CLIENT_URI" || { echo "$f.crt lacks its URI SAN"; return 1; }
+  done
+  openssl x509 -in unlisted-client.crt -noout -text | grep -q "URI:$NOTEBOOK_URI" ||
+    { echo "unlisted-client.crt lacks its URI SAN"; return 1; }
+  verifies ca.crt server.crt sslserver || { echo "server.crt does not verify as a TLS server"; return 1; }
+  verifies ca.crt client.crt sslclient || { echo "client.crt does not verify as a TLS client"; return 1; }
+  verifies ca.crt unlisted-client.crt sslclient || { echo "unlisted-client.crt does not verify"; return 1; }
+  verify_error ca.crt expired-client.crt | grep -q "certificate has expired" ||
+    { echo "expired-client.crt is not rejected as expired"; return 1; }
+  verify_error ca.crt rogue-client.crt | grep -q "unable to get local issuer certificate" ||
+    { echo "rogue-client.crt is not rejected as untrusted"; return 1; }
+  [[ $(cat client.crt client.key) == "$(cat client.pem)" ]] || { echo "client.pem is not client.crt + client.key"; return 1; }
+}
+
+if [[ ${1:-} != --force ]] && reason=$(check_set 2>/dev/null); then
+  touch ca.crt # newer than generate.sh, so make sees the target as done
+  log "existing set is complete and valid; nothing to do (--force regenerates)"
+  exit 0
+fi
+[[ ${1:-} == --force ]] && reason="--force"
+log "generating (${reason:-no certificates yet})"
+
+# Build the whole set in a private scratch dir, check it, then move it in:
+# an interrupted run never leaves a half-made set behind.
+umask 077
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/hokusai-certs.XXXXXX")"
+trap 'rm -rf "$WORK"' EXIT
+cd "$WORK"
+
+cat >openssl.cnf <<EOF
+[req]
+distinguished_name = dn
+prompt = no
+[dn]
+[ca_ext]
+basicConstraints = critical, CA:TRUE
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+[server_ext]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = serverAuth
+subjectAltName = DNS:$SERVER_CN, DNS:localhost, IP:127.0.0.1
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+[client_ext]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = clientAuth
+subjectAltName = URI:$CLIENT_URI
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+[notebook_ext]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = clientAuth
+subjectAltName = URI:$NOTEBOOK_URI
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+# Only for the expired certificate: "openssl x509 -req" in OpenSSL 3.0 cannot
+# set a start date, "openssl ca" can.
+[ca]
+default_ca = past_ca
+[past_ca]
+dir = ./past-ca
+database = \$dir/index.txt
+new_certs_dir = \$dir
+serial = \$dir/serial
+default_md = sha256
+policy = any_policy
+unique_subject = no
+copy_extensions = none
+[any_policy]
+commonName = supplied
+EOF
+
+# openssl chats on stderr even when all is well: show its output only on failure.
+quiet() {
+  local out
+  out=$("$@" 2>&1) || { echo "$out" >&2; return 1; }
+}
+newkey() { quiet openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1"; }
+serial() { echo "0x$(openssl rand -hex 15)"; }
+
+# A self-signed CA: name, key, cert, CN.
+make_ca() {
+  newkey "$1.key"
+  quiet openssl req -config openssl.cnf -new -x509 -key "$1.key" -subj "/CN=$2" -days 3650 -sha256 \
+    -set_serial "$(serial)" -extensions ca_ext -out "$1.crt"
+}
+
+# A leaf signed by a CA: name, CN, extension section, CA name, days.
+make_leaf() {
+  newkey "$1.key"
+  quiet openssl req -config openssl.cnf -new -key "$1.key" -subj "/CN=$2" -out "$1.csr"
+  quiet openssl x509 -req -in "$1.csr" -CA "$4.crt" -CAkey "$4.key" -set_serial "$(serial)" \
+    -days "$5" -sha256 -extfile openssl.cnf -extensions "$3" -out "$1.crt"
+}
+
+make_ca ca "$CA_CN"
+make_leaf server "$SERVER_CN" server_ext ca 825
+make_leaf client "$CLIENT_CN" client_ext ca 825
+make_leaf unlisted-client "$NOTEBOOK_CN" notebook_ext ca 825
+
+# Throwaway CA: its key is never written out, so nothing can trust it by accident.
+make_ca rogue-ca "Hokusai Rogue CA"
+make_leaf rogue-client "$CLIENT_CN" client_ext rogue-ca 825
+
+newkey expired-client.key
+quiet openssl req -config openssl.cnf -new -key expired-client.key -subj "/CN=$CLIENT_CN" -out expired-client.csr
+mkdir past-ca && : >past-ca/index.txt && openssl rand -hex 15 >past-ca/serial
+quiet openssl ca -config openssl.cnf -batch -notext -cert ca.crt -keyfile ca.key \
+  -startdate 20200101000000Z -enddate 20210101000000Z \
+  -extfile openssl.cnf -extensions client_ext -in expired-client.csr -out expired-client.crt
+
+cat client.crt client.key >client.pem
+
+reason=$(check_set 2>&1) || { log "generated set failed its own checks: $reason"; exit 1; }
+chmod 644 ./*.crt
+for f in "${FILES[@]}"; do mv -f "$f" "$DIR/$f"; done
+cd "$DIR"
+log "wrote ${FILES[*]}"
