@@ -125,6 +125,33 @@ mod tests {
     }
 
     #[test]
+    fn a_san_beyond_the_first_matches_through_xfcc() {
+        let pem = include_str!("testdata/multi-san.crt");
+        let encoded: String = pem
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect();
+        let batch = "spiffe://hokusai.internal/ns/development/sa/batch";
+        let peer = PeerFacts {
+            xfcc: Some(format!("Hash=1;Cert=\"{encoded}\"").into_bytes()),
+            ..mtls(
+                Some("spiffe://hokusai.internal/ns/development/sa/first"),
+                None,
+            )
+        };
+        assert_eq!(
+            match_peer(&peer, &[batch.into()]),
+            PeerMatch::Allowed(batch.into())
+        );
+    }
+
+    #[test]
     fn unlisted_peer_is_named_for_the_log() {
         let peer = mtls(
             Some("spiffe://hokusai.internal/ns/development/sa/notebook"),

@@ -133,6 +133,42 @@ mod tests {
         assert_eq!(percent_decode("%ff"), None);
     }
 
+    /// A self-signed fixture (key discarded) with two URI SANs, a DNS SAN and a CN.
+    const MULTI_SAN_PEM: &str = include_str!("testdata/multi-san.crt");
+
+    fn url_encode(text: &str) -> String {
+        text.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_san_and_the_cn_come_out_of_envoys_element() {
+        let header = format!(
+            r#"Hash=ab12;Cert="{}";Subject="O=Hokusai,CN=hokusai-batch-runner";URI=spiffe://x"#,
+            url_encode(MULTI_SAN_PEM)
+        );
+        assert_eq!(
+            certificate_identities(header.as_bytes()),
+            Some(vec![
+                "spiffe://hokusai.internal/ns/development/sa/first".to_string(),
+                "spiffe://hokusai.internal/ns/development/sa/batch".to_string(),
+                "batch.hokusai.internal".to_string(),
+                "hokusai-batch-runner".to_string(),
+            ])
+        );
+        // With several elements, only the last (Envoy's own) counts.
+        let forged_first = format!("Cert=\"garbage\",{header}");
+        assert!(certificate_identities(forged_first.as_bytes()).is_some());
+        let forged_last = format!("{header},Cert=\"garbage\"");
+        assert_eq!(certificate_identities(forged_last.as_bytes()), None);
+    }
+
     #[test]
     fn garbage_never_yields_identities() {
         for bad in [
