@@ -15,11 +15,18 @@ use proxy_wasm::types::{Action, BufferType};
 use std::rc::Rc;
 use std::time::Duration;
 
+/// Where a request stands. Coalescing (see ROADMAP.md) will add "waiting on another
+/// context's callout" here.
+enum Phase {
+    Deciding,
+    AwaitingCallout(Pending),
+    Decided,
+}
+
 pub struct HttpFilter {
     filter: Option<Rc<Filter>>,
     request_id: Option<String>,
-    /// Some while the request is paused on its callout.
-    waiting: Option<Pending>,
+    phase: Phase,
 }
 
 impl HttpFilter {
@@ -27,7 +34,7 @@ impl HttpFilter {
         Self {
             filter,
             request_id: None,
-            waiting: None,
+            phase: Phase::Deciding,
         }
     }
 
@@ -51,7 +58,7 @@ impl HttpFilter {
             timeout,
         ) {
             Ok(_) => {
-                self.waiting = Some(pending);
+                self.phase = Phase::AwaitingCallout(pending);
                 Action::Pause
             }
             Err(status) => {
@@ -70,7 +77,8 @@ impl HttpFilter {
     }
 
     /// Applies a final decision. `resume` is set when the request was paused on a callout.
-    fn apply(&self, filter: &Filter, decision: Decision, resume: bool) -> Action {
+    fn apply(&mut self, filter: &Filter, decision: Decision, resume: bool) -> Action {
+        self.phase = Phase::Decided;
         match decision {
             Decision::Forward(forward) => {
                 for (name, value) in &forward.headers {
@@ -117,7 +125,11 @@ impl Context for HttpFilter {
         body_size: usize,
         _: usize,
     ) {
-        let (Some(filter), Some(pending)) = (self.filter.clone(), self.waiting.take()) else {
+        let Phase::AwaitingCallout(pending) = std::mem::replace(&mut self.phase, Phase::Decided)
+        else {
+            return;
+        };
+        let Some(filter) = self.filter.clone() else {
             return;
         };
         let status = (num_headers > 0)
