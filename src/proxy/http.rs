@@ -132,20 +132,30 @@ impl Context for HttpFilter {
         let Some(filter) = self.filter.clone() else {
             return;
         };
-        let status = (num_headers > 0)
-            .then(|| host::call_response_header(":status"))
-            .flatten()
-            .and_then(|s| std::str::from_utf8(&s).ok()?.parse::<u16>().ok());
+        // After a timeout or reset Envoy has no response maps at all, and asking for one
+        // is a host error the SDK turns into a panic: only read what the host says exists.
+        let headers_present = num_headers > 0;
+        let header = |name| {
+            headers_present
+                .then(|| host::call_response_header(name))
+                .flatten()
+        };
+        let status =
+            header(":status").and_then(|s| std::str::from_utf8(&s).ok()?.parse::<u16>().ok());
+        let retry_after = header("retry-after");
         // Read one byte past the cap so an oversized reply is recognised, never buffered.
-        let body = hostcalls::get_buffer(
-            BufferType::HttpCallResponseBody,
-            0,
-            body_size.min(MAX_REPLY_BYTES + 1),
-        )
-        .ok()
-        .flatten()
-        .unwrap_or_default();
-        let retry_after = host::call_response_header("retry-after");
+        let body = if body_size == 0 {
+            Vec::new()
+        } else {
+            hostcalls::get_buffer(
+                BufferType::HttpCallResponseBody,
+                0,
+                body_size.min(MAX_REPLY_BYTES + 1),
+            )
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+        };
         let now = host::now();
         let outcome = interpret(status, &body, retry_after.as_deref(), now);
         let decision = filter
