@@ -10,7 +10,8 @@ use harness::{CalloutReply, Host, Request};
 fn no_key_is_401_with_challenge_and_request_id_and_no_callout() {
     let host = Host::new();
     let mut vm = vm(&host);
-    let request = Request::get("/api/2.0/mlflow/experiments/get").set_header("x-request-id", "rid-1");
+    let request =
+        Request::get("/api/2.0/mlflow/experiments/get").set_header("x-request-id", "rid-1");
     let outcome = vm.complete(request);
     assert_reply(&outcome, 401, "API key required");
     assert_eq!(outcome.header("x-request-id").as_deref(), Some("rid-1"));
