@@ -40,5 +40,30 @@ unit:
 test: toolchain lint build venv certs
 	cargo test --workspace --release -- --test-threads=2
 
+# Local stack: dev auth service :8000, MLflow :5000, Envoy :10000/:10443 (admin :9901).
+# Ctrl-C stops it all; state and logs go to .run/.
+run: venv build certs
+	bash scripts/run-local.sh
+
+# Benchmark (bench/README.md): bare Envoy vs this filter vs Envoy's ext_authz, side by side.
+# `bench` (~7 min, needs wrk) writes bench/results.md, bench/results.png and bench/raw/;
+# `bench-smoke` runs every scenario for a few seconds and fails unless all answer 200.
+BENCH_TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+BENCH_ARGS := --bin-dir $(BENCH_TARGET_DIR)/release \
+  --noop-wasm $(BENCH_TARGET_DIR)/bench-noop/$(WASM_TARGET)/release/bench_noop_filter.wasm
+define BENCH_PREP
+	cargo build --release -p hokusai-devstack --bins
+	cargo build --release --locked --target $(WASM_TARGET) \
+	  --manifest-path bench/noop-filter/Cargo.toml --target-dir $(BENCH_TARGET_DIR)/bench-noop
+endef
+
+bench: build venv certs
+	$(BENCH_PREP)
+	$(VENV)/bin/python bench/bench.py $(BENCH_ARGS)
+
+bench-smoke: build venv certs
+	$(BENCH_PREP)
+	$(VENV)/bin/python bench/bench.py --smoke $(BENCH_ARGS)
+
 clean:
 	cargo clean

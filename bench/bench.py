@@ -1,0 +1,838 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmark: bare Envoy vs the hokusai auth filter vs Envoy's ext_authz.
+
+Run it through make (it needs the .wasm, the venv, certs/ and the devstack binaries):
+
+    make bench          # ~7 min: 3 interleaved repetitions; writes bench/results.{md,png}, bench/raw/
+    make bench-smoke    # ~1 min: a few seconds per scenario; fails loudly if one misbehaves
+
+Every scenario is one Envoy 1.40 (`--concurrency 1`) on loopback in front of the same
+echo-upstream, driven by wrk with the same Lua script (bench/wrk/bench.lua). Envoy configs
+are derived from envoy/envoy.yaml: same connection manager and routes, minus the access log,
+with only the HTTP filter under test changed. See bench/README.md for the scenarios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import datetime
+import functools
+import hashlib
+import http.client
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from copy import deepcopy
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from report import write_report
+from scenarios import KEY_FORMAT, NUM_KEYS, PACED_CONNECTIONS, PACED_DELAY_MS, REQUEST_PATH, SCENARIOS, Scenario
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+LUA = BENCH / "wrk" / "bench.lua"
+PROD_CONFIG = ROOT / "envoy" / "envoy.yaml"
+WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "hokusai_auth_filter.wasm"
+CERTS = ROOT / "certs"
+
+SERVER_NAME = "mlflow.hokusai-development.local"
+
+HCM_TYPE = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+WASM_TYPE = "envoy.extensions.filters.http.wasm.v3.Wasm"
+ROUTER_TYPE = "envoy.extensions.filters.http.router.v3.Router"
+
+
+class BenchError(Exception):
+    """A failure with a message meant for the person running the bench."""
+
+
+@dataclass
+class Settings:
+    smoke: bool
+    reps: int
+    duration_s: int
+    warmup_s: int
+    connections: int
+    threads: int
+    wrk_timeout_s: int
+    paced_s: int
+    paced_connections: int
+    paced_delay_ms: int
+    scenarios: list
+    out_dir: Path
+    work_dir: Path
+    bin_dir: Path
+    envoy: Path
+    noop_wasm: Path
+    pin: bool
+
+
+# --------------------------------------------------------------------------------------
+# Processes: every child gets its own process group, dies with us (PDEATHSIG), and is
+# stopped by group at exit, whatever the exit path.
+
+
+def cpu_split(pin: bool) -> tuple[set[int] | None, set[int] | None]:
+    """CPUs for the Envoy under test and for everything else (wrk, upstream, auth service,
+    client-side Envoy). Pinned: Envoy gets the first CPU to itself, so with `--concurrency 1`
+    its worker is what saturates; the rest share the other CPUs."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if not pin or len(cpus) < 2:
+        return None, None
+    return {cpus[0]}, set(cpus[1:])
+
+
+def _child_setup(cpus: set[int] | None) -> None:
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: killed if bench.py dies
+    except OSError:
+        pass
+    if cpus:
+        os.sched_setaffinity(0, cpus)
+
+
+class Proc:
+    def __init__(self, name: str, argv: list[str], log: Path, env: dict | None = None,
+                 cpus: set[int] | None = None):
+        self.name = name
+        self.log = log
+        self.argv = argv
+        with open(log, "wb") as out:
+            self.popen = subprocess.Popen(
+                argv,
+                cwd=ROOT,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=functools.partial(_child_setup, cpus),
+            )
+        self.pid = self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def log_tail(self, lines: int = 25) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def cpu_seconds(self) -> float:
+        """utime + stime of all threads, from /proc."""
+        try:
+            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return float("nan")
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def memory_kib(self) -> dict:
+        out = {}
+        try:
+            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+                key, _, value = line.partition(":")
+                if key in ("VmRSS", "VmHWM"):
+                    out[key] = int(value.split()[0])
+        except OSError:
+            pass
+        return out
+
+    def stop(self) -> None:
+        if self.popen.poll() is not None:
+            return
+        try:
+            os.killpg(self.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
+            self.popen.wait(timeout=3)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.popen.wait(timeout=5)
+
+
+class Procs:
+    def __init__(self) -> None:
+        self.live: list[Proc] = []
+
+    def start(self, name: str, argv: list[str], log: Path, env: dict | None = None,
+              cpus: set[int] | None = None) -> Proc:
+        proc = Proc(name, argv, log, env, cpus)
+        self.live.append(proc)
+        return proc
+
+    def stop(self, proc: Proc) -> None:
+        proc.stop()
+        if proc in self.live:
+            self.live.remove(proc)
+
+    def stop_all(self) -> None:
+        for proc in reversed(self.live):
+            proc.stop()
+        self.live.clear()
+
+
+# --------------------------------------------------------------------------------------
+# Small helpers
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_request(port: int, method: str, path: str, headers: dict | None = None,
+                 body: bytes | None = None, timeout: float = 5.0) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def wait_until(what: str, proc: Proc, probe, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            raise BenchError(f"{what} exited during startup (log {proc.log}):\n{proc.log_tail()}")
+        try:
+            if probe():
+                return
+        except (OSError, http.client.HTTPException):
+            pass
+        time.sleep(0.1)
+    raise BenchError(f"{what} not ready after {timeout_s:.0f}s (log {proc.log}):\n{proc.log_tail()}")
+
+
+def key(i: int) -> str:
+    return KEY_FORMAT % i
+
+
+def write_keys_file(path: Path) -> None:
+    """The dev auth service's key file format (devstack/README.md): SHA-256 hashes only."""
+    keys = [{
+        "key_sha256": hashlib.sha256(key(i).encode()).hexdigest(),
+        "key_id": f"key-bench-{i:04d}",
+        "user_id": f"bench-user-{i:04d}",
+        "service_id": "ml-platform",
+        "scopes": ["mlflow:read", "mlflow:write"],
+        "rate_limit_per_hour": None,
+        "expires_at": None,
+    } for i in range(NUM_KEYS)]
+    path.write_text(json.dumps({"note": "generated by bench/bench.py", "keys": keys}))
+
+
+def run_capture(argv: list[str]) -> str:
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=20)
+        return (out.stdout or out.stderr).strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unavailable"
+
+
+# --------------------------------------------------------------------------------------
+# Envoy configs, derived from envoy/envoy.yaml
+
+
+class ConfigFactory:
+    def __init__(self, ports: dict, noop_wasm: Path) -> None:
+        self.ports = ports
+        self.noop_wasm = noop_wasm
+        try:
+            self.prod = yaml.safe_load(PROD_CONFIG.read_text())
+        except (OSError, yaml.YAMLError) as e:
+            raise BenchError(f"cannot read {PROD_CONFIG}: {e}") from e
+        listeners = self.prod["static_resources"]["listeners"]
+        tls = [l for l in listeners if "transport_socket" in l["filter_chains"][0]]
+        plain = [l for l in listeners if "transport_socket" not in l["filter_chains"][0]]
+        if len(tls) != 1 or len(plain) != 1:
+            raise BenchError(f"{PROD_CONFIG}: expected one plain and one TLS listener")
+        self.listeners = {"plain": plain[0], "tls": tls[0]}
+        hcm = self._hcm(plain[0])
+        wasm = [f for f in hcm["typed_config"]["http_filters"]
+                if f.get("typed_config", {}).get("@type", "").endswith(WASM_TYPE)]
+        if len(wasm) != 1:
+            raise BenchError(f"{PROD_CONFIG}: expected exactly one wasm HTTP filter")
+        self.wasm_filter = wasm[0]
+        self.filter_config = json.loads(self._wasm_conf(wasm[0])["value"])
+
+    @staticmethod
+    def _hcm(listener: dict) -> dict:
+        for f in listener["filter_chains"][0]["filters"]:
+            if f.get("typed_config", {}).get("@type", "").endswith(HCM_TYPE):
+                return f
+        raise BenchError(f"{PROD_CONFIG}: listener {listener.get('name')} has no HTTP connection manager")
+
+    @staticmethod
+    def _wasm_conf(wasm_filter: dict) -> dict:
+        return wasm_filter["typed_config"]["config"]["configuration"]
+
+    def _wasm(self, no_cache: bool) -> dict:
+        conf = deepcopy(self.filter_config)
+        conf["auth_authority"] = f"127.0.0.1:{self.ports['auth']}"
+        if no_cache:
+            # Every request a miss: nothing fresh is ever served from the cache. Everything
+            # else (the write of a stale-if-error entry included) is what a miss costs in production.
+            conf["cache"]["ttl_s"] = 0
+            conf["cache"]["negative_ttl_s"] = 0
+        filt = deepcopy(self.wasm_filter)
+        self._wasm_conf(filt)["value"] = json.dumps(conf)
+        return filt
+
+    def _noop_wasm(self) -> dict:
+        """The production wasm filter entry with the no-op module in it: same VM settings."""
+        filt = deepcopy(self.wasm_filter)
+        config = filt["typed_config"]["config"]
+        config["name"] = config["vm_config"]["vm_id"] = "bench_noop"
+        config["vm_config"]["code"]["local"]["filename"] = str(self.noop_wasm)
+        config.pop("configuration", None)
+        return filt
+
+    def _ext_authz(self) -> dict:
+        return {
+            "name": "envoy.filters.http.ext_authz",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
+                "transport_api_version": "V3",
+                "failure_mode_allow": False,
+                "allowed_headers": {"patterns": [{"exact": "authorization"}, {"exact": "x-api-key"}]},
+                "http_service": {
+                    "server_uri": {"uri": f"http://127.0.0.1:{self.ports['auth']}",
+                                   "cluster": "auth_service", "timeout": "2s"},
+                    "path_prefix": "/ext_authz",
+                    "authorization_response": {"allowed_upstream_headers": {"patterns": [
+                        {"exact": h} for h in ("x-user-id", "x-api-key-id", "x-auth-scopes")]}},
+                },
+            },
+        }
+
+    def server(self, scn: Scenario) -> dict:
+        cfg = deepcopy(self.prod)
+        cfg["admin"]["address"]["socket_address"]["port_value"] = self.ports["admin"]
+        listener = deepcopy(self.listeners[scn.listener])
+        listener["address"]["socket_address"]["port_value"] = self.ports["envoy"]
+        hcm = self._hcm(listener)["typed_config"]
+        # No access log: it would add the same per-request cost to every scenario and
+        # hide the filter's share. Everything else is the production connection manager.
+        hcm.pop("access_log", None)
+        filters = [f for f in hcm["http_filters"]
+                   if not f.get("typed_config", {}).get("@type", "").endswith(WASM_TYPE)]
+        if not filters or not filters[-1].get("typed_config", {}).get("@type", "").endswith(ROUTER_TYPE):
+            raise BenchError(f"{PROD_CONFIG}: expected the router as the last HTTP filter")
+        if scn.auth in ("wasm", "wasm-nocache"):
+            filters.insert(len(filters) - 1, self._wasm(no_cache=scn.auth == "wasm-nocache"))
+        elif scn.auth == "noop-wasm":
+            filters.insert(len(filters) - 1, self._noop_wasm())
+        elif scn.auth == "ext_authz":
+            filters.insert(len(filters) - 1, self._ext_authz())
+        hcm["http_filters"] = filters
+        cfg["static_resources"]["listeners"] = [listener]
+        for cluster in cfg["static_resources"]["clusters"]:
+            port = {"auth_service": self.ports["auth"], "mlflow": self.ports["echo"]}.get(cluster["name"])
+            if port is None:
+                continue
+            for group in cluster["load_assignment"]["endpoints"]:
+                for ep in group["lb_endpoints"]:
+                    ep["endpoint"]["address"]["socket_address"]["port_value"] = port
+        return absolute_paths(cfg)
+
+    def client(self) -> dict:
+        """A client-side Envoy: plain HTTP in, mTLS with certs/client.crt out to the server."""
+        return absolute_paths({
+            "admin": {"address": {"socket_address": {"address": "127.0.0.1",
+                                                     "port_value": self.ports["client_admin"]}}},
+            "static_resources": {
+                "listeners": [{
+                    "name": "client",
+                    "address": {"socket_address": {"address": "127.0.0.1", "port_value": self.ports["client"]}},
+                    "filter_chains": [{"filters": [{
+                        "name": "envoy.filters.network.http_connection_manager",
+                        "typed_config": {
+                            "@type": "type.googleapis.com/" + HCM_TYPE,
+                            "stat_prefix": "client",
+                            "route_config": {"virtual_hosts": [{
+                                "name": "all", "domains": ["*"],
+                                "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "server"}}],
+                            }]},
+                            "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
+                                "@type": "type.googleapis.com/" + ROUTER_TYPE}}],
+                        },
+                    }]}],
+                }],
+                "clusters": [{
+                    "name": "server",
+                    "type": "STATIC",
+                    "connect_timeout": "2s",
+                    "load_assignment": {"cluster_name": "server", "endpoints": [{"lb_endpoints": [{
+                        "endpoint": {"address": {"socket_address": {
+                            "address": "127.0.0.1", "port_value": self.ports["envoy"]}}}}]}]},
+                    "transport_socket": {"name": "envoy.transport_sockets.tls", "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                        "sni": SERVER_NAME,
+                        "common_tls_context": {
+                            "tls_certificates": [{"certificate_chain": {"filename": "certs/client.crt"},
+                                                  "private_key": {"filename": "certs/client.key"}}],
+                            "validation_context": {"trusted_ca": {"filename": "certs/ca.crt"},
+                                                   "match_typed_subject_alt_names": [{
+                                                       "san_type": "DNS",
+                                                       "matcher": {"exact": SERVER_NAME}}]},
+                        },
+                    }},
+                }],
+            },
+        })
+
+
+def absolute_paths(node):
+    """Make every `filename:` absolute, so the config does not depend on the cwd."""
+    if isinstance(node, dict):
+        return {k: (str(ROOT / v) if k == "filename" and isinstance(v, str) and not v.startswith("/")
+                    else absolute_paths(v)) for k, v in node.items()}
+    if isinstance(node, list):
+        return [absolute_paths(v) for v in node]
+    return node
+
+
+# --------------------------------------------------------------------------------------
+# The bench
+
+
+class Bench:
+    def __init__(self, settings: Settings) -> None:
+        self.s = settings
+        self.procs = Procs()
+        self.ports = {name: free_port() for name in
+                      ("echo", "auth", "envoy", "admin", "client", "client_admin")}
+        self.configs = ConfigFactory(self.ports, settings.noop_wasm)
+        self.envoy_cpus, self.load_cpus = cpu_split(settings.pin)
+        self.auth: Proc | None = None
+        self.echo: Proc | None = None
+
+    # -- fixtures shared by all scenarios
+
+    def with_port_retry(self, port_names: tuple[str, ...], start):
+        """Ports are picked free but bound later by the child: if another process took one in
+        between, pick new ones and start again."""
+        for attempt in range(3):
+            try:
+                return start()
+            except BenchError as e:
+                if attempt == 2 or "in use" not in str(e):
+                    raise
+                for name in port_names:
+                    self.ports[name] = free_port()
+                print(f"  (a port was taken meanwhile; retrying with {', '.join(port_names)} on new ports)")
+
+    def start_backends(self) -> None:
+        self.with_port_retry(("echo", "auth"), self._start_backends)
+
+    def _start_backends(self) -> None:
+        self.procs.stop_all()
+        work = self.s.work_dir
+        keys_file = work / "bench-keys.json"
+        write_keys_file(keys_file)
+        env = dict(os.environ)
+        env.pop("HOKUSAI_AUTH_SERVICE_TOKEN", None)
+        self.echo = self.procs.start("echo-upstream", [
+            str(self.s.bin_dir / "echo-upstream"), "--listen", f"127.0.0.1:{self.ports['echo']}",
+        ], work / "echo-upstream.log", env, self.load_cpus)
+        self.auth = self.procs.start("dev-auth-service", [
+            str(self.s.bin_dir / "dev-auth-service"), "--listen", f"127.0.0.1:{self.ports['auth']}",
+            "--keys", str(keys_file), "--control", "--quiet",
+        ], work / "dev-auth-service.log", env, self.load_cpus)
+        wait_until("echo-upstream", self.echo,
+                   lambda: http_request(self.ports["echo"], "GET", "/ready")[0] == 200)
+        wait_until("dev-auth-service", self.auth,
+                   lambda: http_request(self.ports["auth"], "GET", "/health")[0] == 200)
+
+    def auth_stats(self) -> dict:
+        status, body = http_request(self.ports["auth"], "GET", "/__dev/stats")
+        if status != 200:
+            raise BenchError(f"dev-auth-service /__dev/stats answered {status}: {body[:200]!r}")
+        return json.loads(body)
+
+    def auth_reset(self) -> None:
+        status, body = http_request(self.ports["auth"], "POST", "/__dev/reset")
+        if status not in (200, 204):
+            raise BenchError(f"dev-auth-service /__dev/reset answered {status}: {body[:200]!r}")
+
+    # -- one scenario run
+
+    def start_envoy(self, name: str, config: dict, admin_port: int, tag: str, cpus: set[int] | None) -> Proc:
+        cfg_path = self.s.work_dir / f"envoy-{tag}.json"
+        cfg_path.write_text(json.dumps(config, indent=1))
+        env = dict(os.environ)
+        env.pop("HOKUSAI_AUTH_SERVICE_TOKEN", None)
+        proc = self.procs.start(name, [
+            str(self.s.envoy), "-c", str(cfg_path), "--concurrency", "1",
+            "--disable-hot-restart", "--log-level", "warn",
+        ], self.s.work_dir / f"envoy-{tag}.log", env, cpus)
+        try:
+            wait_until(f"{name} ({cfg_path})", proc,
+                       lambda: http_request(admin_port, "GET", "/ready")[0] == 200)
+        except BaseException:
+            self.procs.stop(proc)
+            raise
+        return proc
+
+    def check_request(self, scn: Scenario, port: int, envoy: Proc) -> dict:
+        """One request outside wrk: 200, and the upstream saw what the scenario claims."""
+        headers = {"Authorization": f"Bearer {key(0)}"} if scn.keys else {}
+        status, body = http_request(port, "GET", REQUEST_PATH, headers)
+        problem = None
+        seen: dict = {}
+        if status != 200:
+            problem = f"expected 200, got {status}: {body[:300]!r}"
+        else:
+            try:
+                seen = {k: v for k, v in json.loads(body)["headers"]}
+            except (ValueError, KeyError, TypeError):
+                problem = f"upstream reply is not echo-upstream's JSON: {body[:300]!r}"
+        if problem is None:
+            if seen.get("x-auth-path") != scn.expect_auth_path:
+                problem = (f"upstream saw x-auth-path={seen.get('x-auth-path')!r}, "
+                           f"expected {scn.expect_auth_path!r}")
+            elif scn.auth == "ext_authz" and seen.get("x-user-id") != "bench-user-0000":
+                problem = f"upstream saw x-user-id={seen.get('x-user-id')!r} from ext_authz, expected 'bench-user-0000'"
+        if problem:
+            raise BenchError(f"scenario {scn.name}: check request failed: {problem}\n"
+                             f"Envoy log {envoy.log}:\n{envoy.log_tail()}")
+        return {"status": status, "x-auth-path": seen.get("x-auth-path"), "x-user-id": seen.get("x-user-id")}
+
+    def wrk(self, scn: Scenario, port: int, duration_s: int, out: Path,
+            connections: int | None = None, delay_ms: int = 0) -> dict:
+        env = dict(os.environ, BENCH_KEYS=str(scn.keys), BENCH_KEY_FORMAT=KEY_FORMAT, BENCH_OUT=str(out),
+                   BENCH_DELAY_MS=str(delay_ms))
+        out.unlink(missing_ok=True)
+        argv = ["wrk", "-t", str(self.s.threads), "-c", str(connections or self.s.connections),
+                "-d", f"{duration_s}s", "--timeout", f"{self.s.wrk_timeout_s}s",
+                "-s", str(LUA), f"http://127.0.0.1:{port}{REQUEST_PATH}"]
+        log = out.with_suffix(".log")
+        with open(log, "wb") as logf:
+            proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=logf,
+                                    stderr=subprocess.STDOUT,
+                                    preexec_fn=functools.partial(_child_setup, self.load_cpus))
+        deadline = time.monotonic() + duration_s + self.s.wrk_timeout_s + 30
+        while True:
+            pid, status, rusage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() > deadline:
+                proc.kill()
+                proc.wait()
+                raise BenchError(f"scenario {scn.name}: wrk did not finish in time (log {log})")
+            time.sleep(0.05)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0 or not out.exists():
+            raise BenchError(f"scenario {scn.name}: wrk failed (exit {proc.returncode}):\n"
+                             f"{' '.join(argv)}\n{log.read_text(errors='replace')[-2000:]}")
+        result = json.loads(out.read_text())
+        result["wrk_cpu_s"] = rusage.ru_utime + rusage.ru_stime
+        result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
+        return result
+
+    def start_envoys(self, scn: Scenario, tag: str) -> tuple[Proc, Proc | None, int]:
+        """The Envoy under test, plus for the TLS scenarios the client-side Envoy that
+        originates mTLS with certs/client.crt. Returns them and the port wrk talks to."""
+        envoy = self.start_envoy(f"Envoy [{scn.name}]", self.configs.server(scn), self.ports["admin"], tag,
+                                 self.envoy_cpus)
+        if scn.listener != "tls":
+            return envoy, None, self.ports["envoy"]
+        try:
+            client = self.start_envoy(f"client-side Envoy [{scn.name}]", self.configs.client(),
+                                      self.ports["client_admin"], tag + "-client", self.load_cpus)
+        except BaseException:
+            self.procs.stop(envoy)
+            raise
+        return envoy, client, self.ports["client"]
+
+    def run_scenario(self, scn: Scenario, rep: int) -> dict:
+        tag = f"r{rep}-{scn.name}"
+        envoy, client, port = self.with_port_retry(("envoy", "admin", "client", "client_admin"),
+                                                   lambda: self.start_envoys(scn, tag))
+        try:
+            check = self.check_request(scn, port, envoy)
+            warm = self.wrk(scn, port, self.s.warmup_s, self.s.work_dir / f"wrk-{tag}-warmup.json")
+            self.auth_reset()
+            watched = {"envoy": envoy, "auth": self.auth, "echo": self.echo}
+            if client:
+                watched["client_envoy"] = client
+            cpu0 = {k: p.cpu_seconds() for k, p in watched.items()}
+            main = self.wrk(scn, port, self.s.duration_s, self.s.work_dir / f"wrk-{tag}.json")
+            cpu1 = {k: p.cpu_seconds() for k, p in watched.items()}
+            stats = self.auth_stats()
+            memory = envoy.memory_kib()
+            paced = self.wrk(scn, port, self.s.paced_s, self.s.work_dir / f"wrk-{tag}-paced.json",
+                             self.s.paced_connections, self.s.paced_delay_ms)
+            if not envoy.alive():
+                raise BenchError(f"scenario {scn.name}: Envoy died during the run:\n{envoy.log_tail()}")
+        finally:
+            if client:
+                self.procs.stop(client)
+            self.procs.stop(envoy)
+        requests = max(main["requests"], 1)
+        cpu = {k: cpu1[k] - cpu0[k] for k in cpu0}
+        cpu["wrk"] = main["wrk_cpu_s"]
+        auth_calls = stats.get("validate_calls", 0) + stats.get("ext_authz_calls", 0)
+        return {
+            "scenario": scn.name,
+            "rep": rep,
+            "check": check,
+            "warmup": warm,
+            "wrk": main,
+            "paced": paced,
+            "auth_stats": stats,
+            "auth_calls_per_10k": auth_calls * 10_000 / requests,
+            "cpu_s": cpu,
+            "cpu_us_per_request": {k: v * 1e6 / requests for k, v in cpu.items()},
+            "envoy_memory_kib": memory,
+        }
+
+    def run(self) -> list[dict]:
+        self.start_backends()
+        runs = []
+        scenarios = [scn for scn in SCENARIOS if scn.name in self.s.scenarios]
+        n = len(scenarios)
+        for rep in range(1, self.s.reps + 1):
+            # Interleaved, and rotated each repetition so no scenario always runs first.
+            offset = (rep - 1) % n
+            order = scenarios[offset:] + scenarios[:offset]
+            for scn in order:
+                print(f"[rep {rep}/{self.s.reps}] {scn.name:6} {scn.title} ...", end="", flush=True)
+                r = self.run_scenario(scn, rep)
+                w = r["wrk"]
+                errs = sum(w["errors"].values())
+                p = r["paced"]["latency_us"]
+                print(f" {w['rps']:7.0f} req/s  p99 {w['latency_us']['p99'] / 1000:.2f} ms;"
+                      f" paced p50/p99 {p['p50'] / 1000:.2f}/{p['p99'] / 1000:.2f} ms;"
+                      f" errors {errs + sum(r['paced']['errors'].values())};"
+                      f" auth calls/10k {r['auth_calls_per_10k']:.0f}", flush=True)
+                runs.append(r)
+        return runs
+
+
+# --------------------------------------------------------------------------------------
+# Machine description, for the report
+
+
+def machine_info(settings: Settings) -> dict:
+    cpu_model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        mem_kib = int(Path("/proc/meminfo").read_text().split("\n")[0].split()[1])
+    except (OSError, ValueError, IndexError):
+        mem_kib = 0
+    commit = run_capture(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
+    dirty = run_capture(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"])
+    return {
+        "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "nproc": os.cpu_count(),
+        "cpu_model": cpu_model,
+        "memory_gib": round(mem_kib / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "os": run_capture(["sh", "-c", ". /etc/os-release && echo $PRETTY_NAME"]),
+        "loadavg_at_start": Path("/proc/loadavg").read_text().split()[:3],
+        "envoy": run_capture([str(settings.envoy), "--version"]).replace("\n", " ").split("version:")[-1].strip(),
+        "wrk": run_capture(["wrk", "-v"]).splitlines()[0].split(" Copyright")[0] if shutil.which("wrk") else "missing",
+        "rustc": run_capture(["rustc", "--version"]),
+        "python": platform.python_version(),
+        "git_commit": commit + (" (with uncommitted changes)" if dirty and dirty != "unavailable" else ""),
+        "wasm_bytes": WASM.stat().st_size if WASM.exists() else None,
+    }
+
+
+# --------------------------------------------------------------------------------------
+# Smoke checks: each scenario ran, nothing but 2xx, and the auth calls the scenario implies.
+
+
+def smoke_check(runs: list[dict]) -> list[str]:
+    problems = []
+    for r in runs:
+        name, w = r["scenario"], r["wrk"]
+        for phase in ("warmup", "wrk", "paced"):
+            p = r[phase]
+            errs = {k: v for k, v in p["errors"].items() if v}
+            if p["requests"] == 0:
+                problems.append(f"{name}: wrk ({phase}) completed no requests")
+            if errs:
+                problems.append(f"{name}: wrk ({phase}) saw errors {errs} ('status' = HTTP status ≥ 400) "
+                                f"out of {p['requests']} requests")
+        calls = r["auth_stats"].get("validate_calls", 0) + r["auth_stats"].get("ext_authz_calls", 0)
+        if name in ("D", "E") and calls < 0.95 * w["requests"]:
+            problems.append(f"{name}: expected an auth call per request, got {calls} calls for "
+                            f"{w['requests']} requests")
+        if name in ("A", "A_wasm", "A_tls", "C") and calls:
+            problems.append(f"{name}: expected no auth calls, got {calls}")
+    return problems
+
+
+# --------------------------------------------------------------------------------------
+
+
+def seconds(value: str) -> int:
+    """wrk takes whole seconds."""
+    n = int(value)
+    if n < 1:
+        raise argparse.ArgumentTypeError("must be a whole number of seconds ≥ 1")
+    return n
+
+
+def parse_args() -> Settings:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--smoke", action="store_true", help="a few seconds per scenario; assert statuses only")
+    p.add_argument("--reps", type=int, help="repetitions of the whole set (default 3; smoke 1)")
+    p.add_argument("--duration", type=seconds, help="saturating run, seconds per scenario (default 8; smoke 2)")
+    p.add_argument("--warmup", type=seconds, help="warm-up seconds per scenario run (default 2; smoke 1)")
+    p.add_argument("--connections", type=int, help="wrk connections, saturating run (default 16; smoke 4)")
+    p.add_argument("--paced", type=seconds, help="paced latency run, seconds per scenario (default 5; smoke 1)")
+    p.add_argument("--scenarios", help="comma-separated subset, e.g. A,B (default: all: "
+                   + ",".join(s.name for s in SCENARIOS) + ")")
+    p.add_argument("--out", type=Path, help="where results.md, results.png and raw/ go (default bench/)")
+    p.add_argument("--bin-dir", type=Path,
+                   help="where dev-auth-service and echo-upstream are (default $CARGO_TARGET_DIR/release "
+                        "or target/release)")
+    p.add_argument("--envoy", type=Path, default=ROOT / ".venv" / "bin" / "envoy")
+    p.add_argument("--no-pin", dest="pin", action="store_false",
+                   help="do not pin the Envoy under test to its own CPU (default: pinned when ≥ 2 CPUs)")
+    p.add_argument("--noop-wasm", type=Path,
+                   help="the no-op filter for A_wasm, built by make from bench/noop-filter (default "
+                        "$CARGO_TARGET_DIR or target, then /bench-noop/wasm32-wasip1/release/bench_noop_filter.wasm)")
+    a = p.parse_args()
+    known = [s.name for s in SCENARIOS]
+    chosen = a.scenarios.split(",") if a.scenarios else known
+    if unknown := [n for n in chosen if n not in known]:
+        p.error(f"unknown scenario(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    target_dir = ROOT / os.environ.get("CARGO_TARGET_DIR", "target")  # an absolute value wins
+    return Settings(
+        smoke=a.smoke,
+        reps=a.reps or (1 if a.smoke else 3),
+        duration_s=a.duration or (2 if a.smoke else 8),
+        warmup_s=a.warmup or (1 if a.smoke else 2),
+        connections=a.connections or (4 if a.smoke else 16),
+        threads=1,
+        wrk_timeout_s=5 if a.smoke else 2,
+        paced_s=a.paced or (1 if a.smoke else 5),
+        paced_connections=PACED_CONNECTIONS,
+        paced_delay_ms=PACED_DELAY_MS,
+        scenarios=chosen,
+        out_dir=(a.out or BENCH).resolve(),
+        work_dir=ROOT / "bench" / "raw" / "tmp" / ("smoke" if a.smoke else "full"),
+        bin_dir=(a.bin_dir or target_dir / "release").resolve(),
+        envoy=a.envoy,
+        noop_wasm=(a.noop_wasm or target_dir / "bench-noop" / "wasm32-wasip1" / "release"
+                   / "bench_noop_filter.wasm").resolve(),
+        pin=a.pin,
+    )
+
+
+def preflight(s: Settings) -> None:
+    missing = []
+    for path, hint in [
+        (s.envoy, "make venv"),
+        (WASM, "make build"),
+        (s.noop_wasm, "cargo build --release --target wasm32-wasip1 --manifest-path bench/noop-filter/Cargo.toml "
+                      "--target-dir target/bench-noop; make bench does it"),
+        (CERTS / "client.crt", "make certs"),
+        (s.bin_dir / "dev-auth-service", "cargo build --release -p hokusai-devstack"),
+        (s.bin_dir / "echo-upstream", "cargo build --release -p hokusai-devstack"),
+        (LUA, "it is part of the repo"),
+        (PROD_CONFIG, "it is part of the repo"),
+    ]:
+        if not path.exists():
+            missing.append(f"  {path} (run: {hint})")
+    if not shutil.which("wrk"):
+        missing.append("  wrk (install: apt-get install -y wrk)")
+    if missing:
+        raise BenchError("missing:\n" + "\n".join(missing))
+
+
+def main() -> int:
+    s = parse_args()
+    label = "bench-smoke" if s.smoke else "bench"
+
+    def on_signal(signum, _frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
+    bench = None
+    try:
+        preflight(s)
+        if s.work_dir.exists():
+            shutil.rmtree(s.work_dir)
+        s.work_dir.mkdir(parents=True)
+        machine = machine_info(s)
+        est = len(s.scenarios) * s.reps * (s.warmup_s + s.duration_s + s.paced_s + 2)
+        print(f"{label}: {len(s.scenarios)} scenarios × {s.reps} repetition(s); each {s.warmup_s:g}s warm-up, "
+              f"{s.duration_s:g}s saturating (wrk -c {s.connections}), {s.paced_s:g}s paced; "
+              f"about {est / 60:.1f} min. "
+              f"Load average now: {' '.join(machine['loadavg_at_start'])}; logs in {s.work_dir}")
+        bench = Bench(s)
+        runs = bench.run()
+    except BenchError as e:
+        print(f"\n{label}: FAILED: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"\n{label}: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        if bench:
+            bench.procs.stop_all()
+
+    if s.smoke:
+        (s.work_dir / "smoke.json").write_text(json.dumps(runs, indent=1) + "\n")
+        problems = smoke_check(runs)
+        if problems:
+            print(f"{label}: FAILED:\n  " + "\n  ".join(problems) + f"\n(logs and raw wrk output in {s.work_dir})",
+                  file=sys.stderr)
+            return 1
+        print(f"{label}: OK: all {len(runs)} scenario runs answered 200 with the expected auth path "
+              f"(raw output in {s.work_dir})")
+        return 0
+
+    raw = {
+        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(s).items()},
+        "request_path": REQUEST_PATH,
+        "filter_cache": bench.configs.filter_config.get("cache", {}),
+        "cpus": {"envoy": sorted(bench.envoy_cpus), "others": sorted(bench.load_cpus)} if bench.envoy_cpus else None,
+        "machine": machine,
+        "runs": runs,
+    }
+    summary, targets = write_report(raw, s.out_dir)
+    print()
+    for name, r in summary.items():
+        if r["errors"]:
+            print(f"  WARNING: {name}: {r['errors']} requests failed (status ≥ 400 or socket errors)")
+    for t in targets:
+        print(f"  {t['label']:24} {t['shown']:>10}  target {t['target']:10} {'met' if t['met'] else 'MISSED'}")
+    print(f"\n{label}: results in {s.out_dir / 'results.md'}, plot {s.out_dir / 'results.png'}, "
+          f"raw data {s.out_dir / 'raw' / 'results.json'}; logs in {s.work_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
