@@ -14,7 +14,7 @@ use super::rate_limit;
 use super::scope::{required_access, Access};
 use super::store::SharedStore;
 use super::validation_reply::{Denial, KeyGrant, ValidationOutcome, Verdict};
-use super::verdict_cache::VerdictCache;
+use super::verdict_cache::{Probe, VerdictCache};
 
 /// What the adapter read from the request. Header values are raw bytes: a client can send
 /// anything, and nothing here may panic on it.
@@ -64,6 +64,8 @@ pub struct Pending {
     pub key: ApiKey,
     pub digest: KeyDigest,
     pub access: Access,
+    /// What the cache lookup saw, so storing the verdict needs no second read.
+    pub probe: Probe,
 }
 
 /// The configured filter: built once per configuration, shared by every request.
@@ -105,15 +107,16 @@ impl Policy {
             KeyLookup::Malformed => return Decision::Reply(LocalReply::key_malformed()),
         };
         let digest = key.digest();
-        match self.cache(store).fresh(&digest, now) {
-            Some(Verdict::Allow(grant)) => {
+        match self.cache(store).lookup(&digest, now) {
+            Ok(Verdict::Allow(grant)) => {
                 self.admit_key(&grant, &digest, access, Route::CachedKey, store, now)
             }
-            Some(Verdict::Deny(denial)) => deny(denial, &digest),
-            None => Decision::Validate(Pending {
+            Ok(Verdict::Deny(denial)) => deny(denial, &digest),
+            Err(probe) => Decision::Validate(Pending {
                 key,
                 digest,
                 access,
+                probe,
             }),
         }
     }
@@ -144,7 +147,8 @@ impl Policy {
         let digest = &pending.digest;
         match outcome {
             ValidationOutcome::Verdict(verdict) => {
-                self.cache(store).remember(digest, &verdict, now);
+                self.cache(store)
+                    .remember(digest, &verdict, &pending.probe, now);
                 match verdict {
                     Verdict::Allow(grant) => self.admit_key(
                         &grant,
@@ -223,11 +227,8 @@ impl Policy {
             ));
         }
         if let Some(limit) = grant.rate_limit_per_hour {
-            let counter = format!(
-                "{}rate.{}",
-                self.prefix,
-                digest.slot(self.config.cache.max_entries)
-            );
+            let slot = digest.slots(self.config.cache.max_entries)[0];
+            let counter = format!("{}rate.{slot}", self.prefix);
             if let Err(retry_after_s) = rate_limit::consume(store, &counter, digest, limit, now) {
                 log::info!("key {} is over its hourly rate limit", digest.fingerprint());
                 return Decision::Reply(LocalReply::rate_limited(retry_after_s));

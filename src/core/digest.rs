@@ -20,11 +20,13 @@ impl KeyDigest {
         format!("sha256:{}", hex(&self.0[..6]))
     }
 
-    /// A stable number for picking a cache slot.
-    pub fn slot(&self, slots: u32) -> u32 {
-        let mut head = [0u8; 8];
-        head.copy_from_slice(&self.0[..8]);
-        (u64::from_be_bytes(head) % u64::from(slots.max(1))) as u32
+    /// Two independent slot numbers in `0..slots`, from two slices of the digest.
+    pub fn slots(&self, slots: u32) -> [u32; 2] {
+        [0, 8].map(|at| {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(&self.0[at..at + 8]);
+            (u64::from_be_bytes(word) % u64::from(slots.max(1))) as u32
+        })
     }
 }
 
@@ -61,11 +63,11 @@ mod tests {
     }
 
     #[test]
-    fn slot_stays_in_range() {
+    fn slots_stay_in_range() {
         for i in 0..100u32 {
             let d = KeyDigest::of(&i.to_le_bytes());
-            assert!(d.slot(7) < 7);
-            assert_eq!(d.slot(1), 0);
+            assert!(d.slots(7).iter().all(|s| *s < 7));
+            assert_eq!(d.slots(1), [0, 0]);
         }
     }
 }

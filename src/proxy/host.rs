@@ -33,10 +33,22 @@ pub fn now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-pub fn request_header(name: &str) -> Option<Vec<u8>> {
-    hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
-        .ok()
-        .flatten()
+/// The request headers, fetched in one host call: every host call crosses the VM boundary
+/// (microseconds each under V8), so one bulk read beats a dozen single lookups.
+pub struct RequestHeaders(Vec<(String, Vec<u8>)>);
+
+impl RequestHeaders {
+    pub fn read() -> Self {
+        Self(hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default())
+    }
+
+    /// First value of a header; Envoy hands names over lowercased.
+    pub fn get(&self, name: &str) -> Option<&[u8]> {
+        self.0
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_slice())
+    }
 }
 
 pub fn set_request_header(name: &str, value: Option<&str>) {

@@ -1,7 +1,7 @@
 //! One HTTP request: a small state machine. Deciding on headers, then either decided, or
 //! waiting for its auth-service callout.
 
-use super::host::{self, HostStore};
+use super::host::{self, HostStore, RequestHeaders};
 use super::root::Filter;
 use crate::core::callout::client_ip;
 use crate::core::decision::{Decision, Pending, RequestFacts};
@@ -167,28 +167,30 @@ impl Context for HttpFilter {
 
 impl HttpContext for HttpFilter {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let headers = RequestHeaders::read();
         for name in VERDICT_HEADERS {
-            host::set_request_header(name, None);
+            if headers.get(name).is_some() {
+                host::set_request_header(name, None);
+            }
         }
-        self.request_id =
-            host::request_header("x-request-id").and_then(|v| String::from_utf8(v).ok());
+        self.request_id = headers
+            .get("x-request-id")
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .map(String::from);
         let Some(filter) = self.filter.clone() else {
             log::error!("request refused: the filter has no valid configuration");
             self.reply(&LocalReply::unavailable());
             return Action::Pause;
         };
-        let method = host::request_header(":method").unwrap_or_default();
-        let path = host::request_header(":path").unwrap_or_default();
-        let authorization = host::request_header("authorization");
-        let x_api_key = host::request_header("x-api-key");
+        let text = |name| String::from_utf8_lossy(headers.get(name).unwrap_or_default());
         let facts = RequestFacts {
-            method: &String::from_utf8_lossy(&method),
-            path: &String::from_utf8_lossy(&path),
-            authorization: authorization.as_deref(),
-            x_api_key: x_api_key.as_deref(),
-            cors_request_method: host::request_header("access-control-request-method").is_some(),
-            has_user_id: host::request_header("x-user-id").is_some(),
-            peer: read_peer(),
+            method: &text(":method"),
+            path: &text(":path"),
+            authorization: headers.get("authorization"),
+            x_api_key: headers.get("x-api-key"),
+            cors_request_method: headers.get("access-control-request-method").is_some(),
+            has_user_id: headers.get("x-user-id").is_some(),
+            peer: read_peer(&headers),
         };
         match filter.policy.on_request(&facts, &HostStore, host::now()) {
             Decision::Validate(pending) => self.dispatch(&filter, pending),
@@ -198,7 +200,7 @@ impl HttpContext for HttpFilter {
 }
 
 /// Peer facts; the certificate details are read only for a validated mTLS connection.
-fn read_peer() -> PeerFacts {
+fn read_peer(headers: &RequestHeaders) -> PeerFacts {
     let mtls = host::property(&["connection", "mtls"]).is_some_and(|v| v.first() == Some(&1));
     if !mtls {
         return PeerFacts::default();
@@ -208,6 +210,6 @@ fn read_peer() -> PeerFacts {
         uri_san: host::property_string(&["connection", "uri_san_peer_certificate"]),
         dns_san: host::property_string(&["connection", "dns_san_peer_certificate"]),
         subject: host::property_string(&["connection", "subject_peer_certificate"]),
-        xfcc: host::request_header("x-forwarded-client-cert"),
+        xfcc: headers.get("x-forwarded-client-cert").map(<[u8]>::to_vec),
     }
 }
