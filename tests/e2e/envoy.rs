@@ -1,0 +1,191 @@
+//! Envoy from `envoy/envoy.yaml`, with only its ports and file paths changed.
+
+use std::process::Command;
+use std::time::Duration;
+
+use super::paths::{self, TempDir};
+use super::procs::ProcessGroup;
+
+/// Where the rendered Envoy sends its clusters.
+#[derive(Debug, Clone, Copy)]
+pub struct Upstreams {
+    pub auth_port: u16,
+    pub mlflow_port: u16,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Ports {
+    pub plain: u16,
+    pub tls: u16,
+    pub admin: u16,
+}
+
+/// Replaces `from` with `to`, insisting it occurs exactly `times` times, so a change to
+/// envoy.yaml that breaks the substitution fails here instead of testing the wrong thing.
+fn replace_exact(text: &str, from: &str, to: &str, times: usize) -> String {
+    let found = text.matches(from).count();
+    assert_eq!(
+        found, times,
+        "e2e: envoy/envoy.yaml should contain {from:?} {times} time(s), found {found}; \
+         the suite rewrites it textually (see the note at the top of the file)"
+    );
+    text.replace(from, to)
+}
+
+/// The repo's envoy.yaml with test ports and absolute paths; nothing else changes.
+/// Ports are matched with their closing ` }` so a new port can never be re-matched.
+pub fn render(ports: Ports, up: Upstreams) -> String {
+    let yaml = std::fs::read_to_string(paths::envoy_yaml()).expect("read envoy/envoy.yaml");
+    let port = |n: u16| format!("port_value: {n} }}");
+    let mut out = yaml;
+    for (from, to) in [
+        (10000, ports.plain),
+        (10443, ports.tls),
+        (9901, ports.admin),
+        (8000, up.auth_port),
+        (5000, up.mlflow_port),
+    ] {
+        out = replace_exact(&out, &port(from), &port(to), 1);
+    }
+    out = replace_exact(
+        &out,
+        "\"127.0.0.1:8000\"",
+        &format!("\"127.0.0.1:{}\"", up.auth_port),
+        1,
+    );
+    out = replace_exact(
+        &out,
+        &format!("filename: {}", paths::WASM_REL),
+        &format!("filename: {}", paths::wasm().display()),
+        1,
+    );
+    let certs = format!("{}/", paths::certs_dir().display());
+    out = replace_exact(&out, "filename: certs/", &format!("filename: {certs}"), 3);
+    out
+}
+
+pub struct Envoy {
+    // Field order is drop order: stop the process before its directory goes.
+    proc: ProcessGroup,
+    pub ports: Ports,
+    admin: reqwest::Client,
+    dir: TempDir,
+}
+
+impl Envoy {
+    /// Renders the config, starts Envoy and waits until its admin says it is ready.
+    /// `service_token` becomes HOKUSAI_AUTH_SERVICE_TOKEN in Envoy's environment, which
+    /// envoy.yaml passes into the wasm VM.
+    pub async fn start(up: Upstreams, service_token: Option<&str>) -> Envoy {
+        paths::require_envoy_inputs();
+        let dir = TempDir::new("envoy");
+        let [plain, tls, admin] = paths::free_ports::<3>();
+        let ports = Ports { plain, tls, admin };
+        let config = dir.join("envoy.yaml");
+        std::fs::write(&config, render(ports, up)).expect("write rendered envoy.yaml");
+
+        let mut cmd = Command::new(paths::venv_bin("envoy"));
+        cmd.arg("-c")
+            .arg(&config)
+            .args(["--concurrency", "2"])
+            // Unique per running Envoy (the admin port is ours while it runs). Hot restart
+            // is off as well, so no shared-memory segment is left behind in /dev/shm.
+            .args(["--base-id", &admin.to_string(), "--disable-hot-restart"])
+            .current_dir(dir.path())
+            .env_remove("HOKUSAI_AUTH_SERVICE_TOKEN");
+        if let Some(token) = service_token {
+            cmd.env("HOKUSAI_AUTH_SERVICE_TOKEN", token);
+        }
+        let proc = ProcessGroup::spawn(
+            "envoy",
+            cmd,
+            &dir.join("access.log"),
+            &dir.join("envoy.log"),
+        );
+        let admin_client = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .expect("admin client");
+        let mut envoy = Envoy {
+            proc,
+            ports,
+            admin: admin_client,
+            dir,
+        };
+        envoy.wait_ready().await;
+        envoy
+    }
+
+    async fn wait_ready(&mut self) {
+        let url = format!("http://127.0.0.1:{}/ready", self.ports.admin);
+        // ~0.5 s is typical; 30 s allows for a cold V8 compile on a busy machine.
+        for _ in 0..300 {
+            self.proc.assert_running();
+            if let Ok(resp) = self.admin.get(&url).send().await {
+                if resp.status().is_success() {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "e2e: Envoy not ready after 30 s\n{}",
+            self.proc.log_tail(40)
+        );
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.proc.pid()
+    }
+
+    pub fn plain_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.ports.plain)
+    }
+
+    pub fn tls_url(&self, path: &str) -> String {
+        format!("https://127.0.0.1:{}{path}", self.ports.tls)
+    }
+
+    /// A counter or gauge from the admin endpoint; 0 when Envoy has not created it yet.
+    pub async fn stat(&self, name: &str) -> u64 {
+        let url = format!("http://127.0.0.1:{}/stats", self.ports.admin);
+        let text = self
+            .admin
+            .get(&url)
+            .query(&[("filter", format!("^{}$", name.replace('.', "\\.")))])
+            .send()
+            .await
+            .expect("admin /stats")
+            .text()
+            .await
+            .expect("admin /stats body");
+        text.lines()
+            .find_map(|line| {
+                let (key, value) = line.split_once(": ")?;
+                (key == name).then(|| value.trim().parse().ok()).flatten()
+            })
+            .unwrap_or(0)
+    }
+
+    /// Resident set size of the Envoy process, from /proc.
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("read /proc/<envoy>/status");
+        let kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/<envoy>/status");
+        kb * 1024
+    }
+
+    /// Envoy's own log (stderr), e.g. to look for a filter's log line.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("envoy.log")).unwrap_or_default()
+    }
+
+    pub fn assert_running(&mut self) {
+        self.proc.assert_running();
+    }
+}

@@ -1,0 +1,106 @@
+//! Where the suite finds its inputs, and a scratch directory that cleans up after itself.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// The artifact `make build` writes, relative to the repo root.
+pub const WASM_REL: &str = "target/wasm32-wasip1/release/hokusai_auth_filter.wasm";
+
+pub fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn envoy_yaml() -> PathBuf {
+    repo_root().join("envoy/envoy.yaml")
+}
+
+pub fn venv_bin(name: &str) -> PathBuf {
+    repo_root().join(".venv/bin").join(name)
+}
+
+/// The filter under test. `HOKUSAI_E2E_WASM` points elsewhere (say, a build in another
+/// target dir); by default it is the artifact `make build` produces.
+pub fn wasm() -> PathBuf {
+    std::env::var_os("HOKUSAI_E2E_WASM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(WASM_REL))
+}
+
+pub fn certs_dir() -> PathBuf {
+    repo_root().join("certs")
+}
+
+pub fn cert(file: &str) -> PathBuf {
+    certs_dir().join(file)
+}
+
+/// Panics (never skips) when an input is missing, naming what makes it.
+pub fn require(path: &Path, made_by: &str) {
+    assert!(
+        path.exists(),
+        "e2e: {} is missing; run `{made_by}` first (or `make test`, which does it all)",
+        path.display()
+    );
+}
+
+/// Checks everything an Envoy-based test needs before anything is started.
+pub fn require_envoy_inputs() {
+    require(&venv_bin("envoy"), "make venv");
+    require(&wasm(), "make build");
+    for file in [
+        "ca.crt",
+        "server.crt",
+        "server.key",
+        "client.crt",
+        "client.key",
+    ] {
+        require(&cert(file), "make certs");
+    }
+}
+
+/// A fresh directory under the system temp dir, removed on drop unless the test is
+/// failing, so its logs stay around to read.
+pub struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    pub fn new(label: &str) -> TempDir {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let path =
+            std::env::temp_dir().join(format!("hokusai-e2e-{label}-{}-{n}", std::process::id()));
+        // A leftover from an earlier run with the same pid is stale by definition.
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path)
+            .unwrap_or_else(|e| panic!("e2e: cannot create {}: {e}", path.display()));
+        TempDir { path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("e2e: keeping {} for inspection", self.path.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+/// Ports nobody listens on right now: all bound at once so they differ, then released
+/// for the caller to hand to a child process.
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let listeners: Vec<std::net::TcpListener> = (0..N)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
+        .collect();
+    std::array::from_fn(|i| listeners[i].local_addr().expect("local addr").port())
+}

@@ -1,0 +1,120 @@
+//! The usual test rig: Envoy in front of the in-process dev auth service and echo
+//! upstream (or a given upstream port, e.g. a real MLflow).
+
+use std::net::SocketAddr;
+
+use hokusai_devstack::{DevAuth, DevAuthConfig, Echo, EchoHandle, KeyStore};
+
+use super::envoy::{Envoy, Upstreams};
+use super::paths;
+
+/// The token the dev auth service demands and the filter forwards (via Envoy's env).
+pub const SERVICE_TOKEN: &str = "e2e-service-token";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    /// The dev auth service with the dev keys.
+    Dev,
+    /// Nothing listens on the auth cluster's port.
+    Down,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct StackOptions {
+    pub auth: AuthMode,
+    /// `None`: the in-process echo upstream.
+    pub upstream_port: Option<u16>,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        StackOptions {
+            auth: AuthMode::Dev,
+            upstream_port: None,
+        }
+    }
+}
+
+pub struct Stack {
+    // Envoy first: dropped (killed) before the servers behind it.
+    pub envoy: Envoy,
+    pub auth: Option<DevAuth>,
+    pub echo: Option<EchoHandle>,
+    /// The auth cluster's port, listened on or not.
+    pub auth_port: u16,
+}
+
+impl Stack {
+    pub async fn start() -> Stack {
+        Self::start_with(StackOptions::default()).await
+    }
+
+    pub async fn start_with(opts: StackOptions) -> Stack {
+        // Check before starting anything, so a missing input reads as such.
+        paths::require_envoy_inputs();
+        let (auth, auth_port) = match opts.auth {
+            AuthMode::Dev => {
+                let auth = start_dev_auth("127.0.0.1:0".parse().unwrap()).await;
+                let port = auth.addr().port();
+                (Some(auth), port)
+            }
+            AuthMode::Down => (None, paths::free_ports::<1>()[0]),
+        };
+        let (echo, mlflow_port) = match opts.upstream_port {
+            Some(port) => (None, port),
+            None => {
+                let echo = Echo::start("127.0.0.1:0".parse().unwrap())
+                    .await
+                    .expect("start echo upstream");
+                let port = echo.addr().port();
+                (Some(echo), port)
+            }
+        };
+        let envoy = Envoy::start(
+            Upstreams {
+                auth_port,
+                mlflow_port,
+            },
+            Some(SERVICE_TOKEN),
+        )
+        .await;
+        Stack {
+            envoy,
+            auth,
+            echo,
+            auth_port,
+        }
+    }
+
+    pub fn auth(&self) -> &DevAuth {
+        self.auth
+            .as_ref()
+            .expect("this stack has no dev auth service")
+    }
+
+    /// Brings the dev auth service up on the auth cluster's port (after `AuthMode::Down`).
+    pub async fn start_auth_now(&mut self) {
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.auth_port));
+        self.auth = Some(start_dev_auth(addr).await);
+    }
+
+    /// Callouts as counted by Envoy's auth cluster, independent of the service's own count.
+    pub async fn auth_cluster_requests(&self) -> u64 {
+        self.envoy
+            .stat("cluster.auth_service.upstream_rq_total")
+            .await
+    }
+}
+
+async fn start_dev_auth(listen: SocketAddr) -> DevAuth {
+    let auth = DevAuth::start(DevAuthConfig {
+        listen,
+        keys: KeyStore::dev_keys(),
+        service_token: Some(SERVICE_TOKEN.to_owned()),
+    })
+    .await
+    .expect("start dev auth service");
+    // One stderr line per call would drown test output.
+    auth.set_request_logging(false);
+    auth
+}
