@@ -37,8 +37,11 @@ lint:
 unit:
 	cargo test -p hokusai-auth-filter --lib
 
+# Unit tests, the wasm harness stories, the end-to-end suite (real Envoy and MLflow), and
+# a few seconds of every benchmark scenario so the benchmark never rots.
 test: toolchain lint build venv certs
-	cargo test --workspace --release -- --test-threads=2
+	cargo test --workspace --profile ci -- --test-threads=2
+	$(MAKE) bench-smoke
 
 # Local stack: dev auth service :8000, MLflow :5000, Envoy :10000/:10443 (admin :9901).
 # Ctrl-C stops it all; state and logs go to .run/.
