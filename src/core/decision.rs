@@ -9,6 +9,7 @@ use super::callout::{validation_call, ValidationCall};
 use super::config::FilterConfig;
 use super::digest::KeyDigest;
 use super::local_reply::LocalReply;
+use super::local_verdicts::LocalVerdicts;
 use super::peer::{match_peer, PeerFacts, PeerMatch};
 use super::rate_limit;
 use super::scope::{required_access, Access};
@@ -73,12 +74,22 @@ pub struct Policy {
     config: FilterConfig,
     /// Shared-data namespace, so filters for different services never share verdicts.
     prefix: String,
+    /// This worker's copies of recent verdicts: a repeat key costs no host call.
+    local: LocalVerdicts,
 }
+
+/// Per-worker copies kept at most; the shared cache stays the one bounded by max_entries.
+const LOCAL_VERDICTS: usize = 4096;
 
 impl Policy {
     pub fn new(config: FilterConfig) -> Self {
         let prefix = format!("hokusai.v1.{}.", config.service_id);
-        Self { config, prefix }
+        let local = LocalVerdicts::new(LOCAL_VERDICTS.min(config.cache.max_entries as usize));
+        Self {
+            config,
+            prefix,
+            local,
+        }
     }
 
     pub fn config(&self) -> &FilterConfig {
@@ -107,7 +118,17 @@ impl Policy {
             KeyLookup::Malformed => return Decision::Reply(LocalReply::key_malformed()),
         };
         let digest = key.digest();
-        match self.cache(store).lookup(&digest, now) {
+        let cached = match self.local.get(&digest, now) {
+            Some(verdict) => Ok(verdict),
+            None => self
+                .cache(store)
+                .lookup(&digest, now)
+                .map(|(verdict, fresh_until)| {
+                    self.local.put(&digest, &verdict, fresh_until, now);
+                    verdict
+                }),
+        };
+        match cached {
             Ok(Verdict::Allow(grant)) => {
                 self.admit_key(&grant, &digest, access, Route::CachedKey, store, now)
             }
@@ -147,8 +168,10 @@ impl Policy {
         let digest = &pending.digest;
         match outcome {
             ValidationOutcome::Verdict(verdict) => {
-                self.cache(store)
+                let fresh_until = self
+                    .cache(store)
                     .remember(digest, &verdict, &pending.probe, now);
+                self.local.put(digest, &verdict, fresh_until, now);
                 match verdict {
                     Verdict::Allow(grant) => self.admit_key(
                         &grant,

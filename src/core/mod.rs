@@ -7,6 +7,7 @@ pub mod config;
 pub mod decision;
 pub mod digest;
 pub mod local_reply;
+pub mod local_verdicts;
 pub mod peer;
 pub mod rate_limit;
 pub mod scope;

@@ -69,8 +69,9 @@ impl<'a, S: SharedStore> VerdictCache<'a, S> {
         }
     }
 
-    /// A verdict still inside its TTL, or what the slots held, for [`Self::remember`].
-    pub fn lookup(&self, digest: &KeyDigest, now: i64) -> Result<Verdict, Probe> {
+    /// A verdict still inside its TTL (with the end of that TTL), or what the slots held,
+    /// for [`Self::remember`].
+    pub fn lookup(&self, digest: &KeyDigest, now: i64) -> Result<(Verdict, i64), Probe> {
         let hex = digest.hex();
         let mut seen = Vec::with_capacity(2);
         for key in self.slot_keys(digest) {
@@ -80,7 +81,7 @@ impl<'a, S: SharedStore> VerdictCache<'a, S> {
                 .and_then(|(bytes, _)| serde_json::from_slice::<Entry>(bytes).ok());
             if let Some(entry) = &entry {
                 if entry.digest == hex && now < entry.fresh_until {
-                    return Ok(entry.verdict.clone());
+                    return Ok((entry.verdict.clone(), entry.fresh_until));
                 }
             }
             seen.push(SlotSeen {
@@ -109,8 +110,9 @@ impl<'a, S: SharedStore> VerdictCache<'a, S> {
         })
     }
 
-    /// Stores a verdict in the better of the two slots the probe saw.
-    pub fn remember(&self, digest: &KeyDigest, verdict: &Verdict, probe: &Probe, now: i64) {
+    /// Stores a verdict in the better of the two slots the probe saw; returns the end of its
+    /// TTL.
+    pub fn remember(&self, digest: &KeyDigest, verdict: &Verdict, probe: &Probe, now: i64) -> i64 {
         let (fresh_until, usable_until) = match verdict {
             Verdict::Allow(grant) => {
                 let cap = grant.expires_at.unwrap_or(i64::MAX);
@@ -126,7 +128,7 @@ impl<'a, S: SharedStore> VerdictCache<'a, S> {
             }
         };
         if usable_until <= now {
-            return;
+            return fresh_until;
         }
         let entry = Entry {
             digest: digest.hex(),
@@ -135,7 +137,7 @@ impl<'a, S: SharedStore> VerdictCache<'a, S> {
             usable_until,
         };
         let Ok(value) = serde_json::to_vec(&entry) else {
-            return;
+            return fresh_until;
         };
         let slot = probe
             .slots
@@ -149,6 +151,7 @@ impl<'a, S: SharedStore> VerdictCache<'a, S> {
                 log::warn!("verdict cache write failed for {}", digest.fingerprint())
             }
         }
+        fresh_until
     }
 
     fn slot_keys(&self, digest: &KeyDigest) -> [String; 2] {
@@ -203,7 +206,7 @@ mod tests {
         let cache = VerdictCache::new(&store, &config, "t.");
         let d = KeyDigest::of(b"key");
         fill(&cache, &d, &grant(None), NOW);
-        assert_eq!(cache.lookup(&d, NOW + 299), Ok(grant(None)));
+        assert_eq!(cache.lookup(&d, NOW + 299), Ok((grant(None), NOW + 300)));
         assert!(cache.lookup(&d, NOW + 300).is_err());
         assert!(cache.stale_allow(&d, NOW + 359).is_some());
         assert!(cache.stale_allow(&d, NOW + 360).is_none());
@@ -228,7 +231,7 @@ mod tests {
         fill(&cache, &d, &Verdict::Deny(Denial::Invalid), NOW);
         assert_eq!(
             cache.lookup(&d, NOW + 29),
-            Ok(Verdict::Deny(Denial::Invalid))
+            Ok((Verdict::Deny(Denial::Invalid), NOW + 30))
         );
         assert!(cache.lookup(&d, NOW + 30).is_err());
         assert!(cache.stale_allow(&d, NOW + 1).is_none());

@@ -367,3 +367,66 @@ fn verdicts_are_namespaced_by_service_id() {
         Decision::Validate(_)
     ));
 }
+
+/// A store that counts reads, to show which requests reach shared data.
+#[derive(Default)]
+struct CountingStore {
+    inner: MemoryStore,
+    reads: std::cell::Cell<usize>,
+}
+
+impl SharedStore for CountingStore {
+    fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        self.reads.set(self.reads.get() + 1);
+        self.inner.get(key)
+    }
+
+    fn set(
+        &self,
+        key: &str,
+        value: &[u8],
+        cas: Option<u32>,
+    ) -> Result<(), crate::core::store::StoreError> {
+        self.inner.set(key, value, cas)
+    }
+}
+
+#[test]
+fn a_repeat_key_is_answered_from_the_workers_copy_without_shared_reads() {
+    let (p, store) = (policy(), CountingStore::default());
+    let req = RequestFacts {
+        x_api_key: Some(b"hk_good"),
+        ..get("/api/2.0/mlflow/experiments/get")
+    };
+    let Decision::Validate(pending) = p.on_request(&req, &store, NOW) else {
+        panic!()
+    };
+    let reply = interpret(
+        Some(200),
+        grant_json(r#"["mlflow:read"]"#, "null").as_bytes(),
+        None,
+        NOW,
+    );
+    forwarded(p.on_validation(&pending, reply, &store, NOW));
+    let reads = store.reads.get();
+    for _ in 0..10 {
+        assert_eq!(
+            forwarded(p.on_request(&req, &store, NOW + 10)).route,
+            Route::CachedKey
+        );
+    }
+    assert_eq!(
+        store.reads.get(),
+        reads,
+        "no shared-data read for a warm key"
+    );
+    // Another worker (a fresh policy) learns it from shared data, once.
+    let worker2 = policy();
+    forwarded(worker2.on_request(&req, &store, NOW + 10));
+    assert!(store.reads.get() > reads);
+    // The copy ends with the verdict's TTL.
+    assert!(matches!(
+        p.on_request(&req, &store, NOW + 300),
+        Decision::Validate(_)
+    ));
+}
