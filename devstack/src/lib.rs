@@ -12,6 +12,7 @@ pub mod auth_service;
 pub mod echo;
 pub mod faults;
 pub mod keys;
+mod rfc3339;
 mod server;
 
 pub use auth_service::{DevAuth, DevAuthConfig, RecordedRequest, ServeOptions};
