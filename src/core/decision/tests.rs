@@ -11,6 +11,14 @@ fn policy() -> Policy {
     Policy::new(config)
 }
 
+fn peer(mtls: bool, uri_san: &str) -> PeerFacts {
+    PeerFacts {
+        mtls,
+        uri_san: Some(uri_san.into()),
+        ..PeerFacts::default()
+    }
+}
+
 fn get(path: &str) -> RequestFacts<'_> {
     RequestFacts {
         method: "GET",
@@ -101,11 +109,7 @@ fn exempt_paths_and_preflight_pass_untouched() {
 fn allow_listed_mtls_peer_is_internal_without_callout() {
     let (p, store) = (policy(), MemoryStore::default());
     let req = RequestFacts {
-        peer: PeerFacts {
-            mtls: true,
-            uri_san: Some(API_ID.into()),
-            ..PeerFacts::default()
-        },
+        peer: peer(true, API_ID),
         ..post("/api/2.0/mlflow/runs/create")
     };
     let f = forwarded(p.on_request(&req, &store, NOW));
@@ -137,11 +141,7 @@ fn internal_scopes_are_enforced_too() {
     config.internal.scopes = vec!["mlflow:read".into()];
     let (p, store) = (Policy::new(config), MemoryStore::default());
     let req = RequestFacts {
-        peer: PeerFacts {
-            mtls: true,
-            uri_san: Some(API_ID.into()),
-            ..PeerFacts::default()
-        },
+        peer: peer(true, API_ID),
         ..post("/api/2.0/mlflow/runs/create")
     };
     assert_eq!(reply_status(&p.on_request(&req, &store, NOW)), 403);
@@ -151,20 +151,12 @@ fn internal_scopes_are_enforced_too() {
 fn unlisted_or_plain_peer_falls_through_to_api_key() {
     let (p, store) = (policy(), MemoryStore::default());
     let unlisted = RequestFacts {
-        peer: PeerFacts {
-            mtls: true,
-            uri_san: Some("spiffe://hokusai.internal/ns/development/sa/notebook".into()),
-            ..PeerFacts::default()
-        },
+        peer: peer(true, "spiffe://hokusai.internal/ns/development/sa/notebook"),
         ..get("/api/2.0/mlflow/experiments/get")
     };
     assert_eq!(reply_status(&p.on_request(&unlisted, &store, NOW)), 401);
     let spoofed = RequestFacts {
-        peer: PeerFacts {
-            mtls: false,
-            uri_san: Some(API_ID.into()),
-            ..PeerFacts::default()
-        },
+        peer: peer(false, API_ID),
         ..get("/api/2.0/mlflow/experiments/get")
     };
     assert_eq!(reply_status(&p.on_request(&spoofed, &store, NOW)), 401);
