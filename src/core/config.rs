@@ -20,6 +20,16 @@ pub struct FilterConfig {
     pub cache: CacheConfig,
     pub internal: InternalConfig,
     pub scopes: ScopeSets,
+    pub testing: TestingConfig,
+}
+
+/// Switches for tests of Envoy's own behaviour around the filter; never set in production.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TestingConfig {
+    /// A request to exactly this path (query ignored) traps the VM, so a test can prove
+    /// that Envoy's `failure_policy` reloads a crashed VM and fails closed meanwhile.
+    pub trap_path: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -74,6 +84,7 @@ impl Default for FilterConfig {
             cache: CacheConfig::default(),
             internal: InternalConfig::default(),
             scopes: ScopeSets::default(),
+            testing: TestingConfig::default(),
         }
     }
 }
@@ -186,6 +197,9 @@ impl FilterConfig {
         scope_list("internal.scopes", &self.internal.scopes)?;
         scope_list("scopes.read", &self.scopes.read)?;
         scope_list("scopes.write", &self.scopes.write)?;
+        if let Some(path) = &self.testing.trap_path {
+            http_path("testing.trap_path", path)?;
+        }
         Ok(self)
     }
 }
@@ -290,6 +304,10 @@ mod tests {
         assert_eq!(
             refused_field(r#"{"cache": {"max_entries": 0}}"#),
             "cache.max_entries"
+        );
+        assert_eq!(
+            refused_field(r#"{"testing": {"trap_path": "x"}}"#),
+            "testing.trap_path"
         );
         assert_eq!(refused_field(r#"[1, 2]"#), "(root)");
         assert_eq!(refused_field(r#"{"timeout_ms": 5} trailing"#), "(root)");

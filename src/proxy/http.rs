@@ -192,6 +192,11 @@ impl HttpContext for HttpFilter {
             has_user_id: headers.get("x-user-id").is_some(),
             peer: read_peer(&headers),
         };
+        let testing_trap = filter.policy.config().testing.trap_path.as_deref();
+        if testing_trap.is_some_and(|trap| facts.path.split('?').next() == Some(trap)) {
+            log::warn!("testing.trap_path requested: trapping the VM on purpose");
+            std::arch::wasm32::unreachable();
+        }
         match filter.policy.on_request(&facts, &HostStore, host::now()) {
             Decision::Validate(pending) => self.dispatch(&filter, pending),
             decision => self.apply(&filter, decision, false),

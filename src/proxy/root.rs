@@ -55,6 +55,9 @@ impl RootContext for FilterRoot {
             config.internal.allowed_identities.len(),
             config.cache.ttl_s
         );
+        if let Some(path) = &config.testing.trap_path {
+            log::warn!("testing.trap_path is set: a request to {path} crashes the VM; never use this in production");
+        }
         self.filter = Some(Rc::new(Filter {
             policy: Policy::new(config),
             service_token,
