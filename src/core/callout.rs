@@ -1,45 +1,84 @@
-//! The request the filter sends to the auth service (contract section 6).
+//! The request the filter sends to the auth service (contract section 6): API keys to
+//! `validate_path` in the JSON body (or as a bearer, per `credential_transport`); user tokens
+//! (`jwt.mode: callout`) to `jwt.validate_path` as a bearer. The body is written by hand: it
+//! is three short strings, and this runs on every cache miss.
 
-use super::api_key::ApiKey;
 use super::config::{CredentialTransport, FilterConfig};
+use super::credential::Credential;
 
 pub struct ValidationCall {
+    /// The Envoy cluster to call (`auth_cluster`).
+    pub cluster: String,
     pub headers: Vec<(&'static str, String)>,
     pub body: Vec<u8>,
 }
 
 pub fn validation_call(
     config: &FilterConfig,
-    key: &ApiKey,
+    credential: &Credential,
     client_ip: &str,
     request_id: Option<&str>,
     service_token: Option<&str>,
 ) -> ValidationCall {
-    let mut headers = vec![
-        (":method", "POST".to_string()),
-        (":path", config.validate_path.clone()),
-        (":authority", config.authority().to_string()),
-        ("content-type", "application/json".to_string()),
-    ];
+    let (path, transport, secret) = match credential {
+        Credential::ApiKey(key) => (&config.validate_path, config.credential_transport, key),
+        Credential::Jwt(token) => (
+            &config.jwt.validate_path,
+            CredentialTransport::Bearer,
+            token,
+        ),
+    };
+    let mut headers = Vec::with_capacity(6);
+    headers.push((":method", "POST".to_string()));
+    headers.push((":path", path.clone()));
+    headers.push((":authority", config.authority().to_string()));
+    headers.push(("content-type", "application/json".to_string()));
     if let Some(id) = request_id {
         headers.push(("x-request-id", id.to_string()));
     }
-    let transport = config.credential_transport;
     let bearer = match transport {
         CredentialTransport::Body => service_token,
-        CredentialTransport::Bearer | CredentialTransport::Both => Some(key.expose()),
+        CredentialTransport::Bearer | CredentialTransport::Both => Some(secret.expose()),
     };
     if let Some(token) = bearer {
         headers.push(("authorization", format!("Bearer {token}")));
     }
-    let mut body = serde_json::Map::new();
+    let mut body = Vec::with_capacity(96 + secret.expose().len());
+    body.push(b'{');
     if transport != CredentialTransport::Bearer {
-        body.insert("api_key".into(), key.expose().into());
+        json_field(&mut body, "api_key", secret.expose());
+        body.push(b',');
     }
-    body.insert("service_id".into(), config.service_id.as_str().into());
-    body.insert("client_ip".into(), client_ip.into());
-    let body = serde_json::to_vec(&body).unwrap_or_default();
-    ValidationCall { headers, body }
+    json_field(&mut body, "service_id", &config.service_id);
+    body.push(b',');
+    json_field(&mut body, "client_ip", client_ip);
+    body.push(b'}');
+    ValidationCall {
+        cluster: config.auth_cluster.clone(),
+        headers,
+        body,
+    }
+}
+
+/// `"name":"value"`, with the value escaped as JSON requires.
+fn json_field(out: &mut Vec<u8>, name: &str, value: &str) {
+    out.push(b'"');
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\":\"");
+    for c in value.chars() {
+        match c {
+            '"' => out.extend_from_slice(b"\\\""),
+            '\\' => out.extend_from_slice(b"\\\\"),
+            c if (c as u32) < 0x20 => {
+                out.extend_from_slice(format!("\\u{:04x}", c as u32).as_bytes())
+            }
+            c => {
+                let mut buf = [0u8; 4];
+                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+            }
+        }
+    }
+    out.push(b'"');
 }
 
 /// The IP of Envoy's `source.address` (`1.2.3.4:5678`, `[::1]:5678`); empty if unknown.
@@ -53,14 +92,11 @@ pub fn client_ip(source_address: &str) -> &str {
 
 #[cfg(test)]
 mod tests {
-    use super::super::api_key::{find_api_key, KeyLookup};
+    use super::super::credential::Secret;
     use super::*;
 
-    fn key(k: &str) -> ApiKey {
-        match find_api_key(None, Some(k.as_bytes())) {
-            KeyLookup::Found(key) => key,
-            other => panic!("{other:?}"),
-        }
+    fn key(k: &str) -> Credential {
+        Credential::ApiKey(Secret::for_tests(k))
     }
 
     fn header<'a>(call: &'a ValidationCall, name: &str) -> Option<&'a str> {
@@ -105,6 +141,25 @@ mod tests {
         let call = validation_call(&config, &key("hk_1"), "1.1.1.1", None, Some("svc"));
         assert_eq!(header(&call, "authorization"), Some("Bearer hk_1"));
         assert_eq!(body(&call)["api_key"], "hk_1");
+    }
+
+    #[test]
+    fn tokens_go_to_their_own_path_as_bearer() {
+        let config = FilterConfig::default();
+        let token = Credential::Jwt(Secret::for_tests("a.b.c"));
+        let call = validation_call(&config, &token, "1.1.1.1", None, Some("svc"));
+        assert_eq!(header(&call, ":path"), Some("/api/v1/validate"));
+        assert_eq!(header(&call, "authorization"), Some("Bearer a.b.c"));
+        assert!(body(&call).get("api_key").is_none());
+    }
+
+    #[test]
+    fn the_hand_written_body_is_json_for_any_value() {
+        let mut out = Vec::new();
+        json_field(&mut out, "k", "a\"b\\c\u{1}d\u{e9}");
+        let parsed: serde_json::Value =
+            serde_json::from_slice(&[b"{", &out[..], b"}"].concat()).unwrap();
+        assert_eq!(parsed["k"], "a\"b\\c\u{1}d\u{e9}");
     }
 
     #[test]

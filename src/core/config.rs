@@ -13,6 +13,9 @@ pub struct FilterConfig {
     pub validate_path: String,
     pub service_id: String,
     pub timeout_ms: u64,
+    /// Callouts one worker keeps in flight at most; past it requests get 503 at once, so a
+    /// flood of new keys cannot pile up behind a slow auth service.
+    pub max_pending_callouts: u32,
     pub credential_transport: CredentialTransport,
     /// Name of a VM environment variable holding the auth service's own bearer token.
     pub auth_service_token_env: Option<String>,
@@ -20,7 +23,29 @@ pub struct FilterConfig {
     pub cache: CacheConfig,
     pub internal: InternalConfig,
     pub scopes: ScopeSets,
+    pub jwt: JwtConfig,
     pub testing: TestingConfig,
+}
+
+/// User tokens (`Authorization: Bearer <JWT>`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct JwtConfig {
+    pub mode: JwtMode,
+    /// Where Envoy's jwt_authn filter leaves the verified payload (`payload_in_metadata`).
+    pub metadata_namespace: String,
+    pub payload_key: String,
+    /// `callout` mode: the auth service's token-validation path (bearer in `Authorization`).
+    pub validate_path: String,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum JwtMode {
+    /// Envoy's jwt_authn verifies tokens; the filter reads its dynamic metadata.
+    Local,
+    /// The auth service validates tokens, and verdicts are cached like API keys.
+    Callout,
 }
 
 /// Switches for tests of Envoy's own behaviour around the filter; never set in production.
@@ -78,13 +103,26 @@ impl Default for FilterConfig {
             validate_path: "/api/v1/keys/validate".into(),
             service_id: "ml-platform".into(),
             timeout_ms: 2000,
+            max_pending_callouts: 256,
             credential_transport: CredentialTransport::Body,
             auth_service_token_env: None,
             exempt_paths: strings(&["/health"]),
             cache: CacheConfig::default(),
             internal: InternalConfig::default(),
             scopes: ScopeSets::default(),
+            jwt: JwtConfig::default(),
             testing: TestingConfig::default(),
+        }
+    }
+}
+
+impl Default for JwtConfig {
+    fn default() -> Self {
+        Self {
+            mode: JwtMode::Local,
+            metadata_namespace: "envoy.filters.http.jwt_authn".into(),
+            payload_key: "jwt_payload".into(),
+            validate_path: "/api/v1/validate".into(),
         }
     }
 }
@@ -180,6 +218,12 @@ impl FilterConfig {
         http_path("validate_path", &self.validate_path)?;
         non_empty_token("service_id", &self.service_id)?;
         in_range("timeout_ms", self.timeout_ms, 1, 60_000)?;
+        in_range(
+            "max_pending_callouts",
+            self.max_pending_callouts.into(),
+            1,
+            100_000,
+        )?;
         if let Some(env) = &self.auth_service_token_env {
             non_empty_token("auth_service_token_env", env)?;
         }
@@ -197,6 +241,9 @@ impl FilterConfig {
         scope_list("internal.scopes", &self.internal.scopes)?;
         scope_list("scopes.read", &self.scopes.read)?;
         scope_list("scopes.write", &self.scopes.write)?;
+        non_empty_token("jwt.metadata_namespace", &self.jwt.metadata_namespace)?;
+        non_empty_token("jwt.payload_key", &self.jwt.payload_key)?;
+        http_path("jwt.validate_path", &self.jwt.validate_path)?;
         if let Some(path) = &self.testing.trap_path {
             http_path("testing.trap_path", path)?;
         }
@@ -260,6 +307,8 @@ mod tests {
         assert_eq!(config.cache.ttl_s, 300);
         assert_eq!(config.cache.negative_ttl_s, 30);
         assert_eq!(config.exempt_paths, vec!["/health"]);
+        assert_eq!(config.max_pending_callouts, 256);
+        assert_eq!(config.jwt.mode, JwtMode::Local);
     }
 
     #[test]
@@ -308,6 +357,15 @@ mod tests {
         assert_eq!(
             refused_field(r#"{"testing": {"trap_path": "x"}}"#),
             "testing.trap_path"
+        );
+        assert_eq!(
+            refused_field(r#"{"max_pending_callouts": 0}"#),
+            "max_pending_callouts"
+        );
+        assert_eq!(refused_field(r#"{"jwt": {"mode": "remote"}}"#), "jwt.mode");
+        assert_eq!(
+            refused_field(r#"{"jwt": {"payload_key": ""}}"#),
+            "jwt.payload_key"
         );
         assert_eq!(refused_field(r#"[1, 2]"#), "(root)");
         assert_eq!(refused_field(r#"{"timeout_ms": 5} trailing"#), "(root)");

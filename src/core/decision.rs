@@ -1,94 +1,230 @@
 //! The decision for one request (contract section 4): facts in, a decision out.
 //!
-//! The adapter strips [`super::VERDICT_HEADERS`] first, then calls [`Policy::on_request`].
-//! A `Validate` decision means "ask the auth service"; its outcome comes back through
-//! [`Policy::on_validation`], which always ends in `Forward` or `Reply`.
+//! [`Policy::decide`] ends in `Forward`, `Refuse` or `Validate` (ask the auth service). A
+//! validation's outcome is [`Policy::settle`]d once per callout (cached, logged) and then
+//! [`Policy::conclude`]d for every request that waited on it, each with its own scope need.
+//! Callouts, waiting and coalescing are [`super::flow`]'s business; this module never sees
+//! them. The adapter strips [`super::VERDICT_HEADERS`] before any decision reaches upstream.
 
-use super::api_key::{find_api_key, ApiKey, KeyLookup};
 use super::callout::{validation_call, ValidationCall};
-use super::config::FilterConfig;
+use super::config::{FilterConfig, JwtMode};
+use super::credential::{find_credential, Credential, Lookup, Secret};
 use super::digest::KeyDigest;
+use super::jwt;
 use super::local_reply::LocalReply;
-use super::local_verdicts::LocalVerdicts;
-use super::peer::{match_peer, PeerFacts, PeerMatch};
+use super::local_verdicts::{Grant, Known, LocalVerdicts};
+use super::peer::{match_peer, PeerMatch};
+use super::peer_certs::PeerCerts;
 use super::rate_limit;
+use super::request::{RequestFacts, Single};
 use super::scope::{required_access, Access};
 use super::store::SharedStore;
-use super::validation_reply::{Denial, KeyGrant, ValidationOutcome, Verdict};
+use super::telemetry::{AuthMethod, AuthPath, CacheUse, Facts, Outcome, Tally};
+use super::validation_reply::{Denial, ValidationOutcome};
 use super::verdict_cache::{Probe, VerdictCache};
+use super::xfcc;
+use std::rc::Rc;
 
-/// What the adapter read from the request. Header values are raw bytes: a client can send
-/// anything, and nothing here may panic on it.
-#[derive(Debug, Default, Clone)]
-pub struct RequestFacts<'a> {
-    pub method: &'a str,
-    pub path: &'a str,
-    pub authorization: Option<&'a [u8]>,
-    pub x_api_key: Option<&'a [u8]>,
-    /// `access-control-request-method` is present.
-    pub cors_request_method: bool,
-    /// The caller sent `x-user-id` (kept on the internal path).
-    pub has_user_id: bool,
-    pub peer: PeerFacts,
+/// What the decision may ask of Envoy while deciding, beyond the request headers. Each is a
+/// host call, so each is asked only when the answer matters.
+pub trait RequestHost: SharedStore {
+    /// `connection.mtls`: Envoy validated the client's certificate chain on this connection.
+    fn peer_verified(&mut self) -> bool;
+    /// `sub` of the payload jwt_authn verified for this request, from Envoy's dynamic metadata
+    /// (`metadata.filter_metadata.<namespace>.<payload_key>.sub`), never from a header.
+    fn verified_jwt_subject(&mut self, namespace: &str, payload_key: &str) -> Option<Vec<u8>>;
 }
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Decision {
-    /// Let the request through after setting these headers.
     Forward(Forward),
-    /// Answer the client ourselves.
-    Reply(LocalReply),
-    /// Cache miss: ask the auth service, then call [`Policy::on_validation`].
+    Refuse(Refusal),
+    /// Cache miss: ask the auth service.
     Validate(Pending),
 }
 
+/// A decision that needs nothing more.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Final {
+    Forward(Forward),
+    Refuse(Refusal),
+}
+
+impl From<Final> for Decision {
+    fn from(f: Final) -> Self {
+        match f {
+            Final::Forward(f) => Decision::Forward(f),
+            Final::Refuse(r) => Decision::Refuse(r),
+        }
+    }
+}
+
+impl Final {
+    pub fn facts(&self) -> &Facts {
+        match self {
+            Final::Forward(f) => &f.facts,
+            Final::Refuse(r) => &r.facts,
+        }
+    }
+}
+
+/// Let the request through, with these identity headers (None: exempt, untouched).
 #[derive(Debug, PartialEq, Eq)]
 pub struct Forward {
-    pub headers: Vec<(&'static str, String)>,
-    pub route: Route,
+    pub identity: Option<IdentityHeaders>,
+    pub facts: Facts,
 }
 
-/// How a forwarded request got through: for metrics and logs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Route {
-    Exempt,
-    Preflight,
-    Internal,
-    CachedKey,
-    ValidatedKey,
-    StaleKey,
+/// The trusted identity headers a forwarded request gets (contract section 4, step 7).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityHeaders {
+    /// None: keep the caller's own `x-user-id` (internal callers forward the end user's id).
+    pub user_id: Option<Rc<str>>,
+    pub key_id: Option<Rc<str>>,
+    pub scopes: Rc<str>,
+    pub path: AuthPath,
+    pub method: AuthMethod,
+    /// The allow-listed peer identity (internal path).
+    pub identity: Option<Rc<str>>,
+    pub stale: bool,
 }
 
-/// A request waiting for the auth service.
+impl IdentityHeaders {
+    /// Name and value of every header to set, in a fixed order.
+    pub fn pairs(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        [
+            self.user_id.as_deref().map(|v| ("x-user-id", v)),
+            self.key_id.as_deref().map(|v| ("x-api-key-id", v)),
+            Some(("x-auth-scopes", &*self.scopes)),
+            Some(("x-auth-path", self.path.label())),
+            Some(("x-auth-method", self.method.label())),
+            self.identity.as_deref().map(|v| ("x-auth-identity", v)),
+            self.stale.then_some(("x-auth-stale", "1")),
+        ]
+        .into_iter()
+        .flatten()
+    }
+}
+
+/// The access log's view of a decision: its labels and the non-secret identity facts, as a
+/// one-line JSON object (never a credential; key ids and user ids are the auth service's
+/// names for them).
+pub fn access_log_record(facts: &Facts, identity: Option<&IdentityHeaders>) -> String {
+    let mut record = serde_json::Map::new();
+    let mut put = |name: &str, value: &str| {
+        record.insert(name.into(), value.into());
+    };
+    put("path", facts.path.label());
+    put("method", facts.method.label());
+    put("outcome", facts.outcome.label());
+    put("cache", facts.cache.label());
+    if let Some(identity) = identity {
+        for (name, value) in [
+            ("key_id", identity.key_id.as_deref()),
+            ("user_id", identity.user_id.as_deref()),
+            ("peer", identity.identity.as_deref()),
+        ] {
+            if let Some(value) = value {
+                put(name, value);
+            }
+        }
+    }
+    serde_json::Value::Object(record).to_string()
+}
+
+/// Answer the client ourselves.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Refusal {
+    pub reply: LocalReply,
+    /// For the one log line a denied request gets.
+    pub reason: &'static str,
+    pub facts: Facts,
+    pub key: Option<KeyDigest>,
+}
+
+/// A request whose credential must go to the auth service.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Pending {
-    pub key: ApiKey,
+    pub credential: Credential,
     pub digest: KeyDigest,
     pub access: Access,
     /// What the cache lookup saw, so storing the verdict needs no second read.
     pub probe: Probe,
 }
 
-/// The configured filter: built once per configuration, shared by every request.
+/// A callout's outcome, settled once for all the requests that waited on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settled {
+    Verdict(Known),
+    RateLimited {
+        retry_after_s: u64,
+    },
+    /// No verdict; a stale allow stands in when the cache still has one.
+    Unavailable {
+        stale: Option<Rc<Grant>>,
+    },
+}
+
+/// One worker's view of the configured filter: the configuration plus this worker's own
+/// memory (verdict copies, peer certificates seen, counts).
 pub struct Policy {
     config: FilterConfig,
-    /// Shared-data namespace, so filters for different services never share verdicts.
-    prefix: String,
-    /// This worker's copies of recent verdicts: a repeat key costs no host call.
-    local: LocalVerdicts,
+    /// Shared-data namespaces, so filters for different services never share verdicts, and
+    /// API keys and (callout-mode) tokens never share a slot.
+    key_prefix: String,
+    token_prefix: String,
+    internal_scopes: Rc<str>,
+    internal_identities: Vec<Rc<str>>,
+    local_keys: LocalVerdicts,
+    local_tokens: LocalVerdicts,
+    pub peer_certs: PeerCerts,
+    pub tally: Tally,
 }
 
 /// Per-worker copies kept at most; the shared cache stays the one bounded by max_entries.
 const LOCAL_VERDICTS: usize = 4096;
 
+fn facts(path: AuthPath, method: AuthMethod, outcome: Outcome, cache: CacheUse) -> Facts {
+    Facts {
+        path,
+        method,
+        outcome,
+        cache,
+    }
+}
+
+fn method_of(credential: &Credential) -> AuthMethod {
+    match credential {
+        Credential::ApiKey(_) => AuthMethod::ApiKey,
+        Credential::Jwt(_) => AuthMethod::Jwt,
+    }
+}
+
+fn secret_of(credential: &Credential) -> &Secret {
+    match credential {
+        Credential::ApiKey(s) | Credential::Jwt(s) => s,
+    }
+}
+
 impl Policy {
     pub fn new(config: FilterConfig) -> Self {
-        let prefix = format!("hokusai.v1.{}.", config.service_id);
-        let local = LocalVerdicts::new(LOCAL_VERDICTS.min(config.cache.max_entries as usize));
+        let base = format!("hokusai.v1.{}.", config.service_id);
+        let local = LOCAL_VERDICTS.min(config.cache.max_entries as usize);
         Self {
+            key_prefix: base.clone(),
+            token_prefix: format!("{base}jwt."),
+            internal_scopes: config.internal.scopes.join(" ").into(),
+            internal_identities: config
+                .internal
+                .allowed_identities
+                .iter()
+                .map(|id| Rc::from(id.as_str()))
+                .collect(),
+            local_keys: LocalVerdicts::new(local),
+            local_tokens: LocalVerdicts::new(local),
+            peer_certs: PeerCerts::default(),
+            tally: Tally::default(),
             config,
-            prefix,
-            local,
         }
     }
 
@@ -96,50 +232,277 @@ impl Policy {
         &self.config
     }
 
-    pub fn on_request<S: SharedStore>(&self, req: &RequestFacts, store: &S, now: i64) -> Decision {
-        let path = req.path.split('?').next().unwrap_or_default();
-        if self.config.exempt_paths.iter().any(|p| p == path) {
-            return forward(Vec::new(), Route::Exempt);
+    pub fn decide<H: RequestHost>(
+        &mut self,
+        req: &RequestFacts,
+        host: &mut H,
+        now: i64,
+    ) -> Decision {
+        let path = req.bare_path();
+        if self.config.exempt_paths.iter().any(|p| p == path)
+            || (req.cors_request_method && req.method.eq_ignore_ascii_case("OPTIONS"))
+        {
+            let f = facts(
+                AuthPath::Exempt,
+                AuthMethod::None,
+                Outcome::Allow,
+                CacheUse::None,
+            );
+            return Decision::Forward(Forward {
+                identity: None,
+                facts: f,
+            });
         }
-        if req.cors_request_method && req.method.eq_ignore_ascii_case("OPTIONS") {
-            return forward(Vec::new(), Route::Preflight);
-        }
-        let access = required_access(req.method, req.path);
-        match match_peer(&req.peer, &self.config.internal.allowed_identities) {
-            PeerMatch::Allowed(identity) => return self.admit_internal(identity, req, access),
-            PeerMatch::Unlisted(identity) => {
-                log::info!("mTLS peer {identity} is not allow-listed; API key required")
-            }
-            PeerMatch::NotMtls => {}
-        }
-        let key = match find_api_key(req.authorization, req.x_api_key) {
-            KeyLookup::Found(key) => key,
-            KeyLookup::Missing => return Decision::Reply(LocalReply::key_required()),
-            KeyLookup::Malformed => return Decision::Reply(LocalReply::key_malformed()),
+        let access = if req.method_override {
+            Access::Write
+        } else {
+            required_access(req.method, req.path)
         };
-        let digest = key.digest();
-        let cached = match self.local.get(&digest, now) {
-            Some(verdict) => Ok(verdict),
-            None => self
-                .cache(store)
-                .lookup(&digest, now)
-                .map(|(verdict, fresh_until)| {
-                    self.local.put(&digest, &verdict, fresh_until, now);
-                    verdict
-                }),
-        };
-        match cached {
-            Ok(Verdict::Allow(grant)) => {
-                self.admit_key(&grant, &digest, access, Route::CachedKey, store, now)
+        if let Some(decision) = self.internal(req, access, host, now) {
+            return decision;
+        }
+        let credential = match find_credential(req.authorization, req.x_api_key) {
+            Lookup::Found(credential) => credential,
+            Lookup::Missing => {
+                return self.refuse_early(
+                    LocalReply::key_required(),
+                    "no credential",
+                    AuthMethod::None,
+                )
             }
-            Ok(Verdict::Deny(denial)) => deny(denial, &digest),
+            Lookup::Malformed => {
+                return self.refuse_early(
+                    LocalReply::key_malformed(),
+                    "malformed or repeated credential",
+                    AuthMethod::None,
+                )
+            }
+        };
+        if let (Credential::Jwt(token), JwtMode::Local) = (&credential, self.config.jwt.mode) {
+            return self.admit_verified_jwt(token, access, host);
+        }
+        self.lookup(credential, access, host, now)
+    }
+
+    /// The internal path, or None to fall through to the credential path.
+    fn internal<H: RequestHost>(
+        &mut self,
+        req: &RequestFacts,
+        access: Access,
+        host: &mut H,
+        now: i64,
+    ) -> Option<Decision> {
+        // Envoy writes its XFCC only for a verified peer (SANITIZE_SET), so a plain request
+        // costs no property read at all.
+        let header = match req.xfcc {
+            Single::Absent => return None,
+            Single::Repeated => {
+                log::warn!("x-forwarded-client-cert sent twice: not Envoy's; is forward_client_cert_details SANITIZE_SET?");
+                return None;
+            }
+            Single::One(header) => header,
+        };
+        if !host.peer_verified() {
+            log::warn!("x-forwarded-client-cert on a connection without verified mTLS: ignored; is forward_client_cert_details SANITIZE_SET?");
+            return None;
+        }
+        let matched = match xfcc::parse(header) {
+            Some(element) => {
+                let matched = match_peer(&element, &self.config.internal.allowed_identities);
+                if let PeerMatch::Allowed(id) = matched {
+                    self.peer_certs.seen(id, &element, now);
+                }
+                matched
+            }
+            None => PeerMatch::Unlisted("(unreadable x-forwarded-client-cert)".into()),
+        };
+        let index = match matched {
+            PeerMatch::Allowed(id) => self
+                .config
+                .internal
+                .allowed_identities
+                .iter()
+                .position(|a| a == id)?,
+            PeerMatch::Unlisted(label) => {
+                log::info!("mTLS peer {label} is not allow-listed; a credential is required");
+                self.tally.mtls_fallbacks += 1;
+                return None;
+            }
+            PeerMatch::NotMtls => return None,
+        };
+        let identity = self.internal_identities.get(index)?.clone();
+        if !access.is_granted_by(&self.config.internal.scopes, &self.config.scopes) {
+            let reply = LocalReply::scope_missing(access.canonical_scope(&self.config.scopes));
+            return Some(Decision::Refuse(Refusal {
+                reply,
+                reason: "internal peer lacks the scope",
+                facts: facts(
+                    AuthPath::Internal,
+                    AuthMethod::Mtls,
+                    Outcome::Status403,
+                    CacheUse::None,
+                ),
+                key: None,
+            }));
+        }
+        Some(Decision::Forward(Forward {
+            identity: Some(IdentityHeaders {
+                user_id: (!req.has_user_id).then(|| Rc::from("internal_service")),
+                key_id: None,
+                scopes: self.internal_scopes.clone(),
+                path: AuthPath::Internal,
+                method: AuthMethod::Mtls,
+                identity: Some(identity),
+                stale: false,
+            }),
+            facts: facts(
+                AuthPath::Internal,
+                AuthMethod::Mtls,
+                Outcome::Allow,
+                CacheUse::None,
+            ),
+        }))
+    }
+
+    fn refuse_early(
+        &self,
+        reply: LocalReply,
+        reason: &'static str,
+        method: AuthMethod,
+    ) -> Decision {
+        let outcome = Outcome::of_status(reply.status);
+        Decision::Refuse(Refusal {
+            reply,
+            reason,
+            facts: facts(AuthPath::External, method, outcome, CacheUse::None),
+            key: None,
+        })
+    }
+
+    /// A JWT that Envoy's jwt_authn verified. The metadata proves verification; the claims
+    /// come from the very token, and must name the same subject as the metadata.
+    fn admit_verified_jwt<H: RequestHost>(
+        &mut self,
+        token: &Secret,
+        access: Access,
+        host: &mut H,
+    ) -> Decision {
+        let jwt_config = &self.config.jwt;
+        let verified =
+            host.verified_jwt_subject(&jwt_config.metadata_namespace, &jwt_config.payload_key);
+        let claims = jwt::claims(token.expose());
+        let claims = match (verified, claims) {
+            (Some(subject), Some(claims)) if subject == claims.sub.as_bytes() => claims,
+            (None, _) => {
+                return self.refuse_early(
+                    LocalReply::token_invalid(),
+                    "token not verified by jwt_authn",
+                    AuthMethod::Jwt,
+                )
+            }
+            _ => {
+                return self.refuse_early(
+                    LocalReply::token_invalid(),
+                    "token claims unusable or not the verified ones",
+                    AuthMethod::Jwt,
+                )
+            }
+        };
+        if !access.is_granted_by(&claims.scopes, &self.config.scopes) {
+            let reply = LocalReply::scope_missing(access.canonical_scope(&self.config.scopes));
+            return Decision::Refuse(Refusal {
+                reply,
+                reason: "token lacks the scope",
+                facts: facts(
+                    AuthPath::External,
+                    AuthMethod::Jwt,
+                    Outcome::Status403,
+                    CacheUse::None,
+                ),
+                key: None,
+            });
+        }
+        Decision::Forward(Forward {
+            identity: Some(IdentityHeaders {
+                user_id: Some(claims.sub.as_str().into()),
+                key_id: None,
+                scopes: claims.scopes.join(" ").into(),
+                path: AuthPath::External,
+                method: AuthMethod::Jwt,
+                identity: None,
+                stale: false,
+            }),
+            facts: facts(
+                AuthPath::External,
+                AuthMethod::Jwt,
+                Outcome::Allow,
+                CacheUse::None,
+            ),
+        })
+    }
+
+    /// The verdict cache: this worker's copy, then shared data, else a callout.
+    fn lookup<S: SharedStore>(
+        &mut self,
+        credential: Credential,
+        access: Access,
+        store: &S,
+        now: i64,
+    ) -> Decision {
+        let method = method_of(&credential);
+        let secret = secret_of(&credential).expose().as_bytes();
+        let local = match method {
+            AuthMethod::Jwt => &mut self.local_tokens,
+            _ => &mut self.local_keys,
+        };
+        if let Some(hit) = local.get(secret, now) {
+            return self
+                .conclude_known(
+                    &hit.verdict,
+                    &hit.digest,
+                    method,
+                    access,
+                    CacheUse::Hit,
+                    store,
+                    now,
+                )
+                .into();
+        }
+        let digest = secret_of(&credential).digest();
+        match self.cache(method, store).lookup(&digest, now) {
+            Ok((verdict, fresh_until)) => {
+                let known = Known::from(&verdict);
+                self.local(method)
+                    .put(secret, digest, known.clone(), fresh_until, now);
+                self.conclude_known(&known, &digest, method, access, CacheUse::Hit, store, now)
+                    .into()
+            }
             Err(probe) => Decision::Validate(Pending {
-                key,
+                credential,
                 digest,
                 access,
                 probe,
             }),
         }
+    }
+
+    fn local(&mut self, method: AuthMethod) -> &mut LocalVerdicts {
+        match method {
+            AuthMethod::Jwt => &mut self.local_tokens,
+            _ => &mut self.local_keys,
+        }
+    }
+
+    fn cache<'s, S: SharedStore>(
+        &'s self,
+        method: AuthMethod,
+        store: &'s S,
+    ) -> VerdictCache<'s, S> {
+        let prefix = match method {
+            AuthMethod::Jwt => &self.token_prefix,
+            _ => &self.key_prefix,
+        };
+        VerdictCache::new(store, &self.config.cache, prefix)
     }
 
     pub fn validation_call(
@@ -151,136 +514,194 @@ impl Policy {
     ) -> ValidationCall {
         validation_call(
             &self.config,
-            &pending.key,
+            &pending.credential,
             client_ip,
             request_id,
             service_token,
         )
     }
 
-    pub fn on_validation<S: SharedStore>(
-        &self,
+    /// Caches and logs a callout's outcome, once for all who waited on it.
+    pub fn settle<S: SharedStore>(
+        &mut self,
         pending: &Pending,
         outcome: ValidationOutcome,
         store: &S,
         now: i64,
-    ) -> Decision {
+    ) -> Settled {
+        let method = method_of(&pending.credential);
         let digest = &pending.digest;
         match outcome {
             ValidationOutcome::Verdict(verdict) => {
-                let fresh_until = self
-                    .cache(store)
-                    .remember(digest, &verdict, &pending.probe, now);
-                self.local.put(digest, &verdict, fresh_until, now);
-                match verdict {
-                    Verdict::Allow(grant) => self.admit_key(
-                        &grant,
-                        digest,
-                        pending.access,
-                        Route::ValidatedKey,
-                        store,
-                        now,
-                    ),
-                    Verdict::Deny(denial) => deny(denial, digest),
-                }
+                let fresh_until =
+                    self.cache(method, store)
+                        .remember(digest, &verdict, &pending.probe, now);
+                let known = Known::from(&verdict);
+                let secret = secret_of(&pending.credential).expose().as_bytes();
+                self.local(method)
+                    .put(secret, *digest, known.clone(), fresh_until, now);
+                Settled::Verdict(known)
             }
             ValidationOutcome::RateLimited { retry_after_s } => {
-                log::info!("auth service rate-limited key {}", digest.fingerprint());
-                Decision::Reply(LocalReply::rate_limited(retry_after_s))
+                log::info!("auth service rate-limited {}", digest.fingerprint());
+                Settled::RateLimited { retry_after_s }
             }
             ValidationOutcome::Unavailable(reason) => {
-                match self.cache(store).stale_allow(digest, now) {
-                    Some(grant) => {
-                        log::warn!(
-                            "auth service unavailable ({reason}); serving stale verdict for {}",
-                            digest.fingerprint()
-                        );
-                        self.admit_key(&grant, digest, pending.access, Route::StaleKey, store, now)
-                    }
-                    None => {
-                        log::warn!(
-                            "auth service unavailable ({reason}) for key {}",
-                            digest.fingerprint()
-                        );
-                        Decision::Reply(LocalReply::unavailable())
-                    }
+                let stale = self.cache(method, store).stale_allow(digest, now);
+                match &stale {
+                    Some(_) => log::warn!(
+                        "auth service unavailable ({reason}); serving a stale verdict for {}",
+                        digest.fingerprint()
+                    ),
+                    None => log::warn!(
+                        "auth service unavailable ({reason}) for {}",
+                        digest.fingerprint()
+                    ),
+                }
+                Settled::Unavailable {
+                    stale: stale.map(|g| Rc::new(Grant::from(&g))),
                 }
             }
         }
     }
 
-    fn cache<'s, S: SharedStore>(&'s self, store: &'s S) -> VerdictCache<'s, S> {
-        VerdictCache::new(store, &self.config.cache, &self.prefix)
-    }
-
-    fn admit_internal(&self, identity: String, req: &RequestFacts, access: Access) -> Decision {
-        let scopes = &self.config.internal.scopes;
-        if !access.is_granted_by(scopes, &self.config.scopes) {
-            log::info!("internal peer {identity} lacks scope for {}", req.path);
-            return Decision::Reply(LocalReply::scope_missing(
-                access.canonical_scope(&self.config.scopes),
-            ));
-        }
-        let mut headers = Vec::with_capacity(5);
-        if !req.has_user_id {
-            headers.push(("x-user-id", "internal_service".to_string()));
-        }
-        headers.extend([
-            ("x-auth-scopes", scopes.join(" ")),
-            ("x-auth-path", "internal".to_string()),
-            ("x-auth-method", "mtls".to_string()),
-            ("x-auth-identity", identity),
-        ]);
-        forward(headers, Route::Internal)
-    }
-
-    fn admit_key<S: SharedStore>(
-        &self,
-        grant: &KeyGrant,
-        digest: &KeyDigest,
+    /// One waiting request's decision from its callout's settled outcome.
+    pub fn conclude<S: SharedStore>(
+        &mut self,
+        settled: &Settled,
+        pending: &Pending,
         access: Access,
-        route: Route,
         store: &S,
         now: i64,
-    ) -> Decision {
-        if !access.is_granted_by(&grant.scopes, &self.config.scopes) {
-            log::info!("key {} lacks the scope for this call", digest.fingerprint());
-            return Decision::Reply(LocalReply::scope_missing(
-                access.canonical_scope(&self.config.scopes),
-            ));
+    ) -> Final {
+        let method = method_of(&pending.credential);
+        let digest = &pending.digest;
+        match settled {
+            Settled::Verdict(known) => {
+                self.conclude_known(known, digest, method, access, CacheUse::Miss, store, now)
+            }
+            Settled::RateLimited { retry_after_s } => Final::Refuse(Refusal {
+                reply: LocalReply::rate_limited(*retry_after_s),
+                reason: "auth service rate-limited the credential",
+                facts: facts(
+                    AuthPath::External,
+                    method,
+                    Outcome::Status429,
+                    CacheUse::Miss,
+                ),
+                key: Some(*digest),
+            }),
+            Settled::Unavailable { stale: Some(grant) } => {
+                self.admit(grant, digest, method, access, CacheUse::Stale, store, now)
+            }
+            Settled::Unavailable { stale: None } => Final::Refuse(Refusal {
+                reply: LocalReply::unavailable(),
+                reason: "auth service unavailable",
+                facts: facts(
+                    AuthPath::External,
+                    method,
+                    Outcome::Status503,
+                    CacheUse::Miss,
+                ),
+                key: Some(*digest),
+            }),
         }
-        if let Some(limit) = grant.rate_limit_per_hour {
-            let slot = digest.slots(self.config.cache.max_entries)[0];
-            let counter = format!("{}rate.{slot}", self.prefix);
-            if let Err(retry_after_s) = rate_limit::consume(store, &counter, digest, limit, now) {
-                log::info!("key {} is over its hourly rate limit", digest.fingerprint());
-                return Decision::Reply(LocalReply::rate_limited(retry_after_s));
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn conclude_known<S: SharedStore>(
+        &mut self,
+        known: &Known,
+        digest: &KeyDigest,
+        method: AuthMethod,
+        access: Access,
+        cache: CacheUse,
+        store: &S,
+        now: i64,
+    ) -> Final {
+        match known {
+            Known::Allow(grant) => self.admit(grant, digest, method, access, cache, store, now),
+            Known::Deny(denial) => {
+                let (reply, reason) = match (denial, method) {
+                    (Denial::Invalid, AuthMethod::Jwt) => {
+                        (LocalReply::token_invalid(), "token invalid or expired")
+                    }
+                    (Denial::Invalid, _) => (LocalReply::key_invalid(), "key invalid or expired"),
+                    (Denial::Forbidden, _) => (
+                        LocalReply::forbidden(),
+                        "auth service forbade the credential",
+                    ),
+                };
+                let outcome = Outcome::of_status(reply.status);
+                Final::Refuse(Refusal {
+                    reply,
+                    reason,
+                    facts: facts(AuthPath::External, method, outcome, cache),
+                    key: Some(*digest),
+                })
             }
         }
-        let mut headers = vec![
-            ("x-user-id", grant.user_id.clone()),
-            ("x-api-key-id", grant.key_id.clone()),
-            ("x-auth-scopes", grant.scopes.join(" ")),
-            ("x-auth-path", "external".to_string()),
-            ("x-auth-method", "api_key".to_string()),
-        ];
-        if route == Route::StaleKey {
-            headers.push(("x-auth-stale", "1".to_string()));
-        }
-        forward(headers, route)
     }
-}
 
-fn forward(headers: Vec<(&'static str, String)>, route: Route) -> Decision {
-    Decision::Forward(Forward { headers, route })
-}
-
-fn deny(denial: Denial, digest: &KeyDigest) -> Decision {
-    log::info!("key {} denied: {denial:?}", digest.fingerprint());
-    Decision::Reply(match denial {
-        Denial::Invalid => LocalReply::key_invalid(),
-        Denial::Forbidden => LocalReply::forbidden(),
-    })
+    #[allow(clippy::too_many_arguments)]
+    fn admit<S: SharedStore>(
+        &mut self,
+        grant: &Rc<Grant>,
+        digest: &KeyDigest,
+        method: AuthMethod,
+        access: Access,
+        cache: CacheUse,
+        store: &S,
+        now: i64,
+    ) -> Final {
+        let refuse = |reply: LocalReply, reason| {
+            let outcome = Outcome::of_status(reply.status);
+            Final::Refuse(Refusal {
+                reply,
+                reason,
+                facts: facts(AuthPath::External, method, outcome, cache),
+                key: Some(*digest),
+            })
+        };
+        if !access.is_granted_by(&grant.scopes, &self.config.scopes) {
+            let scope = access.canonical_scope(&self.config.scopes);
+            return refuse(
+                LocalReply::scope_missing(scope),
+                "credential lacks the scope",
+            );
+        }
+        if let Some(limit) = grant.rate_limit_per_hour {
+            let counter = format!("{}rate.{}", self.key_prefix, digest.hex());
+            if let Err(retry_after_s) = rate_limit::consume(store, &counter, limit, now) {
+                return refuse(
+                    LocalReply::rate_limited(retry_after_s),
+                    "hourly rate limit spent",
+                );
+            }
+        }
+        let stale = cache == CacheUse::Stale;
+        Final::Forward(Forward {
+            identity: Some(IdentityHeaders {
+                user_id: Some(grant.user_id.clone()),
+                key_id: Some(grant.key_id.clone()),
+                scopes: grant.scopes_header.clone(),
+                path: AuthPath::External,
+                method,
+                identity: None,
+                stale,
+            }),
+            facts: facts(
+                AuthPath::External,
+                method,
+                if stale {
+                    Outcome::Stale
+                } else {
+                    Outcome::Allow
+                },
+                cache,
+            ),
+        })
+    }
 }
 
 #[cfg(test)]

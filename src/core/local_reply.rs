@@ -33,6 +33,11 @@ impl LocalReply {
         Self::new(401, "Invalid or expired API key")
     }
 
+    /// A user token that Envoy did not verify, or the auth service refused.
+    pub fn token_invalid() -> Self {
+        Self::new(401, "Invalid or expired token")
+    }
+
     pub fn forbidden() -> Self {
         Self::new(403, "Insufficient permissions")
     }

@@ -2,110 +2,188 @@
 //!
 //! Every host call crosses the wasm boundary, and a shared-data read crosses it twice (the
 //! host calls back into the VM to allocate the value); on the warm path that is most of the
-//! filter's cost. A copy kept in the VM's own memory answers repeat keys with no host call.
-//! Each copy keeps the deadline of the shared entry it came from, so it never outlives the
-//! verdict's TTL; it is bounded, and simply emptied when full.
+//! filter's cost. A copy kept in the VM's own memory answers repeat credentials with no host
+//! call, and keyed by the credential's raw bytes it needs no SHA-256 either: the secret never
+//! leaves the VM, and the digest is computed once, when the copy is made. Each copy keeps the
+//! deadline of the shared entry it came from, so it never outlives the verdict's TTL; the map
+//! is bounded, and simply emptied when full.
 
 use super::digest::KeyDigest;
-use super::validation_reply::Verdict;
-use std::cell::RefCell;
+use super::validation_reply::{Denial, KeyGrant, Verdict};
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::rc::Rc;
 
-/// The keys are SHA-256 digests already: their first bytes are a fine hash, and skipping
-/// SipHash and its random seed keeps the module smaller.
-#[derive(Default)]
-struct DigestHasher(u64);
+/// An allow verdict with its identity headers rendered once, so forwarding a cached request
+/// allocates nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub key_id: Rc<str>,
+    pub user_id: Rc<str>,
+    pub scopes: Vec<String>,
+    /// `x-auth-scopes`: the scopes, space-separated.
+    pub scopes_header: Rc<str>,
+    pub rate_limit_per_hour: Option<u64>,
+    pub expires_at: Option<i64>,
+}
 
-impl Hasher for DigestHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.0 = self.0.rotate_left(17) ^ u64::from_le_bytes(word);
+impl From<&KeyGrant> for Grant {
+    fn from(g: &KeyGrant) -> Self {
+        Grant {
+            key_id: g.key_id.as_str().into(),
+            user_id: g.user_id.as_str().into(),
+            scopes: g.scopes.clone(),
+            scopes_header: g.scopes.join(" ").into(),
+            rate_limit_per_hour: g.rate_limit_per_hour,
+            expires_at: g.expires_at,
         }
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
     }
 }
 
-type Entries = HashMap<KeyDigest, (Verdict, i64), BuildHasherDefault<DigestHasher>>;
+/// A verdict as the request path uses it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Known {
+    Allow(Rc<Grant>),
+    Deny(Denial),
+}
+
+impl From<&Verdict> for Known {
+    fn from(v: &Verdict) -> Self {
+        match v {
+            Verdict::Allow(g) => Known::Allow(Rc::new(g.into())),
+            Verdict::Deny(d) => Known::Deny(*d),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct LocalHit {
+    pub digest: KeyDigest,
+    pub verdict: Known,
+}
+
+struct Entry {
+    digest: KeyDigest,
+    verdict: Known,
+    fresh_until: i64,
+}
 
 pub struct LocalVerdicts {
-    entries: RefCell<Entries>,
+    entries: HashMap<Box<[u8]>, Entry>,
     capacity: usize,
 }
 
 impl LocalVerdicts {
     pub fn new(capacity: usize) -> Self {
         Self {
-            entries: RefCell::new(Entries::default()),
+            entries: HashMap::new(),
             capacity: capacity.max(1),
         }
     }
 
-    pub fn get(&self, digest: &KeyDigest, now: i64) -> Option<Verdict> {
-        let mut entries = self.entries.borrow_mut();
-        match entries.get(digest) {
-            Some((verdict, fresh_until)) if now < *fresh_until => Some(verdict.clone()),
+    pub fn get(&mut self, secret: &[u8], now: i64) -> Option<LocalHit> {
+        match self.entries.get(secret) {
+            Some(e) if now < e.fresh_until => Some(LocalHit {
+                digest: e.digest,
+                verdict: e.verdict.clone(),
+            }),
             Some(_) => {
-                entries.remove(digest);
+                self.entries.remove(secret);
                 None
             }
             None => None,
         }
     }
 
-    pub fn put(&self, digest: &KeyDigest, verdict: &Verdict, fresh_until: i64, now: i64) {
+    pub fn put(
+        &mut self,
+        secret: &[u8],
+        digest: KeyDigest,
+        verdict: Known,
+        fresh_until: i64,
+        now: i64,
+    ) {
         if fresh_until <= now {
             return;
         }
-        let mut entries = self.entries.borrow_mut();
-        if entries.len() >= self.capacity && !entries.contains_key(digest) {
-            entries.retain(|_, (_, until)| now < *until);
-            if entries.len() >= self.capacity {
-                entries.clear();
+        if self.entries.len() >= self.capacity && !self.entries.contains_key(secret) {
+            self.entries.retain(|_, e| now < e.fresh_until);
+            if self.entries.len() >= self.capacity {
+                self.entries.clear();
             }
         }
-        entries.insert(*digest, (verdict.clone(), fresh_until));
+        let entry = Entry {
+            digest,
+            verdict,
+            fresh_until,
+        };
+        self.entries.insert(secret.into(), entry);
     }
 
     pub fn len(&self) -> usize {
-        self.entries.borrow().len()
+        self.entries.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.entries.is_empty()
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::validation_reply::Denial;
     use super::*;
 
-    const DENY: Verdict = Verdict::Deny(Denial::Invalid);
+    const DENY: Known = Known::Deny(Denial::Invalid);
 
-    #[test]
-    fn copies_expire_with_their_shared_deadline() {
-        let local = LocalVerdicts::new(4);
-        let d = KeyDigest::of(b"k");
-        local.put(&d, &DENY, 100, 0);
-        assert_eq!(local.get(&d, 99), Some(DENY));
-        assert_eq!(local.get(&d, 100), None);
-        assert!(local.is_empty(), "expired copies are dropped");
-        local.put(&d, &DENY, 100, 100);
-        assert!(local.is_empty(), "dead verdicts are not copied");
+    fn put(local: &mut LocalVerdicts, key: &str, until: i64, now: i64) {
+        local.put(
+            key.as_bytes(),
+            KeyDigest::of(key.as_bytes()),
+            DENY,
+            until,
+            now,
+        );
     }
 
     #[test]
-    fn bounded_by_capacity() {
-        let local = LocalVerdicts::new(3);
-        for i in 0..50u32 {
-            local.put(&KeyDigest::of(&i.to_le_bytes()), &DENY, 100, 0);
-            assert!(local.len() <= 3);
-        }
+    fn copies_expire_with_their_shared_entry() {
+        let mut local = LocalVerdicts::new(8);
+        put(&mut local, "k", 100, 10);
+        let hit = local.get(b"k", 99).unwrap();
+        assert_eq!(hit.digest, KeyDigest::of(b"k"));
+        assert_eq!(hit.verdict, DENY);
+        assert!(local.get(b"k", 100).is_none());
+        assert!(local.is_empty(), "an expired copy is dropped when seen");
+        put(&mut local, "dead", 10, 10);
+        assert!(
+            local.is_empty(),
+            "a verdict already past its TTL is not copied"
+        );
+    }
+
+    #[test]
+    fn stays_bounded_and_prefers_dropping_dead_copies() {
+        let mut local = LocalVerdicts::new(3);
+        put(&mut local, "old", 20, 10);
+        put(&mut local, "a", 100, 10);
+        put(&mut local, "b", 100, 10);
+        put(&mut local, "c", 100, 30);
+        assert_eq!(local.len(), 3, "the dead copy made room");
+        assert!(local.get(b"a", 30).is_some());
+        put(&mut local, "d", 100, 30);
+        assert_eq!(local.len(), 1, "full of live copies: start over");
+        assert!(local.get(b"d", 30).is_some());
+    }
+
+    #[test]
+    fn grants_render_their_headers_once() {
+        let grant = Grant::from(&KeyGrant {
+            key_id: "k1".into(),
+            user_id: "u1".into(),
+            scopes: vec!["mlflow:read".into(), "mlflow:write".into()],
+            rate_limit_per_hour: Some(5),
+            expires_at: None,
+        });
+        assert_eq!(&*grant.scopes_header, "mlflow:read mlflow:write");
+        assert_eq!((&*grant.key_id, &*grant.user_id), ("k1", "u1"));
     }
 }

@@ -1,59 +1,43 @@
 //! The internal path: is this an mTLS peer on the allow-list, and under which identity?
+//!
+//! The identities are the URI SANs, DNS SANs and subject CN that Envoy wrote into its own
+//! `x-forwarded-client-cert` element, tried in that order; the first allow-listed one wins.
 
-use super::xfcc;
-
-/// What Envoy tells us about the downstream connection. `mtls` is true only when Envoy
-/// validated the client's chain against the listener's CA.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct PeerFacts {
-    pub mtls: bool,
-    pub uri_san: Option<String>,
-    pub dns_san: Option<String>,
-    /// Envoy's RFC 2253 rendering, e.g. `CN=hokusai-api-client,O=Hokusai`.
-    pub subject: Option<String>,
-    /// Envoy's own `x-forwarded-client-cert` (SANITIZE_SET), for SANs beyond the first.
-    pub xfcc: Option<Vec<u8>>,
-}
+use super::xfcc::{self, Element};
 
 #[derive(Debug, PartialEq, Eq)]
-pub enum PeerMatch {
+pub enum PeerMatch<'c> {
     /// Not an mTLS connection: nothing to match.
     NotMtls,
-    /// mTLS, and this identity is allow-listed.
-    Allowed(String),
+    /// mTLS, and this allow-list entry matched.
+    Allowed(&'c str),
     /// mTLS, but none of the peer's identities is listed; the best name we have, for logs.
     Unlisted(String),
 }
 
-pub fn match_peer(peer: &PeerFacts, allowed: &[String]) -> PeerMatch {
-    if !peer.mtls {
-        return PeerMatch::NotMtls;
+pub fn match_peer<'c>(element: &Element, allowed: &'c [String]) -> PeerMatch<'c> {
+    let listed = |id: &[u8]| allowed.iter().find(|a| a.as_bytes() == id);
+    for id in element.uris.iter().chain(&element.dns) {
+        if let Some(entry) = listed(id) {
+            return PeerMatch::Allowed(entry);
+        }
     }
-    let listed = |id: &str| allowed.iter().any(|a| a == id);
-    let cn = peer.subject.as_deref().and_then(common_name);
-    let quick = [
-        peer.uri_san.as_deref(),
-        peer.dns_san.as_deref(),
-        cn.as_deref(),
-    ];
-    if let Some(id) = quick.iter().flatten().find(|id| listed(id)) {
-        return PeerMatch::Allowed(id.to_string());
+    let cn = element
+        .subject
+        .and_then(xfcc::unquote)
+        .and_then(|s| common_name(&s));
+    if let Some(entry) = cn.as_deref().and_then(|cn| listed(cn.as_bytes())) {
+        return PeerMatch::Allowed(entry);
     }
-    // The properties carry only the first SAN of each kind; the certificate has them all.
-    if let Some(id) = peer
-        .xfcc
-        .as_deref()
-        .and_then(xfcc::certificate_identities)
-        .and_then(|ids| ids.into_iter().find(|id| listed(id)))
-    {
-        return PeerMatch::Allowed(id);
-    }
-    let label = quick
+    let label = element
+        .uris
         .iter()
-        .flatten()
+        .chain(&element.dns)
         .next()
-        .map_or("(no identity)", |s| *s);
-    PeerMatch::Unlisted(label.to_string())
+        .map(|id| String::from_utf8_lossy(id).into_owned())
+        .or(cn)
+        .unwrap_or_else(|| "(no identity)".to_string());
+    PeerMatch::Unlisted(label)
 }
 
 /// The CN from an RFC 2253 distinguished name, honouring backslash escapes.
@@ -84,86 +68,71 @@ mod tests {
 
     const API: &str = "spiffe://hokusai.internal/ns/development/sa/hokusai-api";
 
-    fn mtls(uri: Option<&str>, subject: Option<&str>) -> PeerFacts {
-        PeerFacts {
-            mtls: true,
-            uri_san: uri.map(String::from),
-            subject: subject.map(String::from),
-            ..PeerFacts::default()
-        }
-    }
-
-    #[test]
-    fn plain_connections_never_match() {
-        let peer = PeerFacts {
-            uri_san: Some(API.into()),
-            ..PeerFacts::default()
-        };
-        assert_eq!(match_peer(&peer, &[API.into()]), PeerMatch::NotMtls);
+    fn element(header: &str) -> Element<'_> {
+        xfcc::parse(header.as_bytes()).expect("well-formed XFCC")
     }
 
     #[test]
     fn uri_san_dns_san_or_cn_can_match() {
         let allowed = vec![API.to_string(), "hokusai-batch".to_string()];
+        let uri = format!("Hash=1;Subject=\"CN=x\";URI={API}");
         assert_eq!(
-            match_peer(&mtls(Some(API), Some("CN=x")), &allowed),
-            PeerMatch::Allowed(API.into())
+            match_peer(&element(&uri), &allowed),
+            PeerMatch::Allowed(API)
         );
         assert_eq!(
-            match_peer(&mtls(None, Some("CN=hokusai-batch,O=Hokusai")), &allowed),
-            PeerMatch::Allowed("hokusai-batch".into())
+            match_peer(&element("Subject=\"CN=hokusai-batch,O=Hokusai\""), &allowed),
+            PeerMatch::Allowed("hokusai-batch")
         );
-        let dns = PeerFacts {
-            mtls: true,
-            dns_san: Some("hokusai-batch".into()),
-            ..PeerFacts::default()
-        };
         assert_eq!(
-            match_peer(&dns, &allowed),
-            PeerMatch::Allowed("hokusai-batch".into())
+            match_peer(&element("DNS=hokusai-batch"), &allowed),
+            PeerMatch::Allowed("hokusai-batch")
         );
     }
 
     #[test]
-    fn a_san_beyond_the_first_matches_through_xfcc() {
-        let pem = include_str!("testdata/multi-san.crt");
-        let encoded: String = pem
-            .bytes()
-            .map(|b| {
-                if b.is_ascii_alphanumeric() {
-                    (b as char).to_string()
-                } else {
-                    format!("%{b:02X}")
-                }
-            })
-            .collect();
+    fn a_san_beyond_the_first_matches() {
         let batch = "spiffe://hokusai.internal/ns/development/sa/batch";
-        let peer = PeerFacts {
-            xfcc: Some(format!("Hash=1;Cert=\"{encoded}\"").into_bytes()),
-            ..mtls(
-                Some("spiffe://hokusai.internal/ns/development/sa/first"),
-                None,
-            )
-        };
+        let header = format!("URI=spiffe://hokusai.internal/ns/development/sa/first;URI={batch}");
         assert_eq!(
-            match_peer(&peer, &[batch.into()]),
-            PeerMatch::Allowed(batch.into())
+            match_peer(&element(&header), &[batch.into()]),
+            PeerMatch::Allowed(batch)
         );
+    }
+
+    #[test]
+    fn matching_is_exact() {
+        let allowed = [API.to_string()];
+        for near in [
+            format!("URI={API}/"),
+            format!("URI={}", API.to_uppercase()),
+            format!("URI=x{API}"),
+            format!("Subject=\"CN={API}x\""),
+        ] {
+            assert!(
+                matches!(
+                    match_peer(&element(&near), &allowed),
+                    PeerMatch::Unlisted(_)
+                ),
+                "{near}"
+            );
+        }
     }
 
     #[test]
     fn unlisted_peer_is_named_for_the_log() {
-        let peer = mtls(
-            Some("spiffe://hokusai.internal/ns/development/sa/notebook"),
-            None,
+        let notebook = "spiffe://hokusai.internal/ns/development/sa/notebook";
+        assert_eq!(
+            match_peer(&element(&format!("URI={notebook}")), &[API.into()]),
+            PeerMatch::Unlisted(notebook.into())
         );
         assert_eq!(
-            match_peer(&peer, &[API.into()]),
-            PeerMatch::Unlisted("spiffe://hokusai.internal/ns/development/sa/notebook".into())
-        );
-        assert_eq!(
-            match_peer(&mtls(None, None), &[]),
+            match_peer(&element("Hash=1"), &[]),
             PeerMatch::Unlisted("(no identity)".into())
+        );
+        assert_eq!(
+            match_peer(&element("Subject=\"CN=nb\""), &[]),
+            PeerMatch::Unlisted("nb".into())
         );
     }
 

@@ -1,34 +1,100 @@
-//! Envoy's `x-forwarded-client-cert`: the `Cert=` of the element Envoy itself set, parsed as
-//! X.509 so that every SAN (not only the first, as the connection properties give) counts.
+//! Envoy's `x-forwarded-client-cert`, as `forward_client_cert_details: SANITIZE_SET` writes it
+//! on an mTLS connection: one element, `Hash=..;Cert="<url-encoded PEM>";Subject="..";URI=..;DNS=..`
+//! (every URI and DNS SAN of the peer certificate gets its own field). With SANITIZE_SET a
+//! client can never send this header itself, so its fields are Envoy's word.
+//!
+//! Identities come from the URI/DNS/Subject fields (a byte scan, no certificate parsing on the
+//! request path); the certificate itself is parsed only for its expiry, once per distinct
+//! `Hash`, by the caller.
 
 use base64::Engine;
 use x509_cert::der::Decode;
-use x509_cert::ext::pkix::name::GeneralName;
-use x509_cert::ext::pkix::SubjectAltName;
 use x509_cert::Certificate;
 
-/// Hard cap on what we are willing to parse: a client certificate is a few KB.
-const MAX_XFCC_LEN: usize = 64 * 1024;
+/// Hard cap on what we are willing to read: a client certificate is a few KB.
+pub const MAX_XFCC_LEN: usize = 64 * 1024;
 
-/// URI SANs, DNS SANs and the subject CN of the certificate in the last XFCC element
-/// (the one Envoy appended; with SANITIZE_SET it is the only one). None if absent or bad.
-pub fn certificate_identities(header: &[u8]) -> Option<Vec<String>> {
-    if header.len() > MAX_XFCC_LEN {
-        return None;
-    }
-    let header = std::str::from_utf8(header).ok()?;
-    let element = split_unquoted(header, ',').pop()?;
-    let cert = split_unquoted(element, ';').into_iter().find_map(|pair| {
-        let (key, value) = pair.split_once('=')?;
-        key.trim()
-            .eq_ignore_ascii_case("Cert")
-            .then(|| unquote(value.trim()))
-    })?;
-    let pem = percent_decode(&cert)?;
-    identities_from_pem(&pem)
+/// The fields of Envoy's one XFCC element. Values are raw (still quoted/escaped) slices.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Element<'a> {
+    pub hash: Option<&'a [u8]>,
+    pub cert: Option<&'a [u8]>,
+    pub subject: Option<&'a [u8]>,
+    pub uris: Vec<&'a [u8]>,
+    pub dns: Vec<&'a [u8]>,
 }
 
-fn identities_from_pem(pem: &str) -> Option<Vec<String>> {
+/// Parses the header; None when it is not exactly one well-formed element (more than one
+/// means someone other than Envoy's SANITIZE_SET wrote it).
+pub fn parse(header: &[u8]) -> Option<Element<'_>> {
+    if header.is_empty() || header.len() > MAX_XFCC_LEN {
+        return None;
+    }
+    let mut element = Element::default();
+    let (mut start, mut quoted, mut escaped) = (0, false, false);
+    for i in 0..=header.len() {
+        let b = header.get(i).copied();
+        match b {
+            _ if escaped => escaped = false,
+            Some(b'\\') if quoted => escaped = true,
+            Some(b'"') => quoted = !quoted,
+            Some(b',') if !quoted => return None,
+            Some(b';') | None if !quoted => {
+                field(&mut element, &header[start..i])?;
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    if quoted {
+        return None;
+    }
+    Some(element)
+}
+
+fn field<'a>(element: &mut Element<'a>, pair: &'a [u8]) -> Option<()> {
+    let eq = pair.iter().position(|b| *b == b'=')?;
+    let (key, value) = (&pair[..eq], &pair[eq + 1..]);
+    match key {
+        b"Hash" => element.hash = Some(value),
+        b"Cert" => element.cert = Some(value),
+        b"Subject" => element.subject = Some(value),
+        b"URI" => element.uris.push(value),
+        b"DNS" => element.dns.push(value),
+        // By, Chain and whatever a later Envoy adds: not ours to judge.
+        _ => {}
+    }
+    Some(())
+}
+
+/// A field value without its quotes and backslash escapes.
+pub fn unquote(value: &[u8]) -> Option<String> {
+    let inner = value
+        .strip_prefix(b"\"")
+        .and_then(|v| v.strip_suffix(b"\""))
+        .unwrap_or(value);
+    let mut out = Vec::with_capacity(inner.len());
+    let mut bytes = inner.iter();
+    while let Some(&b) = bytes.next() {
+        if b == b'\\' {
+            out.extend(bytes.next());
+        } else {
+            out.push(b);
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// What the peer certificate itself says, beyond the fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateFacts {
+    /// notAfter, Unix seconds.
+    pub not_after: i64,
+}
+
+/// Parses the `Cert=` value (url-encoded PEM) as X.509.
+pub fn certificate(cert_field: &[u8]) -> Option<CertificateFacts> {
+    let pem = percent_decode(&unquote(cert_field)?)?;
     let body: String = pem
         .lines()
         .map(str::trim)
@@ -40,58 +106,14 @@ fn identities_from_pem(pem: &str) -> Option<Vec<String>> {
         .decode(body)
         .ok()?;
     let cert = Certificate::from_der(&der).ok()?;
-    let tbs = cert.tbs_certificate();
-    let mut ids = Vec::new();
-    if let Ok(Some((_, SubjectAltName(names)))) = tbs.get_extension::<SubjectAltName>() {
-        for name in names {
-            match name {
-                GeneralName::UniformResourceIdentifier(uri) => ids.push(uri.to_string()),
-                GeneralName::DnsName(dns) => ids.push(dns.to_string()),
-                _ => {}
-            }
-        }
-    }
-    if let Ok(Some(cn)) = tbs.subject().common_name() {
-        ids.push(cn.value().into_owned());
-    }
-    Some(ids)
-}
-
-/// Splits on `sep` outside double quotes (XFCC quotes values that contain `,;=`).
-fn split_unquoted(text: &str, sep: char) -> Vec<&str> {
-    let mut parts = Vec::new();
-    let (mut start, mut quoted, mut escaped) = (0, false, false);
-    for (i, c) in text.char_indices() {
-        match c {
-            _ if escaped => escaped = false,
-            '\\' if quoted => escaped = true,
-            '"' => quoted = !quoted,
-            c if c == sep && !quoted => {
-                parts.push(&text[start..i]);
-                start = i + 1;
-            }
-            _ => {}
-        }
-    }
-    parts.push(&text[start..]);
-    parts
-}
-
-fn unquote(value: &str) -> String {
-    let inner = value
-        .strip_prefix('"')
-        .and_then(|v| v.strip_suffix('"'))
-        .unwrap_or(value);
-    let mut out = String::with_capacity(inner.len());
-    let mut chars = inner.chars();
-    while let Some(c) = chars.next() {
-        if c == '\\' {
-            out.extend(chars.next());
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    let not_after = cert
+        .tbs_certificate()
+        .validity()
+        .not_after
+        .to_unix_duration();
+    Some(CertificateFacts {
+        not_after: i64::try_from(not_after.as_secs()).ok()?,
+    })
 }
 
 fn percent_decode(text: &str) -> Option<String> {
@@ -115,25 +137,8 @@ fn percent_decode(text: &str) -> Option<String> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn splitting_respects_quotes() {
-        assert_eq!(
-            split_unquoted(r#"a=1;Subject="CN=x,O=y;z";b=2"#, ';'),
-            vec!["a=1", r#"Subject="CN=x,O=y;z""#, "b=2"]
-        );
-        assert_eq!(split_unquoted(r#"By=a,Hash=b;Subject="x,y""#, ',').len(), 2);
-        assert_eq!(unquote(r#""say \"hi\"""#), r#"say "hi""#);
-    }
-
-    #[test]
-    fn percent_decoding_is_strict() {
-        assert_eq!(percent_decode("a%20b%0A").as_deref(), Some("a b\n"));
-        assert_eq!(percent_decode("bad%2"), None);
-        assert_eq!(percent_decode("bad%zz"), None);
-        assert_eq!(percent_decode("%ff"), None);
-    }
-
-    /// A self-signed fixture (key discarded) with two URI SANs, a DNS SAN and a CN.
+    /// A self-signed fixture (key discarded) with two URI SANs, a DNS SAN and a CN,
+    /// valid until 2126-10-30T19:12:19Z.
     const MULTI_SAN_PEM: &str = include_str!("testdata/multi-san.crt");
 
     fn url_encode(text: &str) -> String {
@@ -148,39 +153,54 @@ mod tests {
     }
 
     #[test]
-    fn every_san_and_the_cn_come_out_of_envoys_element() {
+    fn reads_every_field_envoy_writes() {
         let header = format!(
-            r#"Hash=ab12;Cert="{}";Subject="O=Hokusai,CN=hokusai-batch-runner";URI=spiffe://x"#,
+            r#"Hash=ab12;Cert="{}";Subject="O=Hokusai,CN=batch;x";URI=spiffe://a/first;URI=spiffe://a/batch;DNS=batch.internal"#,
             url_encode(MULTI_SAN_PEM)
         );
+        let el = parse(header.as_bytes()).unwrap();
+        assert_eq!(el.hash, Some(&b"ab12"[..]));
         assert_eq!(
-            certificate_identities(header.as_bytes()),
-            Some(vec![
-                "spiffe://hokusai.internal/ns/development/sa/first".to_string(),
-                "spiffe://hokusai.internal/ns/development/sa/batch".to_string(),
-                "batch.hokusai.internal".to_string(),
-                "hokusai-batch-runner".to_string(),
-            ])
+            el.uris,
+            vec![&b"spiffe://a/first"[..], &b"spiffe://a/batch"[..]]
         );
-        // With several elements, only the last (Envoy's own) counts.
-        let forged_first = format!("Cert=\"garbage\",{header}");
-        assert!(certificate_identities(forged_first.as_bytes()).is_some());
-        let forged_last = format!("{header},Cert=\"garbage\"");
-        assert_eq!(certificate_identities(forged_last.as_bytes()), None);
+        assert_eq!(el.dns, vec![&b"batch.internal"[..]]);
+        assert_eq!(
+            unquote(el.subject.unwrap()).as_deref(),
+            Some("O=Hokusai,CN=batch;x")
+        );
+        let facts = certificate(el.cert.unwrap()).unwrap();
+        assert_eq!(facts.not_after, 4_949_061_139);
     }
 
     #[test]
-    fn garbage_never_yields_identities() {
-        for bad in [
-            &b""[..],
-            b"Hash=abc",
-            b"Cert=\"not a pem\"",
-            b"Cert=\"-----BEGIN%20CERTIFICATE-----%0A!!!%0A-----END%20CERTIFICATE-----\"",
-            b"Cert=\"-----BEGIN%20CERTIFICATE-----%0AAAAA%0A-----END%20CERTIFICATE-----\"",
+    fn more_than_one_element_is_not_envoys() {
+        assert!(parse(b"URI=spiffe://a,URI=spiffe://b").is_none());
+        assert!(parse(b"Subject=\"CN=a,O=b\";URI=spiffe://a").is_some());
+    }
+
+    #[test]
+    fn garbage_is_refused_or_yields_nothing() {
+        for bad in [&b""[..], b"Hash", b"Cert=\"unterminated", b"a=1;b"] {
+            assert!(parse(bad).is_none(), "{bad:?}");
+        }
+        assert!(parse(&vec![b'a'; MAX_XFCC_LEN + 1]).is_none());
+        for cert in [
+            &b"\"not a pem\""[..],
+            b"\"-----BEGIN%20CERTIFICATE-----%0A!!!%0A-----END%20CERTIFICATE-----\"",
+            b"\"-----BEGIN%20CERTIFICATE-----%0AAAAA%0A-----END%20CERTIFICATE-----\"",
+            b"bad%2",
+            b"%ff",
             b"\xff\xfe",
         ] {
-            assert_eq!(certificate_identities(bad), None);
+            assert_eq!(certificate(cert), None);
         }
-        assert_eq!(certificate_identities(&vec![b'a'; MAX_XFCC_LEN + 1]), None);
+    }
+
+    #[test]
+    fn unquoting_honours_escapes() {
+        assert_eq!(unquote(br#""say \"hi\"""#).as_deref(), Some(r#"say "hi""#));
+        assert_eq!(unquote(b"plain").as_deref(), Some("plain"));
+        assert_eq!(unquote(b"\"\xff\""), None);
     }
 }

@@ -1,118 +1,35 @@
-//! One HTTP request: a small state machine. Deciding on headers, then either decided, or
-//! waiting for its auth-service callout.
+//! One HTTP stream: read its headers once, ask the worker, apply the answer. Requests that
+//! wait on a callout are decided by [`crate::core::flow`] and applied here, in their own
+//! context, when the callout settles.
 
-use super::host::{self, HostStore, RequestHeaders};
+use super::host::{self, Envoy};
 use super::root::Filter;
-use crate::core::callout::client_ip;
-use crate::core::decision::{Decision, Pending, RequestFacts};
+use crate::core::decision::{access_log_record, Final, Forward, IdentityHeaders, Refusal};
+use crate::core::flow::{CalloutReply, Resolved, Step};
+use crate::core::header_map::HeaderMap;
 use crate::core::local_reply::LocalReply;
-use crate::core::peer::PeerFacts;
-use crate::core::validation_reply::{interpret, ValidationOutcome, MAX_REPLY_BYTES};
+use crate::core::request::RequestFacts;
+use crate::core::telemetry::Facts;
+use crate::core::validation_reply::MAX_REPLY_BYTES;
 use crate::core::VERDICT_HEADERS;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType};
 use std::rc::Rc;
-use std::time::Duration;
-
-/// Where a request stands. Coalescing (see ROADMAP.md) will add "waiting on another
-/// context's callout" here.
-enum Phase {
-    Deciding,
-    AwaitingCallout(Pending),
-    Decided,
-}
 
 pub struct HttpFilter {
     filter: Option<Rc<Filter>>,
-    request_id: Option<String>,
-    phase: Phase,
+    id: u32,
+    /// Paused until a callout settles it: body and trailers must wait too.
+    waiting: bool,
 }
 
 impl HttpFilter {
-    pub fn new(filter: Option<Rc<Filter>>) -> Self {
+    pub fn new(filter: Option<Rc<Filter>>, id: u32) -> Self {
         Self {
             filter,
-            request_id: None,
-            phase: Phase::Deciding,
-        }
-    }
-
-    fn dispatch(&mut self, filter: &Filter, pending: Pending) -> Action {
-        let config = filter.policy.config();
-        let source = host::property_string(&["source", "address"]).unwrap_or_default();
-        let call = filter.policy.validation_call(
-            &pending,
-            client_ip(&source),
-            self.request_id.as_deref(),
-            filter.service_token.as_deref(),
-        );
-        let headers = call.headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
-        let timeout = Duration::from_millis(config.timeout_ms);
-        filter.metrics.callout();
-        match hostcalls::dispatch_http_call(
-            &config.auth_cluster,
-            headers,
-            Some(&call.body),
-            Vec::new(),
-            timeout,
-        ) {
-            Ok(_) => {
-                self.phase = Phase::AwaitingCallout(pending);
-                Action::Pause
-            }
-            Err(status) => {
-                log::warn!(
-                    "callout to {} not dispatched: {status:?}",
-                    config.auth_cluster
-                );
-                let outcome = ValidationOutcome::Unavailable("callout could not be dispatched");
-                let decision =
-                    filter
-                        .policy
-                        .on_validation(&pending, outcome, &HostStore, host::now());
-                self.apply(filter, decision, false)
-            }
-        }
-    }
-
-    /// Applies a final decision. `resume` is set when the request was paused on a callout.
-    fn apply(&mut self, filter: &Filter, decision: Decision, resume: bool) -> Action {
-        self.phase = Phase::Decided;
-        match decision {
-            Decision::Forward(forward) => {
-                for (name, value) in &forward.headers {
-                    host::set_request_header(name, Some(value));
-                }
-                filter.metrics.allowed(forward.route);
-                if resume {
-                    let _ = hostcalls::resume_http_request();
-                }
-                Action::Continue
-            }
-            Decision::Reply(reply) => {
-                filter.metrics.denied(reply.status);
-                self.reply(&reply);
-                Action::Pause
-            }
-            // on_validation never asks for a second callout; treat it as an outage.
-            Decision::Validate(_) => {
-                self.reply(&LocalReply::unavailable());
-                Action::Pause
-            }
-        }
-    }
-
-    fn reply(&self, reply: &LocalReply) {
-        let mut headers = reply.headers();
-        if let Some(id) = &self.request_id {
-            headers.push(("x-request-id", id.clone()));
-        }
-        let headers = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
-        if let Err(status) =
-            hostcalls::send_http_response(reply.status.into(), headers, Some(&reply.body()))
-        {
-            log::error!("local reply failed: {status:?}");
+            id,
+            waiting: false,
         }
     }
 }
@@ -120,101 +37,216 @@ impl HttpFilter {
 impl Context for HttpFilter {
     fn on_http_call_response(
         &mut self,
-        _token: u32,
+        token: u32,
         num_headers: usize,
         body_size: usize,
         _: usize,
     ) {
-        let Phase::AwaitingCallout(pending) = std::mem::replace(&mut self.phase, Phase::Decided)
-        else {
-            return;
-        };
         let Some(filter) = self.filter.clone() else {
             return;
         };
-        // After a timeout or reset Envoy has no response maps at all, and asking for one
-        // is a host error the SDK turns into a panic: only read what the host says exists.
-        let headers_present = num_headers > 0;
-        let header = |name| {
-            headers_present
-                .then(|| host::call_response_header(name))
-                .flatten()
+        let reply = read_callout_reply(num_headers, body_size);
+        let reply = CalloutReply {
+            status: reply.0,
+            body: &reply.2,
+            retry_after: reply.1.as_deref(),
         };
-        let status =
-            header(":status").and_then(|s| std::str::from_utf8(&s).ok()?.parse::<u16>().ok());
-        let retry_after = header("retry-after");
-        // Read one byte past the cap so an oversized reply is recognised, never buffered.
-        let body = if body_size == 0 {
-            Vec::new()
-        } else {
-            hostcalls::get_buffer(
-                BufferType::HttpCallResponseBody,
-                0,
-                body_size.min(MAX_REPLY_BYTES + 1),
-            )
-            .ok()
-            .flatten()
-            .unwrap_or_default()
-        };
-        let now = host::now();
-        let outcome = interpret(status, &body, retry_after.as_deref(), now);
-        let decision = filter
-            .policy
-            .on_validation(&pending, outcome, &HostStore, now);
-        self.apply(&filter, decision, true);
+        let resolved =
+            filter
+                .worker
+                .borrow_mut()
+                .on_callout_reply(token, reply, host::now_ms(), &mut Envoy);
+        if apply_resolved(&resolved, Some(self.id)) {
+            self.waiting = false;
+        }
     }
 }
 
 impl HttpContext for HttpFilter {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let headers = RequestHeaders::read();
+        let buffer = host::request_headers_buffer();
+        let headers = buffer.as_deref().and_then(HeaderMap::parse);
+        let request_id = headers.as_ref().and_then(|h| h.get("x-request-id"));
+        let request_id = request_id.and_then(|v| std::str::from_utf8(v).ok());
+        let (Some(filter), Some(headers)) = (self.filter.clone(), headers) else {
+            log::error!("request refused: no valid configuration, or no request headers");
+            return refuse_unverdicted(request_id);
+        };
+        // No verdict without its clean-up: a client's copy of a verdict header must be gone.
         for name in VERDICT_HEADERS {
-            if headers.get(name).is_some() {
-                host::set_request_header(name, None);
+            if headers.contains(name) && host::remove_request_header(name).is_err() {
+                log::error!("could not remove the client's {name}; refusing");
+                return refuse_unverdicted(request_id);
             }
         }
-        self.request_id = headers
-            .get("x-request-id")
-            .and_then(|v| std::str::from_utf8(v).ok())
-            .map(String::from);
-        let Some(filter) = self.filter.clone() else {
-            log::error!("request refused: the filter has no valid configuration");
-            self.reply(&LocalReply::unavailable());
-            return Action::Pause;
-        };
-        let text = |name| String::from_utf8_lossy(headers.get(name).unwrap_or_default());
-        let facts = RequestFacts {
-            method: &text(":method"),
-            path: &text(":path"),
-            authorization: headers.get("authorization"),
-            x_api_key: headers.get("x-api-key"),
-            cors_request_method: headers.get("access-control-request-method").is_some(),
-            has_user_id: headers.get("x-user-id").is_some(),
-            peer: read_peer(&headers),
-        };
-        let testing_trap = filter.policy.config().testing.trap_path.as_deref();
-        if testing_trap.is_some_and(|trap| facts.path.split('?').next() == Some(trap)) {
+        let facts = RequestFacts::read(&headers);
+        let trap = filter.trap_path.as_deref();
+        if trap.is_some_and(|trap| facts.bare_path() == trap) {
             log::warn!("testing.trap_path requested: trapping the VM on purpose");
             std::arch::wasm32::unreachable();
         }
-        match filter.policy.on_request(&facts, &HostStore, host::now()) {
-            Decision::Validate(pending) => self.dispatch(&filter, pending),
-            decision => self.apply(&filter, decision, false),
+        let step =
+            filter
+                .worker
+                .borrow_mut()
+                .on_request(self.id, &facts, host::now_ms(), &mut Envoy);
+        match step {
+            Step::Forward(forward) => forward_now(&forward, facts.request_id),
+            Step::Refuse(refusal) => {
+                refuse(&refusal, facts.request_id);
+                Action::Pause
+            }
+            Step::Wait => {
+                self.waiting = true;
+                Action::Pause
+            }
+        }
+    }
+
+    fn on_http_request_body(&mut self, _body_size: usize, _end_of_stream: bool) -> Action {
+        // Envoy holds the body while headers are paused (it maps our pause to
+        // StopAllIterationAndWatermark), but never rely on that: a body callback answered
+        // with Continue would let a request through before its verdict.
+        if self.waiting {
+            Action::Pause
+        } else {
+            Action::Continue
+        }
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        if self.waiting {
+            Action::Pause
+        } else {
+            Action::Continue
         }
     }
 }
 
-/// Peer facts; the certificate details are read only for a validated mTLS connection.
-fn read_peer(headers: &RequestHeaders) -> PeerFacts {
-    let mtls = host::property(&["connection", "mtls"]).is_some_and(|v| v.first() == Some(&1));
-    if !mtls {
-        return PeerFacts::default();
+impl Drop for HttpFilter {
+    fn drop(&mut self) {
+        let Some(filter) = &self.filter else { return };
+        let Ok(mut worker) = filter.worker.try_borrow_mut() else {
+            return;
+        };
+        worker.on_request_gone(self.id);
+        if worker.needs_prompt_tick() {
+            // A callout others wait on went with this stream: send it again soon.
+            let _ = hostcalls::set_tick_period(std::time::Duration::from_millis(1));
+        }
     }
-    PeerFacts {
-        mtls,
-        uri_san: host::property_string(&["connection", "uri_san_peer_certificate"]),
-        dns_san: host::property_string(&["connection", "dns_san_peer_certificate"]),
-        subject: host::property_string(&["connection", "subject_peer_certificate"]),
-        xfcc: headers.get("x-forwarded-client-cert").map(<[u8]>::to_vec),
+}
+
+/// (status, retry-after, body). After a timeout or reset Envoy has no reply maps at all, and
+/// asking for one is a host error: only read what the host says exists.
+pub(super) fn read_callout_reply(
+    num_headers: usize,
+    body_size: usize,
+) -> (Option<u16>, Option<Vec<u8>>, Vec<u8>) {
+    if num_headers == 0 {
+        return (None, None, Vec::new());
     }
+    let status = host::call_response_header(":status")
+        .and_then(|s| std::str::from_utf8(&s).ok()?.parse::<u16>().ok());
+    let retry_after = host::call_response_header("retry-after");
+    // Read one byte past the cap so an oversized reply is recognised, never buffered.
+    let body = if body_size == 0 {
+        Vec::new()
+    } else {
+        hostcalls::get_buffer(
+            BufferType::HttpCallResponseBody,
+            0,
+            body_size.min(MAX_REPLY_BYTES + 1),
+        )
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+    };
+    (status, retry_after, body)
+}
+
+/// Applies decisions to the requests they belong to: `current` in place, every other one
+/// after switching Envoy's effective context to it (Envoy defers the resulting continue or
+/// local reply until this VM call returns). True when `current` itself was decided.
+pub fn apply_resolved(resolved: &[Resolved], current: Option<u32>) -> bool {
+    let mut current_decided = None;
+    for r in resolved {
+        if Some(r.request) == current {
+            current_decided = Some(r);
+            continue;
+        }
+        if hostcalls::set_effective_context(r.request).is_err() {
+            log::warn!("a waiting request is gone; its decision is dropped");
+            continue;
+        }
+        resume(&r.decision, r.request_id.as_deref());
+    }
+    if let Some(id) = current {
+        if resolved.iter().any(|r| r.request != id) {
+            let _ = hostcalls::set_effective_context(id);
+        }
+    }
+    if let Some(r) = current_decided {
+        resume(&r.decision, r.request_id.as_deref());
+    }
+    current_decided.is_some()
+}
+
+/// A paused request's decision: forward (headers, then resume) or reply.
+fn resume(decision: &Final, request_id: Option<&str>) {
+    match decision {
+        Final::Forward(forward) => {
+            if forward_now(forward, request_id) == Action::Continue {
+                let _ = hostcalls::resume_http_request();
+            }
+        }
+        Final::Refuse(refusal) => refuse(refusal, request_id),
+    }
+}
+
+/// Writes the identity headers; Continue when every one of them is in place, else the
+/// request is refused with 503 (Pause).
+fn forward_now(forward: &Forward, request_id: Option<&str>) -> Action {
+    if let Some(identity) = &forward.identity {
+        for (name, value) in identity.pairs() {
+            if let Err(status) = host::set_request_header(name, value) {
+                log::error!(
+                    "could not set {name} ({status:?}); refusing rather than forwarding without it"
+                );
+                return refuse_unverdicted(request_id);
+            }
+        }
+    }
+    record_facts(&forward.facts, forward.identity.as_ref());
+    Action::Continue
+}
+
+fn refuse(refusal: &Refusal, request_id: Option<&str>) {
+    record_facts(&refusal.facts, None);
+    send_reply(&refusal.reply, request_id);
+}
+
+/// 503 for a request the filter could not decide safely.
+fn refuse_unverdicted(request_id: Option<&str>) -> Action {
+    send_reply(&LocalReply::unavailable(), request_id);
+    Action::Pause
+}
+
+fn send_reply(reply: &LocalReply, request_id: Option<&str>) {
+    let mut headers = reply.headers();
+    if let Some(id) = request_id {
+        headers.push(("x-request-id", id.to_string()));
+    }
+    let headers = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    if let Err(status) =
+        hostcalls::send_http_response(reply.status.into(), headers, Some(&reply.body()))
+    {
+        log::error!("local reply failed: {status:?}");
+    }
+}
+
+/// The verdict's non-secret facts, as filter state `wasm.hokusai_auth` for the access log.
+fn record_facts(facts: &Facts, identity: Option<&IdentityHeaders>) {
+    let value = access_log_record(facts, identity);
+    let _ = hostcalls::set_property(vec!["hokusai_auth"], Some(value.as_bytes()));
 }

@@ -1,20 +1,24 @@
-//! The root context: configuration, once per plugin config, shared by every request.
+//! The root context: configuration, once per plugin config and worker; the tick that flushes
+//! metrics and looks after callouts; callouts it sent itself.
 
-use super::http::HttpFilter;
+use super::host::{self, Envoy};
+use super::http::{apply_resolved, HttpFilter};
 use super::metrics::Metrics;
 use crate::core::config::FilterConfig;
 use crate::core::decision::Policy;
+use crate::core::flow::{CalloutReply, Worker, TICK_MS};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType};
+use std::cell::RefCell;
 use std::rc::Rc;
+use std::time::Duration;
 
-/// What every HTTP context of this configuration shares.
+/// What every HTTP context of this configuration (on this worker) shares.
 pub struct Filter {
-    pub policy: Policy,
-    /// The auth service's own bearer token, read from the VM environment; never logged.
-    pub service_token: Option<String>,
-    pub metrics: Metrics,
+    pub worker: RefCell<Worker>,
+    metrics: RefCell<Metrics>,
+    pub trap_path: Option<String>,
 }
 
 #[derive(Default)]
@@ -22,7 +26,30 @@ pub struct FilterRoot {
     filter: Option<Rc<Filter>>,
 }
 
-impl Context for FilterRoot {}
+impl Context for FilterRoot {
+    /// Replies to callouts this root context sent again for a lost leader.
+    fn on_http_call_response(
+        &mut self,
+        token: u32,
+        num_headers: usize,
+        body_size: usize,
+        _: usize,
+    ) {
+        let Some(filter) = &self.filter else { return };
+        let (status, retry_after, body) = super::http::read_callout_reply(num_headers, body_size);
+        let reply = CalloutReply {
+            status,
+            body: &body,
+            retry_after: retry_after.as_deref(),
+        };
+        let resolved =
+            filter
+                .worker
+                .borrow_mut()
+                .on_callout_reply(token, reply, host::now_ms(), &mut Envoy);
+        apply_resolved(&resolved, None);
+    }
+}
 
 impl RootContext for FilterRoot {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
@@ -48,6 +75,9 @@ impl RootContext for FilterRoot {
                 return false;
             }
         };
+        if let Some(path) = &config.testing.trap_path {
+            log::warn!("testing.trap_path is set: a request to {path} crashes the VM; never use this in production");
+        }
         log::info!(
             "configured: auth cluster {}, service {}, {} allow-listed identities, cache ttl {}s",
             config.auth_cluster,
@@ -55,20 +85,37 @@ impl RootContext for FilterRoot {
             config.internal.allowed_identities.len(),
             config.cache.ttl_s
         );
-        if let Some(path) = &config.testing.trap_path {
-            log::warn!("testing.trap_path is set: a request to {path} crashes the VM; never use this in production");
-        }
+        let trap_path = config.testing.trap_path.clone();
         self.filter = Some(Rc::new(Filter {
-            policy: Policy::new(config),
-            service_token,
-            metrics: Metrics::define(),
+            worker: RefCell::new(Worker::new(Policy::new(config), service_token)),
+            metrics: RefCell::new(Metrics::define()),
+            trap_path,
         }));
+        let _ = hostcalls::set_tick_period(Duration::from_millis(TICK_MS));
         true
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+    fn on_tick(&mut self) {
+        let Some(filter) = &self.filter else { return };
+        let resolved = {
+            let mut worker = filter.worker.borrow_mut();
+            let resolved = worker.on_tick(host::now_ms(), &mut Envoy);
+            let policy = &mut worker.policy;
+            let changes = policy.peer_certs.take_changed();
+            filter
+                .metrics
+                .borrow_mut()
+                .flush(&mut policy.tally, changes);
+            resolved
+        };
+        apply_resolved(&resolved, None);
+        // Back to the usual period after a prompt tick for a lost callout.
+        let _ = hostcalls::set_tick_period(Duration::from_millis(TICK_MS));
+    }
+
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         // Always a context: the SDK panics on None. Unconfigured means fail closed.
-        Some(Box::new(HttpFilter::new(self.filter.clone())))
+        Some(Box::new(HttpFilter::new(self.filter.clone(), context_id)))
     }
 
     fn get_type(&self) -> Option<ContextType> {

@@ -577,6 +577,7 @@ fn http_call(
     if !body.is_empty() {
         headers.replace("content-length", body.len().to_string().as_bytes());
     }
+    let dispatched_at_nanos = c.data().host().now_nanos;
     let st = c.data_mut();
     // Envoy numbers HTTP calls in steps of 4 (the low bits tag the call type).
     st.next_token += 4;
@@ -588,6 +589,7 @@ fn http_call(
         body,
         trailers: trailers.entries().to_vec(),
         timeout_ms: timeout_ms as u32,
+        dispatched_at_nanos,
     };
     let token = callout.token;
     st.callout_history.push(callout.clone());

@@ -463,7 +463,12 @@ impl Vm {
             let pending: Vec<u32> = st.pending_callouts.iter().map(|c| c.token).collect();
             panic!("no pending callout with token {token} (pending: {pending:?})");
         };
-        st.pending_callouts.remove(pos);
+        let callout = st.pending_callouts.remove(pos);
+        if reply.timed_out {
+            let due = callout.dispatched_at_nanos + u64::from(callout.timeout_ms) * 1_000_000;
+            let mut host = st.host();
+            host.now_nanos = host.now_nanos.max(due);
+        }
         let (delivery, counts, status) = match reply.response {
             Some(r) => {
                 let counts = (r.headers.len(), r.body.len(), r.trailers.len());

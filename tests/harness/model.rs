@@ -132,14 +132,24 @@ impl Request {
     }
 
     /// A TLS connection whose client certificate Envoy validated: `connection.mtls`
-    /// true plus the peer-certificate properties that are given.
+    /// true plus the peer-certificate properties that are given, and the
+    /// `x-forwarded-client-cert` Envoy's SANITIZE_SET writes for them (replacing any the
+    /// client sent). `subject` is Envoy's RFC 2253 rendering, e.g. `CN=hokusai-api-client`.
     pub fn mtls_peer(
         self,
         uri_san: Option<&str>,
         dns_san: Option<&str>,
         subject: Option<&str>,
     ) -> Self {
-        let mut req = self.property("connection.mtls", [1u8]);
+        let mut fields = vec!["Hash=0123abcd".to_string()];
+        if let Some(subject) = subject {
+            fields.push(format!("Subject=\"{}\"", subject.replace('"', "\\\"")));
+        }
+        fields.extend(uri_san.map(|u| format!("URI={u}")));
+        fields.extend(dns_san.map(|d| format!("DNS={d}")));
+        let mut req = self
+            .property("connection.mtls", [1u8])
+            .xfcc(&fields.join(";"));
         let props = [
             ("connection.uri_san_peer_certificate", uri_san),
             ("connection.dns_san_peer_certificate", dns_san),
@@ -192,6 +202,8 @@ pub struct Callout {
     pub body: Vec<u8>,
     pub trailers: Vec<Header>,
     pub timeout_ms: u32,
+    /// Host clock when the call was made (ns since the epoch).
+    pub dispatched_at_nanos: u64,
 }
 
 impl Callout {
@@ -233,6 +245,9 @@ pub struct CalloutReply {
     /// `None`: no response at all (timeout, reset, refused connection). Envoy then
     /// calls back with 0 headers, 0 body bytes and no response maps.
     pub(crate) response: Option<CalloutResponse>,
+    /// A timeout: Envoy calls back `timeout_ms` after the dispatch, so the harness moves
+    /// the clock there first. A reset or refused connection calls back at once.
+    pub(crate) timed_out: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -253,6 +268,7 @@ impl CalloutReply {
                 body: Vec::new(),
                 trailers: HeaderMap::new(),
             }),
+            timed_out: false,
         }
     }
 
@@ -263,9 +279,21 @@ impl CalloutReply {
             .body(body)
     }
 
-    /// The upstream never answered: Envoy reports a timeout or reset this way.
+    /// The upstream never answered in time: Envoy calls back with nothing, `timeout_ms`
+    /// after the dispatch (the harness clock moves there).
     pub fn timeout() -> Self {
-        Self { response: None }
+        Self {
+            response: None,
+            timed_out: true,
+        }
+    }
+
+    /// The connection was refused or reset: Envoy calls back with nothing, at once.
+    pub fn reset() -> Self {
+        Self {
+            response: None,
+            timed_out: false,
+        }
     }
 
     pub fn header(mut self, name: &str, value: impl AsRef<[u8]>) -> Self {

@@ -1,22 +1,55 @@
 use super::*;
-use crate::core::store::MemoryStore;
+use crate::core::request::Single;
+use crate::core::store::{MemoryStore, StoreError};
 use crate::core::validation_reply::interpret;
+use std::cell::Cell;
 
 const NOW: i64 = 1_795_435_200;
 const API_ID: &str = "spiffe://hokusai.internal/ns/development/sa/hokusai-api";
+const NOTEBOOK: &str = "spiffe://hokusai.internal/ns/development/sa/notebook";
+
+/// Shared data plus the answers Envoy would give about the request, counting what is asked.
+#[derive(Default)]
+pub(super) struct FakeRequestHost {
+    pub store: MemoryStore,
+    pub mtls: bool,
+    pub jwt_subject: Option<Vec<u8>>,
+    pub mtls_asked: Cell<u32>,
+    pub jwt_asked: Cell<u32>,
+    pub reads: Cell<u32>,
+}
+
+impl SharedStore for FakeRequestHost {
+    fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        self.reads.set(self.reads.get() + 1);
+        self.store.get(key)
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
+        self.store.set(key, value, cas)
+    }
+}
+
+impl RequestHost for FakeRequestHost {
+    fn peer_verified(&mut self) -> bool {
+        self.mtls_asked.set(self.mtls_asked.get() + 1);
+        self.mtls
+    }
+
+    fn verified_jwt_subject(&mut self, namespace: &str, payload_key: &str) -> Option<Vec<u8>> {
+        assert_eq!(
+            (namespace, payload_key),
+            ("envoy.filters.http.jwt_authn", "jwt_payload")
+        );
+        self.jwt_asked.set(self.jwt_asked.get() + 1);
+        self.jwt_subject.clone()
+    }
+}
 
 fn policy() -> Policy {
     let mut config = FilterConfig::default();
     config.internal.allowed_identities = vec![API_ID.into()];
     Policy::new(config)
-}
-
-fn peer(mtls: bool, uri_san: &str) -> PeerFacts {
-    PeerFacts {
-        mtls,
-        uri_san: Some(uri_san.into()),
-        ..PeerFacts::default()
-    }
 }
 
 fn get(path: &str) -> RequestFacts<'_> {
@@ -34,17 +67,28 @@ fn post(path: &str) -> RequestFacts<'_> {
     }
 }
 
+fn keyed<'a>(req: RequestFacts<'a>, key: &'a str) -> RequestFacts<'a> {
+    RequestFacts {
+        x_api_key: Single::One(key.as_bytes()),
+        ..req
+    }
+}
+
 fn grant_json(scopes: &str, limit: &str) -> String {
     format!(
         r#"{{"valid": true, "key_id": "kid", "user_id": "alice", "scopes": {scopes}, "rate_limit_per_hour": {limit}}}"#
     )
 }
 
-fn reply_status(d: &Decision) -> u16 {
+fn refused(d: &Decision) -> &Refusal {
     match d {
-        Decision::Reply(r) => r.status,
-        other => panic!("expected a reply, got {other:?}"),
+        Decision::Refuse(r) => r,
+        other => panic!("expected a refusal, got {other:?}"),
     }
+}
+
+fn status(d: &Decision) -> u16 {
+    refused(d).reply.status
 }
 
 fn forwarded(d: Decision) -> Forward {
@@ -54,84 +98,121 @@ fn forwarded(d: Decision) -> Forward {
     }
 }
 
-fn header<'a>(f: &'a Forward, name: &str) -> Option<&'a str> {
-    f.headers
-        .iter()
+fn header(f: &Forward, name: &str) -> Option<String> {
+    f.identity
+        .as_ref()?
+        .pairs()
         .find(|(n, _)| *n == name)
-        .map(|(_, v)| v.as_str())
+        .map(|(_, v)| v.to_string())
 }
 
-/// Runs a request through a miss and the given auth-service reply.
-fn validate(
-    p: &Policy,
-    store: &MemoryStore,
-    req: &RequestFacts,
-    status: u16,
-    body: &str,
-) -> Decision {
-    match p.on_request(req, store, NOW) {
-        Decision::Validate(pending) => p.on_validation(
-            &pending,
-            interpret(Some(status), body.as_bytes(), None, NOW),
-            store,
-            NOW,
-        ),
+fn pending(d: Decision) -> Pending {
+    match d {
+        Decision::Validate(p) => p,
         other => panic!("expected a callout, got {other:?}"),
     }
 }
 
+/// Runs a request through a miss and the given auth-service reply.
+fn validate(
+    p: &mut Policy,
+    host: &mut FakeRequestHost,
+    req: &RequestFacts,
+    status: u16,
+    body: &str,
+) -> Final {
+    let pend = pending(p.decide(req, host, NOW));
+    let outcome = interpret(Some(status), body.as_bytes(), None, NOW);
+    let settled = p.settle(&pend, outcome, host, NOW);
+    p.conclude(&settled, &pend, pend.access, host, NOW)
+}
+
+fn forwarded_final(f: Final) -> Forward {
+    forwarded(f.into())
+}
+
 #[test]
 fn exempt_paths_and_preflight_pass_untouched() {
-    let (p, store) = (policy(), MemoryStore::default());
-    let f = forwarded(p.on_request(&get("/health?full=1"), &store, NOW));
-    assert_eq!((f.route, f.headers.len()), (Route::Exempt, 0));
+    let (mut p, mut host) = (policy(), FakeRequestHost::default());
+    let f = forwarded(p.decide(&get("/health?full=1"), &mut host, NOW));
+    assert_eq!((f.facts.path, f.identity), (AuthPath::Exempt, None));
     let preflight = RequestFacts {
         method: "OPTIONS",
         cors_request_method: true,
         ..get("/api/2.0/mlflow/runs/create")
     };
     assert_eq!(
-        forwarded(p.on_request(&preflight, &store, NOW)).route,
-        Route::Preflight
+        forwarded(p.decide(&preflight, &mut host, NOW)).facts.path,
+        AuthPath::Exempt
     );
     let bare_options = RequestFacts {
         method: "OPTIONS",
         ..get("/api/2.0/mlflow/runs/create")
     };
-    assert_eq!(reply_status(&p.on_request(&bare_options, &store, NOW)), 401);
-    assert_eq!(
-        reply_status(&p.on_request(&get("/healthz"), &store, NOW)),
-        401
-    );
+    assert_eq!(status(&p.decide(&bare_options, &mut host, NOW)), 401);
+    assert_eq!(status(&p.decide(&get("/healthz"), &mut host, NOW)), 401);
+    assert_eq!(status(&p.decide(&get("/health/x"), &mut host, NOW)), 401);
+}
+
+fn mtls<'a>(req: RequestFacts<'a>, xfcc: &'a str) -> RequestFacts<'a> {
+    RequestFacts {
+        xfcc: Single::One(xfcc.as_bytes()),
+        ..req
+    }
 }
 
 #[test]
 fn allow_listed_mtls_peer_is_internal_without_callout() {
-    let (p, store) = (policy(), MemoryStore::default());
-    let req = RequestFacts {
-        peer: peer(true, API_ID),
-        ..post("/api/2.0/mlflow/runs/create")
-    };
-    let f = forwarded(p.on_request(&req, &store, NOW));
-    assert_eq!(f.route, Route::Internal);
-    assert_eq!(header(&f, "x-user-id"), Some("internal_service"));
-    assert_eq!(header(&f, "x-auth-path"), Some("internal"));
-    assert_eq!(header(&f, "x-auth-method"), Some("mtls"));
-    assert_eq!(header(&f, "x-auth-identity"), Some(API_ID));
+    let (mut p, mut host) = (
+        policy(),
+        FakeRequestHost {
+            mtls: true,
+            ..Default::default()
+        },
+    );
+    let xfcc = format!("Hash=1;Subject=\"CN=hokusai-api-client\";URI={API_ID}");
+    let req = mtls(post("/api/2.0/mlflow/runs/create"), &xfcc);
+    let f = forwarded(p.decide(&req, &mut host, NOW));
     assert_eq!(
-        header(&f, "x-auth-scopes"),
+        f.facts,
+        facts(
+            AuthPath::Internal,
+            AuthMethod::Mtls,
+            Outcome::Allow,
+            CacheUse::None
+        )
+    );
+    assert_eq!(header(&f, "x-user-id").as_deref(), Some("internal_service"));
+    assert_eq!(header(&f, "x-auth-path").as_deref(), Some("internal"));
+    assert_eq!(header(&f, "x-auth-method").as_deref(), Some("mtls"));
+    assert_eq!(header(&f, "x-auth-identity").as_deref(), Some(API_ID));
+    assert_eq!(
+        header(&f, "x-auth-scopes").as_deref(),
         Some("mlflow:read mlflow:write")
     );
+    assert_eq!(header(&f, "x-api-key-id"), None);
     let with_user = RequestFacts {
         has_user_id: true,
         ..req
     };
-    let f = forwarded(p.on_request(&with_user, &store, NOW));
+    let f = forwarded(p.decide(&with_user, &mut host, NOW));
     assert_eq!(
         header(&f, "x-user-id"),
         None,
         "the caller's x-user-id is kept"
     );
+    assert_eq!(host.reads.get(), 0, "no shared data on the internal path");
+}
+
+#[test]
+fn a_plain_request_costs_no_property_read() {
+    let (mut p, mut host) = (policy(), FakeRequestHost::default());
+    let _ = p.decide(
+        &keyed(get("/api/2.0/mlflow/experiments/get"), "hk_1"),
+        &mut host,
+        NOW,
+    );
+    assert_eq!(host.mtls_asked.get(), 0);
 }
 
 #[test]
@@ -139,286 +220,430 @@ fn internal_scopes_are_enforced_too() {
     let mut config = FilterConfig::default();
     config.internal.allowed_identities = vec![API_ID.into()];
     config.internal.scopes = vec!["mlflow:read".into()];
-    let (p, store) = (Policy::new(config), MemoryStore::default());
-    let req = RequestFacts {
-        peer: peer(true, API_ID),
-        ..post("/api/2.0/mlflow/runs/create")
+    let mut p = Policy::new(config);
+    let mut host = FakeRequestHost {
+        mtls: true,
+        ..Default::default()
     };
-    assert_eq!(reply_status(&p.on_request(&req, &store, NOW)), 403);
+    let xfcc = format!("URI={API_ID}");
+    let d = p.decide(
+        &mtls(post("/api/2.0/mlflow/runs/create"), &xfcc),
+        &mut host,
+        NOW,
+    );
+    assert_eq!(status(&d), 403);
+    assert_eq!(refused(&d).facts.path, AuthPath::Internal);
 }
 
 #[test]
-fn unlisted_or_plain_peer_falls_through_to_api_key() {
-    let (p, store) = (policy(), MemoryStore::default());
-    let unlisted = RequestFacts {
-        peer: peer(true, "spiffe://hokusai.internal/ns/development/sa/notebook"),
+fn unlisted_unverified_or_repeated_peers_fall_through_to_a_credential() {
+    let mut p = policy();
+    let mut verified = FakeRequestHost {
+        mtls: true,
+        ..Default::default()
+    };
+    let notebook = format!("URI={NOTEBOOK}");
+    let d = p.decide(
+        &mtls(get("/api/2.0/mlflow/experiments/get"), &notebook),
+        &mut verified,
+        NOW,
+    );
+    assert_eq!(status(&d), 401);
+    assert_eq!(p.tally.mtls_fallbacks, 1);
+    // Envoy's XFCC on a connection whose chain was not verified: not trusted.
+    let mut plain = FakeRequestHost::default();
+    let forged = format!("URI={API_ID}");
+    let d = p.decide(
+        &mtls(get("/api/2.0/mlflow/experiments/get"), &forged),
+        &mut plain,
+        NOW,
+    );
+    assert_eq!(status(&d), 401);
+    assert_eq!(plain.mtls_asked.get(), 1);
+    // Two XFCC headers, or two elements: not what SANITIZE_SET writes.
+    let repeated = RequestFacts {
+        xfcc: Single::Repeated,
         ..get("/api/2.0/mlflow/experiments/get")
     };
-    assert_eq!(reply_status(&p.on_request(&unlisted, &store, NOW)), 401);
-    let spoofed = RequestFacts {
-        peer: peer(false, API_ID),
-        ..get("/api/2.0/mlflow/experiments/get")
-    };
-    assert_eq!(reply_status(&p.on_request(&spoofed, &store, NOW)), 401);
+    assert_eq!(status(&p.decide(&repeated, &mut verified, NOW)), 401);
+    let two = format!("URI={NOTEBOOK},URI={API_ID}");
+    assert_eq!(
+        status(&p.decide(&mtls(get("/x"), &two), &mut verified, NOW)),
+        401
+    );
+    let garbage = mtls(get("/x"), "\"unterminated");
+    assert_eq!(status(&p.decide(&garbage, &mut verified, NOW)), 401);
 }
 
 #[test]
-fn missing_and_malformed_keys_never_call_out() {
-    let (p, store) = (policy(), MemoryStore::default());
-    let d = p.on_request(&get("/api/2.0/mlflow/experiments/get"), &store, NOW);
-    assert_eq!(d, Decision::Reply(LocalReply::key_required()));
-    let bad = RequestFacts {
-        x_api_key: Some(b"has space"),
+fn missing_malformed_and_repeated_credentials_never_call_out() {
+    let (mut p, mut host) = (policy(), FakeRequestHost::default());
+    let d = p.decide(&get("/api/2.0/mlflow/experiments/get"), &mut host, NOW);
+    assert_eq!(refused(&d).reply, LocalReply::key_required());
+    let bad = keyed(get("/api/2.0/mlflow/experiments/get"), "has space");
+    assert_eq!(
+        refused(&p.decide(&bad, &mut host, NOW)).reply,
+        LocalReply::key_malformed()
+    );
+    let twice = RequestFacts {
+        authorization: Single::Repeated,
         ..get("/api/2.0/mlflow/experiments/get")
     };
     assert_eq!(
-        p.on_request(&bad, &store, NOW),
-        Decision::Reply(LocalReply::key_malformed())
+        refused(&p.decide(&twice, &mut host, NOW)).reply,
+        LocalReply::key_malformed()
     );
+    assert_eq!(host.reads.get(), 0);
 }
 
 #[test]
 fn validated_key_is_forwarded_with_identity_and_then_cached() {
-    let (p, store) = (policy(), MemoryStore::default());
+    let (mut p, mut host) = (policy(), FakeRequestHost::default());
     let req = RequestFacts {
-        authorization: Some(b"Bearer hk_good"),
+        authorization: Single::One(b"Bearer hk_good"),
         ..post("/api/2.0/mlflow/runs/search")
     };
-    let f = forwarded(validate(
-        &p,
-        &store,
+    let f = forwarded_final(validate(
+        &mut p,
+        &mut host,
         &req,
         200,
         &grant_json(r#"["mlflow:read"]"#, "null"),
     ));
-    assert_eq!(f.route, Route::ValidatedKey);
-    assert_eq!(header(&f, "x-user-id"), Some("alice"));
-    assert_eq!(header(&f, "x-api-key-id"), Some("kid"));
-    assert_eq!(header(&f, "x-auth-scopes"), Some("mlflow:read"));
-    assert_eq!(header(&f, "x-auth-path"), Some("external"));
-    assert_eq!(header(&f, "x-auth-method"), Some("api_key"));
-    assert_eq!(header(&f, "x-auth-stale"), None);
     assert_eq!(
-        forwarded(p.on_request(&req, &store, NOW + 299)).route,
-        Route::CachedKey
+        f.facts,
+        facts(
+            AuthPath::External,
+            AuthMethod::ApiKey,
+            Outcome::Allow,
+            CacheUse::Miss
+        )
     );
+    assert_eq!(header(&f, "x-user-id").as_deref(), Some("alice"));
+    assert_eq!(header(&f, "x-api-key-id").as_deref(), Some("kid"));
+    assert_eq!(header(&f, "x-auth-scopes").as_deref(), Some("mlflow:read"));
+    assert_eq!(header(&f, "x-auth-path").as_deref(), Some("external"));
+    assert_eq!(header(&f, "x-auth-method").as_deref(), Some("api_key"));
+    assert_eq!(header(&f, "x-auth-stale"), None);
+    let cached = forwarded(p.decide(&req, &mut host, NOW + 299));
+    assert_eq!(cached.facts.cache, CacheUse::Hit);
     assert!(matches!(
-        p.on_request(&req, &store, NOW + 300),
+        p.decide(&req, &mut host, NOW + 300),
         Decision::Validate(_)
     ));
+}
+
+#[test]
+fn method_override_headers_make_any_call_a_write() {
+    let (mut p, mut host) = (policy(), FakeRequestHost::default());
+    let read_only = grant_json(r#"["mlflow:read"]"#, "null");
+    let req = keyed(get("/api/2.0/mlflow/experiments/get"), "hk_ro");
+    forwarded_final(validate(&mut p, &mut host, &req, 200, &read_only));
+    let overridden = RequestFacts {
+        method_override: true,
+        ..req
+    };
+    let d = p.decide(&overridden, &mut host, NOW);
+    assert_eq!(refused(&d).reply, LocalReply::scope_missing("mlflow:write"));
 }
 
 #[test]
 fn scope_miss_is_403_naming_the_scope() {
-    let (p, store) = (policy(), MemoryStore::default());
-    let req = RequestFacts {
-        x_api_key: Some(b"hk_ro"),
-        ..post("/api/2.0/mlflow/runs/log-metric")
-    };
+    let (mut p, mut host) = (policy(), FakeRequestHost::default());
+    let req = keyed(post("/api/2.0/mlflow/runs/log-metric"), "hk_ro");
     let d = validate(
-        &p,
-        &store,
+        &mut p,
+        &mut host,
         &req,
         200,
         &grant_json(r#"["mlflow:read"]"#, "null"),
     );
-    assert_eq!(
-        d,
-        Decision::Reply(LocalReply::scope_missing("mlflow:write"))
-    );
+    let Final::Refuse(r) = d else { panic!("{d:?}") };
+    assert_eq!(r.reply, LocalReply::scope_missing("mlflow:write"));
+    assert_eq!(r.facts.outcome, Outcome::Status403);
 }
 
 #[test]
 fn denials_are_cached_negatively() {
-    let (p, store) = (policy(), MemoryStore::default());
-    let req = RequestFacts {
-        x_api_key: Some(b"hk_bad"),
-        ..get("/api/2.0/mlflow/experiments/get")
-    };
-    assert_eq!(reply_status(&validate(&p, &store, &req, 401, "")), 401);
-    assert_eq!(
-        p.on_request(&req, &store, NOW + 29),
-        Decision::Reply(LocalReply::key_invalid())
-    );
+    let (mut p, mut host) = (policy(), FakeRequestHost::default());
+    let req = keyed(get("/api/2.0/mlflow/experiments/get"), "hk_bad");
+    let d: Decision = validate(&mut p, &mut host, &req, 401, "").into();
+    assert_eq!(status(&d), 401);
+    let again = p.decide(&req, &mut host, NOW + 29);
+    assert_eq!(refused(&again).reply, LocalReply::key_invalid());
+    assert_eq!(refused(&again).facts.cache, CacheUse::Hit);
     assert!(matches!(
-        p.on_request(&req, &store, NOW + 30),
+        p.decide(&req, &mut host, NOW + 30),
         Decision::Validate(_)
     ));
-    let other = RequestFacts {
-        x_api_key: Some(b"hk_other_service"),
-        ..get("/api/2.0/mlflow/experiments/get")
-    };
-    assert_eq!(
-        validate(&p, &store, &other, 403, ""),
-        Decision::Reply(LocalReply::forbidden())
-    );
+    let other = keyed(get("/api/2.0/mlflow/experiments/get"), "hk_other_service");
+    let d: Decision = validate(&mut p, &mut host, &other, 403, "").into();
+    assert_eq!(refused(&d).reply, LocalReply::forbidden());
 }
 
 #[test]
 fn errors_are_not_cached_and_stale_allow_is_served_marked() {
-    let (p, store) = (policy(), MemoryStore::default());
-    let req = RequestFacts {
-        x_api_key: Some(b"hk_good"),
-        ..get("/api/2.0/mlflow/experiments/get")
-    };
-    assert_eq!(reply_status(&validate(&p, &store, &req, 500, "")), 503);
+    let (mut p, mut host) = (policy(), FakeRequestHost::default());
+    let req = keyed(get("/api/2.0/mlflow/experiments/get"), "hk_good");
+    let d: Decision = validate(&mut p, &mut host, &req, 500, "").into();
+    assert_eq!(status(&d), 503);
     assert!(
-        matches!(p.on_request(&req, &store, NOW), Decision::Validate(_)),
+        matches!(p.decide(&req, &mut host, NOW), Decision::Validate(_)),
         "errors are not cached"
     );
-
-    forwarded(validate(
-        &p,
-        &store,
+    forwarded_final(validate(
+        &mut p,
+        &mut host,
         &req,
         200,
         &grant_json(r#"["mlflow:read"]"#, "null"),
     ));
     let later = NOW + 300 + 60;
-    let Decision::Validate(pending) = p.on_request(&req, &store, later) else {
-        panic!("expired entry must be revalidated")
-    };
-    let unavailable = ValidationOutcome::Unavailable("down");
-    let f = forwarded(p.on_validation(&pending, unavailable.clone(), &store, later));
-    assert_eq!(
-        (f.route, header(&f, "x-auth-stale")),
-        (Route::StaleKey, Some("1"))
-    );
+    let pend = pending(p.decide(&req, &mut host, later));
+    let down = ValidationOutcome::Unavailable("down");
+    let settled = p.settle(&pend, down.clone(), &host, later);
+    let f = forwarded_final(p.conclude(&settled, &pend, pend.access, &host, later));
+    assert_eq!(header(&f, "x-auth-stale").as_deref(), Some("1"));
+    assert_eq!(f.facts.outcome, Outcome::Stale);
+    assert_eq!(f.facts.cache, CacheUse::Stale);
     let too_late = NOW + 300 + 120;
-    assert_eq!(
-        reply_status(&p.on_validation(&pending, unavailable, &store, too_late)),
-        503
-    );
+    let settled = p.settle(&pend, down, &host, too_late);
+    let d: Decision = p
+        .conclude(&settled, &pend, pend.access, &host, too_late)
+        .into();
+    assert_eq!(status(&d), 503);
 }
 
 #[test]
 fn key_rate_limit_is_enforced_across_cache_hits() {
-    let (p, store) = (policy(), MemoryStore::default());
-    let req = RequestFacts {
-        x_api_key: Some(b"hk_limited"),
-        ..get("/api/2.0/mlflow/experiments/get")
-    };
-    forwarded(validate(
-        &p,
-        &store,
+    let (mut p, mut host) = (policy(), FakeRequestHost::default());
+    let req = keyed(get("/api/2.0/mlflow/experiments/get"), "hk_limited");
+    forwarded_final(validate(
+        &mut p,
+        &mut host,
         &req,
         200,
         &grant_json(r#"["mlflow:read"]"#, "2"),
     ));
-    forwarded(p.on_request(&req, &store, NOW));
-    let d = p.on_request(&req, &store, NOW);
-    assert_eq!(reply_status(&d), 429);
-    let Decision::Reply(r) = d else {
-        unreachable!()
-    };
-    assert!(r.retry_after_s.is_some_and(|s| (1..=3600).contains(&s)));
+    forwarded(p.decide(&req, &mut host, NOW));
+    let d = p.decide(&req, &mut host, NOW);
+    assert_eq!(status(&d), 429);
+    assert!(refused(&d)
+        .reply
+        .retry_after_s
+        .is_some_and(|s| (1..=3600).contains(&s)));
 }
 
 #[test]
-fn auth_service_429_is_passed_on() {
-    let (p, store) = (policy(), MemoryStore::default());
-    let req = RequestFacts {
-        x_api_key: Some(b"hk_x"),
-        ..get("/api/2.0/mlflow/experiments/get")
-    };
-    let Decision::Validate(pending) = p.on_request(&req, &store, NOW) else {
-        panic!()
-    };
+fn two_limited_keys_never_share_a_counter() {
+    // One verdict slot for both keys: they evict each other from the cache, and each has to
+    // be validated again, but neither resets the other's count.
+    let mut config = FilterConfig::default();
+    config.cache.max_entries = 1;
+    let (mut p, mut host) = (Policy::new(config), FakeRequestHost::default());
+    let a = keyed(get("/api/2.0/mlflow/experiments/get"), "hk_a");
+    let b = keyed(get("/api/2.0/mlflow/experiments/get"), "hk_b");
+    let one_per_hour = grant_json(r#"["mlflow:read"]"#, "1");
+    forwarded_final(validate(&mut p, &mut host, &a, 200, &one_per_hour));
+    forwarded_final(validate(&mut p, &mut host, &b, 200, &one_per_hour));
+    let a_again: Decision = validate(&mut p, &mut host, &a, 200, &one_per_hour).into();
+    assert_eq!(status(&a_again), 429);
+    let b_again: Decision = validate(&mut p, &mut host, &b, 200, &one_per_hour).into();
+    assert_eq!(status(&b_again), 429);
+}
+
+#[test]
+fn auth_service_429_is_passed_on_and_not_cached() {
+    let (mut p, mut host) = (policy(), FakeRequestHost::default());
+    let req = keyed(get("/api/2.0/mlflow/experiments/get"), "hk_x");
+    let pend = pending(p.decide(&req, &mut host, NOW));
     let out = interpret(Some(429), b"", Some(b"30"), NOW);
-    assert_eq!(
-        p.on_validation(&pending, out, &store, NOW),
-        Decision::Reply(LocalReply::rate_limited(30))
-    );
+    let settled = p.settle(&pend, out, &host, NOW);
+    let d: Decision = p.conclude(&settled, &pend, pend.access, &host, NOW).into();
+    assert_eq!(refused(&d).reply, LocalReply::rate_limited(30));
     assert!(matches!(
-        p.on_request(&req, &store, NOW),
+        p.decide(&req, &mut host, NOW),
         Decision::Validate(_)
     ));
 }
 
 #[test]
 fn verdicts_are_namespaced_by_service_id() {
-    let store = MemoryStore::default();
-    let p1 = policy();
-    let p2 = Policy::new(FilterConfig {
+    let mut host = FakeRequestHost::default();
+    let mut p1 = policy();
+    let mut p2 = Policy::new(FilterConfig {
         service_id: "other".into(),
         ..FilterConfig::default()
     });
-    let req = RequestFacts {
-        x_api_key: Some(b"hk_good"),
-        ..get("/api/2.0/mlflow/experiments/get")
-    };
-    forwarded(validate(
-        &p1,
-        &store,
+    let req = keyed(get("/api/2.0/mlflow/experiments/get"), "hk_good");
+    forwarded_final(validate(
+        &mut p1,
+        &mut host,
         &req,
         200,
         &grant_json(r#"["mlflow:read"]"#, "null"),
     ));
     assert!(matches!(
-        p2.on_request(&req, &store, NOW),
+        p2.decide(&req, &mut host, NOW),
         Decision::Validate(_)
     ));
-}
-
-/// A store that counts reads, to show which requests reach shared data.
-#[derive(Default)]
-struct CountingStore {
-    inner: MemoryStore,
-    reads: std::cell::Cell<usize>,
-}
-
-impl SharedStore for CountingStore {
-    fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
-        self.reads.set(self.reads.get() + 1);
-        self.inner.get(key)
-    }
-
-    fn set(
-        &self,
-        key: &str,
-        value: &[u8],
-        cas: Option<u32>,
-    ) -> Result<(), crate::core::store::StoreError> {
-        self.inner.set(key, value, cas)
-    }
 }
 
 #[test]
 fn a_repeat_key_is_answered_from_the_workers_copy_without_shared_reads() {
-    let (p, store) = (policy(), CountingStore::default());
-    let req = RequestFacts {
-        x_api_key: Some(b"hk_good"),
-        ..get("/api/2.0/mlflow/experiments/get")
-    };
-    let Decision::Validate(pending) = p.on_request(&req, &store, NOW) else {
-        panic!()
-    };
-    let reply = interpret(
-        Some(200),
-        grant_json(r#"["mlflow:read"]"#, "null").as_bytes(),
-        None,
-        NOW,
-    );
-    forwarded(p.on_validation(&pending, reply, &store, NOW));
-    let reads = store.reads.get();
+    let (mut p, mut host) = (policy(), FakeRequestHost::default());
+    let req = keyed(get("/api/2.0/mlflow/experiments/get"), "hk_good");
+    forwarded_final(validate(
+        &mut p,
+        &mut host,
+        &req,
+        200,
+        &grant_json(r#"["mlflow:read"]"#, "null"),
+    ));
+    let reads = host.reads.get();
     for _ in 0..10 {
         assert_eq!(
-            forwarded(p.on_request(&req, &store, NOW + 10)).route,
-            Route::CachedKey
+            forwarded(p.decide(&req, &mut host, NOW + 10)).facts.cache,
+            CacheUse::Hit
         );
     }
     assert_eq!(
-        store.reads.get(),
+        host.reads.get(),
         reads,
         "no shared-data read for a warm key"
     );
     // Another worker (a fresh policy) learns it from shared data, once.
-    let worker2 = policy();
-    forwarded(worker2.on_request(&req, &store, NOW + 10));
-    assert!(store.reads.get() > reads);
+    let mut worker2 = policy();
+    forwarded(worker2.decide(&req, &mut host, NOW + 10));
+    assert!(host.reads.get() > reads);
     // The copy ends with the verdict's TTL.
     assert!(matches!(
-        p.on_request(&req, &store, NOW + 300),
+        p.decide(&req, &mut host, NOW + 300),
         Decision::Validate(_)
     ));
+}
+
+const JWT: &str =
+    "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ1c2VyXzEyMyIsInNjb3BlIjoibWxmbG93OnJlYWQifQ.c2ln";
+
+fn with_jwt<'a>(req: RequestFacts<'a>, bearer: &'a str) -> RequestFacts<'a> {
+    RequestFacts {
+        authorization: Single::One(bearer.as_bytes()),
+        ..req
+    }
+}
+
+#[test]
+fn a_verified_jwt_is_admitted_from_its_claims_without_callout() {
+    let mut p = policy();
+    let mut host = FakeRequestHost {
+        jwt_subject: Some(b"user_123".to_vec()),
+        ..Default::default()
+    };
+    let bearer =
+        "Bearer eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ1c2VyXzEyMyIsInNjb3BlIjoibWxmbG93OnJlYWQifQ.c2ln";
+    assert!(bearer.ends_with(JWT));
+    let req = with_jwt(get("/api/2.0/mlflow/experiments/get"), bearer);
+    let f = forwarded(p.decide(&req, &mut host, NOW));
+    assert_eq!(header(&f, "x-user-id").as_deref(), Some("user_123"));
+    assert_eq!(header(&f, "x-auth-scopes").as_deref(), Some("mlflow:read"));
+    assert_eq!(header(&f, "x-auth-method").as_deref(), Some("jwt"));
+    assert_eq!(header(&f, "x-auth-path").as_deref(), Some("external"));
+    assert_eq!(header(&f, "x-api-key-id"), None);
+    let write = with_jwt(post("/api/2.0/mlflow/runs/create"), bearer);
+    assert_eq!(
+        refused(&p.decide(&write, &mut host, NOW)).reply,
+        LocalReply::scope_missing("mlflow:write")
+    );
+    assert_eq!(host.reads.get(), 0, "no cache, no callout");
+}
+
+#[test]
+fn an_unverified_or_mismatched_jwt_is_refused_without_callout() {
+    let mut p = policy();
+    let bearer =
+        "Bearer eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ1c2VyXzEyMyIsInNjb3BlIjoibWxmbG93OnJlYWQifQ.c2ln";
+    let req = with_jwt(get("/api/2.0/mlflow/experiments/get"), bearer);
+    for subject in [None, Some(b"someone_else".to_vec())] {
+        let mut host = FakeRequestHost {
+            jwt_subject: subject,
+            ..Default::default()
+        };
+        let d = p.decide(&req, &mut host, NOW);
+        assert_eq!(refused(&d).reply, LocalReply::token_invalid());
+        assert_eq!(refused(&d).facts.method, AuthMethod::Jwt);
+        assert_eq!(host.jwt_asked.get(), 1);
+    }
+}
+
+#[test]
+fn an_api_key_never_asks_for_jwt_metadata() {
+    let (mut p, mut host) = (policy(), FakeRequestHost::default());
+    let req = RequestFacts {
+        authorization: Single::One(b"Bearer hk_dev_readwrite_0001"),
+        ..get("/api/2.0/mlflow/experiments/get")
+    };
+    assert!(matches!(
+        p.decide(&req, &mut host, NOW),
+        Decision::Validate(_)
+    ));
+    assert_eq!(host.jwt_asked.get(), 0);
+}
+
+#[test]
+fn callout_mode_tokens_are_validated_and_cached_apart_from_keys() {
+    let mut config = FilterConfig::default();
+    config.jwt.mode = JwtMode::Callout;
+    let (mut p, mut host) = (Policy::new(config), FakeRequestHost::default());
+    let bearer =
+        "Bearer eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ1c2VyXzEyMyIsInNjb3BlIjoibWxmbG93OnJlYWQifQ.c2ln";
+    let req = with_jwt(get("/api/2.0/mlflow/experiments/get"), bearer);
+    let pend = pending(p.decide(&req, &mut host, NOW));
+    assert!(matches!(pend.credential, Credential::Jwt(_)));
+    let call = p.validation_call(&pend, "1.2.3.4", None, None);
+    assert!(call.headers.contains(&(":path", "/api/v1/validate".into())));
+    let body = grant_json(r#"["mlflow:read"]"#, "null");
+    let settled = p.settle(
+        &pend,
+        interpret(Some(200), body.as_bytes(), None, NOW),
+        &host,
+        NOW,
+    );
+    let f = forwarded_final(p.conclude(&settled, &pend, pend.access, &host, NOW));
+    assert_eq!(header(&f, "x-auth-method").as_deref(), Some("jwt"));
+    assert_eq!(
+        forwarded(p.decide(&req, &mut host, NOW + 1)).facts.cache,
+        CacheUse::Hit
+    );
+    assert_eq!(host.jwt_asked.get(), 0);
+    // The same bytes as an API key share nothing with the token's verdict.
+    let as_key = keyed(get("/api/2.0/mlflow/experiments/get"), JWT);
+    assert!(matches!(
+        p.decide(&as_key, &mut host, NOW + 1),
+        Decision::Validate(_)
+    ));
+}
+
+#[test]
+fn the_access_log_record_holds_facts_never_credentials() {
+    let (mut p, mut host) = (policy(), FakeRequestHost::default());
+    let req = keyed(
+        get("/api/2.0/mlflow/experiments/get"),
+        "hk_secret_key_value",
+    );
+    let f = forwarded_final(validate(
+        &mut p,
+        &mut host,
+        &req,
+        200,
+        &grant_json(r#"["mlflow:read"]"#, "null"),
+    ));
+    let record = access_log_record(&f.facts, f.identity.as_ref());
+    let json: serde_json::Value = serde_json::from_str(&record).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!({"path": "external", "method": "api_key", "outcome": "allow",
+                           "cache": "miss", "key_id": "kid", "user_id": "alice"})
+    );
+    assert!(!record.contains("hk_secret_key_value"));
 }

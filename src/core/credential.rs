@@ -1,0 +1,268 @@
+//! Finding the caller's credential: `Authorization: Bearer <value>` first, then `x-api-key`.
+//!
+//! A bearer value shaped like a JWT (three base64url segments, the first a JSON header with
+//! `alg`) is a user token, which Envoy's jwt_authn verifies; anything else is an API key.
+//! `x-api-key` always holds an API key. A credential header sent twice is refused: which copy
+//! the upstream would honour is anyone's guess.
+
+use super::digest::KeyDigest;
+use super::request::Single;
+use base64::Engine;
+use std::fmt;
+
+pub const MAX_KEY_LEN: usize = 256;
+/// Far above any login-service token; bounds the work spent on a hostile header.
+pub const MAX_JWT_LEN: usize = 8 * 1024;
+
+/// A credential that passed its format check. Debug never prints it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn digest(&self) -> KeyDigest {
+        KeyDigest::of(self.0.as_bytes())
+    }
+
+    #[cfg(test)]
+    pub fn for_tests(value: &str) -> Self {
+        Self(value.to_string())
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Secret({})", self.digest().fingerprint())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    ApiKey(Secret),
+    /// A JWT-shaped bearer token (not yet known to be valid).
+    Jwt(Secret),
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Lookup {
+    Missing,
+    Malformed,
+    Found(Credential),
+}
+
+/// Raw header values in, the credential out. A non-Bearer `Authorization` (e.g. Basic) is
+/// not ours and lets `x-api-key` speak.
+pub fn find_credential(authorization: Single, x_api_key: Single) -> Lookup {
+    match authorization {
+        Single::Repeated => return Lookup::Malformed,
+        Single::One(value) => {
+            if let Some(candidate) = bearer_credential(value) {
+                if is_jwt_shaped(candidate) {
+                    return as_secret(candidate, MAX_JWT_LEN)
+                        .map_or(Lookup::Malformed, |s| Lookup::Found(Credential::Jwt(s)));
+                }
+                return api_key(candidate);
+            }
+        }
+        Single::Absent => {}
+    }
+    match x_api_key {
+        Single::Absent => Lookup::Missing,
+        Single::Repeated => Lookup::Malformed,
+        Single::One(value) => api_key(trim(value)),
+    }
+}
+
+fn api_key(candidate: &[u8]) -> Lookup {
+    as_secret(candidate, MAX_KEY_LEN)
+        .map_or(Lookup::Malformed, |s| Lookup::Found(Credential::ApiKey(s)))
+}
+
+/// The credential after a case-insensitive `Bearer` scheme, or None for other schemes.
+fn bearer_credential(value: &[u8]) -> Option<&[u8]> {
+    let value = trim(value);
+    let scheme_len = value
+        .iter()
+        .position(|b| *b == b' ' || *b == b'\t')
+        .unwrap_or(value.len());
+    if !value[..scheme_len].eq_ignore_ascii_case(b"bearer") {
+        return None;
+    }
+    Some(trim(&value[scheme_len..]))
+}
+
+fn trim(value: &[u8]) -> &[u8] {
+    let start = value
+        .iter()
+        .position(|b| *b != b' ' && *b != b'\t')
+        .unwrap_or(value.len());
+    let end = value
+        .iter()
+        .rposition(|b| *b != b' ' && *b != b'\t')
+        .map_or(start, |i| i + 1);
+    &value[start..end.max(start)]
+}
+
+fn as_secret(candidate: &[u8], max_len: usize) -> Option<Secret> {
+    let printable = candidate.iter().all(u8::is_ascii_graphic);
+    if candidate.is_empty() || candidate.len() > max_len || !printable {
+        return None;
+    }
+    // All bytes are ASCII graphic, so this is valid UTF-8.
+    std::str::from_utf8(candidate)
+        .ok()
+        .map(|s| Secret(s.to_string()))
+}
+
+fn is_base64url(segment: &[u8]) -> bool {
+    segment
+        .iter()
+        .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
+}
+
+/// Three base64url segments (the signature may be empty, as with `alg: none`), the first a
+/// JSON object with a string `alg`. API keys have no dots, so they leave at the first check.
+pub fn is_jwt_shaped(value: &[u8]) -> bool {
+    let mut segments = value.split(|b| *b == b'.');
+    let (Some(header), Some(payload), Some(signature), None) = (
+        segments.next(),
+        segments.next(),
+        segments.next(),
+        segments.next(),
+    ) else {
+        return false;
+    };
+    if header.is_empty() || payload.is_empty() || value.len() > MAX_JWT_LEN {
+        return false;
+    }
+    if ![header, payload, signature].iter().all(|s| is_base64url(s)) {
+        return false;
+    }
+    #[derive(serde::Deserialize)]
+    struct Header {
+        alg: String,
+    }
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .ok()
+        .and_then(|json| serde_json::from_slice::<Header>(&json).ok())
+        .is_some_and(|h| !h.alg.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const JWT: &str = "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJ1In0.c2ln";
+
+    fn one(v: &str) -> Single<'_> {
+        Single::One(v.as_bytes())
+    }
+
+    fn key(k: &str) -> Lookup {
+        Lookup::Found(Credential::ApiKey(Secret(k.into())))
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive_and_wins_over_x_api_key() {
+        assert_eq!(
+            find_credential(one("Bearer abc"), Single::Absent),
+            key("abc")
+        );
+        assert_eq!(
+            find_credential(one("bEaReR   abc "), Single::Absent),
+            key("abc")
+        );
+        assert_eq!(find_credential(one("Bearer abc"), one("other")), key("abc"));
+    }
+
+    #[test]
+    fn x_api_key_is_used_when_authorization_is_not_bearer() {
+        assert_eq!(find_credential(Single::Absent, one("k1")), key("k1"));
+        assert_eq!(find_credential(one("Basic dTpw"), one("k1")), key("k1"));
+        assert_eq!(
+            find_credential(one("Basic dTpw"), Single::Absent),
+            Lookup::Missing
+        );
+        assert_eq!(
+            find_credential(Single::Absent, Single::Absent),
+            Lookup::Missing
+        );
+    }
+
+    #[test]
+    fn repeated_credential_headers_are_refused() {
+        assert_eq!(
+            find_credential(Single::Repeated, one("k1")),
+            Lookup::Malformed
+        );
+        assert_eq!(
+            find_credential(Single::Absent, Single::Repeated),
+            Lookup::Malformed
+        );
+        assert_eq!(
+            find_credential(one("Basic x"), Single::Repeated),
+            Lookup::Malformed
+        );
+    }
+
+    #[test]
+    fn malformed_keys_are_refused() {
+        let long = "a".repeat(MAX_KEY_LEN + 1);
+        let exact = "a".repeat(MAX_KEY_LEN);
+        for bad in ["Bearer", "Bearer a b"] {
+            assert_eq!(find_credential(one(bad), Single::Absent), Lookup::Malformed);
+        }
+        assert_eq!(
+            find_credential(Single::One(b"Bearer \xff\xfe"), Single::Absent),
+            Lookup::Malformed
+        );
+        for bad in [&b"caf\xc3\xa9"[..], b"", b"a\x01", long.as_bytes()] {
+            assert_eq!(
+                find_credential(Single::Absent, Single::One(bad)),
+                Lookup::Malformed
+            );
+        }
+        assert!(matches!(
+            find_credential(Single::Absent, one(&exact)),
+            Lookup::Found(Credential::ApiKey(_))
+        ));
+    }
+
+    #[test]
+    fn jwt_shaped_bearers_are_user_tokens() {
+        let found = find_credential(one(&format!("Bearer {JWT}")), Single::Absent);
+        assert_eq!(found, Lookup::Found(Credential::Jwt(Secret(JWT.into()))));
+        // alg: none tokens have an empty signature; still a JWT, so never sent as a key.
+        let none = "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ1In0.";
+        assert!(is_jwt_shaped(none.as_bytes()));
+        // In x-api-key it is an API key whatever it looks like.
+        assert!(matches!(
+            find_credential(Single::Absent, one("a.b.c")),
+            Lookup::Found(Credential::ApiKey(_))
+        ));
+    }
+
+    #[test]
+    fn near_jwts_are_api_keys() {
+        for value in [
+            "a.b.c",                                 // header is not JSON
+            "eyJ0eXAiOiJKV1QifQ.eyJzdWIiOiJ1In0.c2", // no alg
+            "eyJhbGciOiJSUzI1NiJ9.eyJ9",             // two segments
+            "eyJhbGciOiJSUzI1NiJ9..c2ln",            // empty payload
+            "eyJhbGciOiJSUzI1NiJ9.e+J9.c2ln",        // not base64url
+            "eyJhbGciOiJSUzI1NiJ9.a.b.c",            // four segments
+        ] {
+            assert!(!is_jwt_shaped(value.as_bytes()), "{value}");
+        }
+    }
+
+    #[test]
+    fn debug_shows_only_a_fingerprint() {
+        let secret = Secret("hk_secret_value".into());
+        assert!(!format!("{secret:?}").contains("hk_secret_value"));
+    }
+}

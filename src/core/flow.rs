@@ -1,0 +1,440 @@
+//! One worker's requests and callouts: the state machine behind the HTTP contexts.
+//!
+//! A request is *deciding* (in [`Worker::on_request`]), then either decided at once, or
+//! *waiting*: on a callout it started, or on another request's callout for the same
+//! credential (coalescing: one callout per credential per worker, however many requests
+//! arrive while it is in flight). When the reply comes, [`Worker::on_callout_reply`] settles
+//! it once and decides every waiting request, each with its own scope need; the adapter then
+//! resumes each one in its own context.
+//!
+//! - **In-flight cap**: at most `max_pending_callouts` callouts per worker; past it a new
+//!   credential gets 503 (or a stale verdict) at once.
+//! - **One retry** on a connect failure or reset (a reply without status that came back
+//!   before the attempt's timeout), within the first attempt's deadline. Never on a timeout,
+//!   never on an HTTP status.
+//! - **A lost leader**: Envoy cancels a stream's callouts when the stream goes away. If others
+//!   still wait on that callout, it is sent again from the root context on the next tick, so
+//!   every waiter gets an answer, at the latest when the deadline passes.
+
+use super::callout::ValidationCall;
+use super::decision::{Decision, Final, Forward, Pending, Policy, Refusal, RequestHost, Settled};
+use super::digest::KeyDigest;
+use super::request::RequestFacts;
+use super::scope::Access;
+use super::store::SharedStore;
+use super::telemetry::{AuthMethod, CalloutFailure, Outcome};
+use super::validation_reply::{interpret, ValidationOutcome};
+use std::collections::HashMap;
+
+/// Envoy's id for a stream's context.
+pub type RequestId = u32;
+/// Envoy's token for a callout.
+pub type CalloutToken = u32;
+
+/// How often the adapter should call [`Worker::on_tick`].
+pub const TICK_MS: u64 = 200;
+/// A retry needs at least this much of the deadline left to be worth sending.
+const MIN_RETRY_MS: i64 = 20;
+/// A reply without status this close to the attempt's timeout is that timeout.
+const TIMEOUT_SLACK_MS: i64 = 5;
+/// Past its deadline by this much, a callout whose reply never came is given up.
+const LOST_REPLY_GRACE_MS: i64 = 5_000;
+
+/// Envoy would not start a callout (unknown cluster, no async client, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DispatchRefused;
+
+/// What the flow needs from Envoy to run callouts.
+pub trait CalloutHost: SharedStore {
+    /// Starts a callout from the current context.
+    fn dispatch(
+        &mut self,
+        call: &ValidationCall,
+        timeout_ms: u64,
+    ) -> Result<CalloutToken, DispatchRefused>;
+}
+
+/// ...and, inside a request, about the request.
+pub trait StreamHost: RequestHost + CalloutHost {
+    /// `source.address`, for the callout body.
+    fn source_address(&mut self) -> String;
+}
+
+/// What a request should do now.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    Forward(Forward),
+    Refuse(Refusal),
+    /// Paused until a callout settles it.
+    Wait,
+}
+
+/// A waiting request, decided.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Resolved {
+    pub request: RequestId,
+    /// Its `x-request-id`, for the reply.
+    pub request_id: Option<String>,
+    pub decision: Final,
+}
+
+/// The auth service's reply as Envoy delivered it; `status` None after a timeout or reset.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CalloutReply<'a> {
+    pub status: Option<u16>,
+    pub body: &'a [u8],
+    pub retry_after: Option<&'a [u8]>,
+}
+
+type FlightKey = (AuthMethod, KeyDigest);
+
+struct Waiter {
+    request: RequestId,
+    access: Access,
+    request_id: Option<String>,
+}
+
+struct Flight {
+    pending: Pending,
+    call: ValidationCall,
+    /// None: lost with its owner's stream; sent again on the next tick.
+    token: Option<CalloutToken>,
+    /// The stream whose context sent the current attempt (None: the root context).
+    owner: Option<RequestId>,
+    attempt_started_ms: i64,
+    attempt_timeout_ms: i64,
+    deadline_ms: i64,
+    retried: bool,
+    waiters: Vec<Waiter>,
+}
+
+pub struct Worker {
+    pub policy: Policy,
+    /// The auth service's own bearer token, from the VM environment; never logged.
+    service_token: Option<String>,
+    flights: HashMap<FlightKey, Flight>,
+    tokens: HashMap<CalloutToken, FlightKey>,
+    waiting: HashMap<RequestId, FlightKey>,
+}
+
+fn flight_key(pending: &Pending) -> FlightKey {
+    let method = match pending.credential {
+        super::credential::Credential::ApiKey(_) => AuthMethod::ApiKey,
+        super::credential::Credential::Jwt(_) => AuthMethod::Jwt,
+    };
+    (method, pending.digest)
+}
+
+impl Worker {
+    pub fn new(policy: Policy, service_token: Option<String>) -> Self {
+        Self {
+            policy,
+            service_token,
+            flights: HashMap::new(),
+            tokens: HashMap::new(),
+            waiting: HashMap::new(),
+        }
+    }
+
+    /// Callouts this worker has in flight (or about to send again).
+    pub fn callouts_in_flight(&self) -> usize {
+        self.flights.len()
+    }
+
+    pub fn waiting(&self) -> usize {
+        self.waiting.len()
+    }
+
+    /// A callout lost with its stream waits for the next tick.
+    pub fn needs_prompt_tick(&self) -> bool {
+        self.flights.values().any(|f| f.token.is_none())
+    }
+
+    pub fn on_request<H: StreamHost>(
+        &mut self,
+        request: RequestId,
+        facts: &RequestFacts,
+        now_ms: i64,
+        host: &mut H,
+    ) -> Step {
+        let now = now_ms.div_euclid(1000);
+        match self.policy.decide(facts, host, now) {
+            Decision::Forward(f) => self.finish(facts.request_id, Final::Forward(f)).into(),
+            Decision::Refuse(r) => self.finish(facts.request_id, Final::Refuse(r)).into(),
+            Decision::Validate(pending) => {
+                self.join_or_send(request, facts.request_id, pending, now_ms, host)
+            }
+        }
+    }
+
+    fn join_or_send<H: StreamHost>(
+        &mut self,
+        request: RequestId,
+        request_id: Option<&str>,
+        pending: Pending,
+        now_ms: i64,
+        host: &mut H,
+    ) -> Step {
+        let key = flight_key(&pending);
+        let waiter = Waiter {
+            request,
+            access: pending.access,
+            request_id: request_id.map(String::from),
+        };
+        if let Some(flight) = self.flights.get_mut(&key) {
+            flight.waiters.push(waiter);
+            self.waiting.insert(request, key);
+            self.policy.tally.coalesced += 1;
+            return Step::Wait;
+        }
+        let now = now_ms.div_euclid(1000);
+        let max = self.policy.config().max_pending_callouts as usize;
+        if self.flights.len() >= max {
+            self.policy.tally.callout_cap_rejections += 1;
+            log::warn!("{max} callouts already in flight on this worker; refusing a new one");
+            let outcome = ValidationOutcome::Unavailable("too many callouts in flight");
+            let settled = self.policy.settle(&pending, outcome, host, now);
+            let decision = self
+                .policy
+                .conclude(&settled, &pending, pending.access, host, now);
+            return self.finish(request_id, decision).into();
+        }
+        let source = host.source_address();
+        let call = self.policy.validation_call(
+            &pending,
+            super::callout::client_ip(&source),
+            request_id,
+            self.service_token.as_deref(),
+        );
+        let timeout_ms = self.policy.config().timeout_ms as i64;
+        self.policy.tally.callouts += 1;
+        match host.dispatch(&call, timeout_ms as u64) {
+            Ok(token) => {
+                self.tokens.insert(token, key);
+                self.waiting.insert(request, key);
+                self.flights.insert(
+                    key,
+                    Flight {
+                        pending,
+                        call,
+                        token: Some(token),
+                        owner: Some(request),
+                        attempt_started_ms: now_ms,
+                        attempt_timeout_ms: timeout_ms,
+                        deadline_ms: now_ms + timeout_ms,
+                        retried: false,
+                        waiters: vec![waiter],
+                    },
+                );
+                Step::Wait
+            }
+            Err(DispatchRefused) => {
+                self.policy.tally.callout_failed(CalloutFailure::Dispatch);
+                log::warn!(
+                    "callout to {} not dispatched",
+                    self.policy.config().auth_cluster
+                );
+                let outcome = ValidationOutcome::Unavailable("callout could not be dispatched");
+                let settled = self.policy.settle(&pending, outcome, host, now);
+                let decision = self
+                    .policy
+                    .conclude(&settled, &pending, pending.access, host, now);
+                self.finish(request_id, decision).into()
+            }
+        }
+    }
+
+    /// A callout came back (or failed). Returns every request it decided.
+    pub fn on_callout_reply<H: CalloutHost>(
+        &mut self,
+        token: CalloutToken,
+        reply: CalloutReply,
+        now_ms: i64,
+        host: &mut H,
+    ) -> Vec<Resolved> {
+        let Some(key) = self.tokens.remove(&token) else {
+            return Vec::new();
+        };
+        let Some(flight) = self.flights.get_mut(&key) else {
+            return Vec::new();
+        };
+        flight.token = None;
+        let elapsed = now_ms - flight.attempt_started_ms;
+        self.policy.tally.latency(elapsed.max(0) as u64);
+        let mut failure = None;
+        if reply.status.is_none() {
+            let timed_out = elapsed + TIMEOUT_SLACK_MS >= flight.attempt_timeout_ms;
+            let remaining = flight.deadline_ms - now_ms;
+            if !timed_out && !flight.retried && remaining >= MIN_RETRY_MS {
+                flight.retried = true;
+                self.policy.tally.callout_retries += 1;
+                self.policy.tally.callouts += 1;
+                if let Ok(token) = host.dispatch(&flight.call, remaining as u64) {
+                    flight.token = Some(token);
+                    flight.attempt_started_ms = now_ms;
+                    flight.attempt_timeout_ms = remaining;
+                    self.tokens.insert(token, key);
+                    return Vec::new();
+                }
+                self.policy.tally.callout_failed(CalloutFailure::Dispatch);
+            }
+            failure = Some(if timed_out {
+                CalloutFailure::Timeout
+            } else {
+                CalloutFailure::Reset
+            });
+        }
+        let now = now_ms.div_euclid(1000);
+        let outcome = interpret(reply.status, reply.body, reply.retry_after, now);
+        let failure = failure.or(match (&outcome, reply.status) {
+            (ValidationOutcome::Unavailable(_), Some(500..=599)) => {
+                Some(CalloutFailure::ServerError)
+            }
+            (ValidationOutcome::Unavailable(_), _) => Some(CalloutFailure::BadReply),
+            _ => None,
+        });
+        if let Some(failure) = failure {
+            self.policy.tally.callout_failed(failure);
+        }
+        self.settle_flight(key, outcome, now, host)
+    }
+
+    /// Settles a flight's outcome and decides everyone who waited on it.
+    fn settle_flight<S: SharedStore>(
+        &mut self,
+        key: FlightKey,
+        outcome: ValidationOutcome,
+        now: i64,
+        store: &S,
+    ) -> Vec<Resolved> {
+        let Some(flight) = self.flights.remove(&key) else {
+            return Vec::new();
+        };
+        if let Some(token) = flight.token {
+            self.tokens.remove(&token);
+        }
+        let settled: Settled = self.policy.settle(&flight.pending, outcome, store, now);
+        let mut resolved = Vec::with_capacity(flight.waiters.len());
+        for waiter in flight.waiters {
+            self.waiting.remove(&waiter.request);
+            let decision =
+                self.policy
+                    .conclude(&settled, &flight.pending, waiter.access, store, now);
+            let decision = self.finish(waiter.request_id.as_deref(), decision);
+            resolved.push(Resolved {
+                request: waiter.request,
+                request_id: waiter.request_id,
+                decision,
+            });
+        }
+        resolved
+    }
+
+    /// A stream went away (finished, or reset by the client). Forgets it; if it had sent a
+    /// callout that others still wait on, that callout is sent again on the next tick.
+    pub fn on_request_gone(&mut self, request: RequestId) {
+        let Some(key) = self.waiting.remove(&request) else {
+            return;
+        };
+        let Some(flight) = self.flights.get_mut(&key) else {
+            return;
+        };
+        flight.waiters.retain(|w| w.request != request);
+        if flight.owner != Some(request) {
+            return;
+        }
+        // Envoy cancels a stream's callouts with the stream.
+        flight.owner = None;
+        if let Some(token) = flight.token.take() {
+            self.tokens.remove(&token);
+        }
+        if flight.waiters.is_empty() {
+            self.flights.remove(&key);
+        } else {
+            log::debug!("the request leading a callout went away; sending it again for the rest");
+        }
+    }
+
+    /// Sends lost callouts again (from the root context), and gives up on any whose deadline
+    /// is long past. Returns the requests decided.
+    pub fn on_tick<H: CalloutHost>(&mut self, now_ms: i64, host: &mut H) -> Vec<Resolved> {
+        let now = now_ms.div_euclid(1000);
+        let mut given_up = Vec::new();
+        for (key, flight) in self.flights.iter_mut() {
+            match flight.token {
+                None if now_ms < flight.deadline_ms => {
+                    let remaining = flight.deadline_ms - now_ms;
+                    self.policy.tally.callouts += 1;
+                    match host.dispatch(&flight.call, remaining as u64) {
+                        Ok(token) => {
+                            flight.token = Some(token);
+                            flight.owner = None;
+                            flight.attempt_started_ms = now_ms;
+                            flight.attempt_timeout_ms = remaining;
+                            self.tokens.insert(token, *key);
+                        }
+                        Err(DispatchRefused) => {
+                            self.policy.tally.callout_failed(CalloutFailure::Dispatch);
+                            given_up.push(*key);
+                        }
+                    }
+                }
+                None => {
+                    self.policy.tally.callout_failed(CalloutFailure::Timeout);
+                    given_up.push(*key);
+                }
+                Some(_) if now_ms > flight.deadline_ms + LOST_REPLY_GRACE_MS => {
+                    log::warn!("a callout's reply never came; giving up on it");
+                    self.policy.tally.callout_failed(CalloutFailure::Timeout);
+                    given_up.push(*key);
+                }
+                Some(_) => {}
+            }
+        }
+        let mut resolved = Vec::new();
+        for key in given_up {
+            let outcome = ValidationOutcome::Unavailable("callout lost");
+            resolved.extend(self.settle_flight(key, outcome, now, host));
+        }
+        resolved
+    }
+
+    /// Counts a final decision, and logs it once if it is a denial.
+    fn finish(&mut self, request_id: Option<&str>, decision: Final) -> Final {
+        let facts = *decision.facts();
+        self.policy.tally.decided(&facts);
+        if let Final::Refuse(refusal) = &decision {
+            let key = refusal
+                .key
+                .map_or_else(|| "-".to_string(), |d| d.fingerprint());
+            let level = if facts.outcome == Outcome::Status503 {
+                log::Level::Warn
+            } else {
+                log::Level::Info
+            };
+            log::log!(
+                level,
+                "denied {} request_id={} reason=\"{}\" path={} method={} key={}",
+                refusal.reply.status,
+                request_id.unwrap_or("-"),
+                refusal.reason,
+                facts.path.label(),
+                facts.method.label(),
+                key
+            );
+        }
+        decision
+    }
+}
+
+impl From<Final> for Step {
+    fn from(f: Final) -> Self {
+        match f {
+            Final::Forward(f) => Step::Forward(f),
+            Final::Refuse(r) => Step::Refuse(r),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

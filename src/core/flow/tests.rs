@@ -1,0 +1,345 @@
+use super::*;
+use crate::core::config::FilterConfig;
+use crate::core::request::Single;
+use crate::core::store::{MemoryStore, StoreError};
+use crate::core::telemetry::CacheUse;
+
+const T0: i64 = 1_795_435_200_000;
+
+/// Envoy as the flow sees it: shared data, and callouts recorded instead of sent.
+#[derive(Default)]
+struct FakeEnvoy {
+    store: MemoryStore,
+    sent: Vec<(CalloutToken, Vec<u8>, u64)>,
+    next_token: u32,
+    refuse_dispatch: bool,
+}
+
+impl SharedStore for FakeEnvoy {
+    fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        self.store.get(key)
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
+        self.store.set(key, value, cas)
+    }
+}
+
+impl CalloutHost for FakeEnvoy {
+    fn dispatch(
+        &mut self,
+        call: &ValidationCall,
+        timeout_ms: u64,
+    ) -> Result<CalloutToken, DispatchRefused> {
+        if self.refuse_dispatch {
+            return Err(DispatchRefused);
+        }
+        self.next_token += 4;
+        self.sent
+            .push((self.next_token, call.body.clone(), timeout_ms));
+        Ok(self.next_token)
+    }
+}
+
+impl RequestHost for FakeEnvoy {
+    fn peer_verified(&mut self) -> bool {
+        false
+    }
+
+    fn verified_jwt_subject(&mut self, _: &str, _: &str) -> Option<Vec<u8>> {
+        None
+    }
+}
+
+impl StreamHost for FakeEnvoy {
+    fn source_address(&mut self) -> String {
+        "203.0.113.7:40000".into()
+    }
+}
+
+fn worker_with(config: FilterConfig) -> Worker {
+    Worker::new(Policy::new(config), None)
+}
+
+fn worker() -> Worker {
+    worker_with(FilterConfig::default())
+}
+
+fn request<'a>(method: &'a str, path: &'a str, key: &'a str) -> RequestFacts<'a> {
+    RequestFacts {
+        method,
+        path,
+        x_api_key: Single::One(key.as_bytes()),
+        ..RequestFacts::default()
+    }
+}
+
+fn read(key: &str) -> RequestFacts<'_> {
+    request("GET", "/api/2.0/mlflow/experiments/get", key)
+}
+
+fn write(key: &str) -> RequestFacts<'_> {
+    request("POST", "/api/2.0/mlflow/runs/create", key)
+}
+
+const READ_ONLY: &[u8] =
+    br#"{"valid": true, "key_id": "kid", "user_id": "alice", "scopes": ["mlflow:read"]}"#;
+
+fn ok(body: &[u8]) -> CalloutReply<'_> {
+    CalloutReply {
+        status: Some(200),
+        body,
+        retry_after: None,
+    }
+}
+
+const NO_REPLY: CalloutReply<'static> = CalloutReply {
+    status: None,
+    body: b"",
+    retry_after: None,
+};
+
+fn status_of(r: &Resolved) -> u16 {
+    match &r.decision {
+        Final::Forward(_) => 200,
+        Final::Refuse(refusal) => refusal.reply.status,
+    }
+}
+
+#[test]
+fn concurrent_requests_for_one_key_make_one_callout_and_each_gets_its_own_verdict() {
+    let (mut w, mut envoy) = (worker(), FakeEnvoy::default());
+    assert_eq!(w.on_request(1, &read("hk_1"), T0, &mut envoy), Step::Wait);
+    assert_eq!(w.on_request(2, &write("hk_1"), T0, &mut envoy), Step::Wait);
+    assert_eq!(w.on_request(3, &read("hk_1"), T0, &mut envoy), Step::Wait);
+    assert_eq!(envoy.sent.len(), 1, "one callout for three requests");
+    assert_eq!(w.policy.tally.coalesced, 2);
+    let token = envoy.sent[0].0;
+    let resolved = w.on_callout_reply(token, ok(READ_ONLY), T0 + 5, &mut envoy);
+    let statuses: Vec<_> = resolved.iter().map(|r| (r.request, status_of(r))).collect();
+    assert_eq!(statuses, vec![(1, 200), (2, 403), (3, 200)]);
+    assert_eq!(w.waiting(), 0);
+    assert_eq!(w.callouts_in_flight(), 0);
+    // The verdict is cached: the next request needs nobody.
+    assert!(matches!(
+        w.on_request(4, &read("hk_1"), T0 + 10, &mut envoy),
+        Step::Forward(_)
+    ));
+    assert_eq!(w.policy.tally.decisions[0], 3, "three allows");
+    assert_eq!(w.policy.tally.cache, [1, 3]);
+}
+
+#[test]
+fn different_keys_get_their_own_callouts() {
+    let (mut w, mut envoy) = (worker(), FakeEnvoy::default());
+    w.on_request(1, &read("hk_1"), T0, &mut envoy);
+    w.on_request(2, &read("hk_2"), T0, &mut envoy);
+    assert_eq!(envoy.sent.len(), 2);
+    assert_eq!(w.callouts_in_flight(), 2);
+}
+
+#[test]
+fn past_the_cap_a_new_key_is_refused_at_once() {
+    let config = FilterConfig {
+        max_pending_callouts: 2,
+        ..FilterConfig::default()
+    };
+    let (mut w, mut envoy) = (worker_with(config), FakeEnvoy::default());
+    w.on_request(1, &read("hk_1"), T0, &mut envoy);
+    w.on_request(2, &read("hk_2"), T0, &mut envoy);
+    let Step::Refuse(refusal) = w.on_request(3, &read("hk_3"), T0, &mut envoy) else {
+        panic!("expected 503 at once")
+    };
+    assert_eq!(refusal.reply.status, 503);
+    assert_eq!(refusal.reply.retry_after_s, Some(1));
+    assert_eq!(envoy.sent.len(), 2);
+    assert_eq!(w.policy.tally.callout_cap_rejections, 1);
+    // A key already in flight still joins its callout: the cap counts callouts, not waiters.
+    assert_eq!(w.on_request(4, &read("hk_1"), T0, &mut envoy), Step::Wait);
+    // Once one settles, there is room again.
+    w.on_callout_reply(envoy.sent[0].0, ok(READ_ONLY), T0 + 1, &mut envoy);
+    assert_eq!(
+        w.on_request(5, &read("hk_3"), T0 + 1, &mut envoy),
+        Step::Wait
+    );
+}
+
+#[test]
+fn a_reset_is_retried_once_within_the_deadline() {
+    let (mut w, mut envoy) = (worker(), FakeEnvoy::default());
+    w.on_request(1, &read("hk_1"), T0, &mut envoy);
+    let first = envoy.sent[0].0;
+    assert!(
+        w.on_callout_reply(first, NO_REPLY, T0 + 3, &mut envoy)
+            .is_empty(),
+        "retried, not decided"
+    );
+    assert_eq!(envoy.sent.len(), 2);
+    assert_eq!(envoy.sent[1].1, envoy.sent[0].1, "the same request again");
+    assert_eq!(
+        envoy.sent[1].2,
+        2000 - 3,
+        "within what is left of the deadline"
+    );
+    assert_eq!(w.policy.tally.callout_retries, 1);
+    // A second reset is not retried again.
+    let second = envoy.sent[1].0;
+    let resolved = w.on_callout_reply(second, NO_REPLY, T0 + 6, &mut envoy);
+    assert_eq!(resolved.len(), 1);
+    assert_eq!(status_of(&resolved[0]), 503);
+    assert_eq!(envoy.sent.len(), 2);
+    assert_eq!(
+        w.policy.tally.callout_failures,
+        [0, 1, 0, 0, 0],
+        "one reset counted as failure"
+    );
+}
+
+#[test]
+fn a_retry_that_succeeds_decides_normally() {
+    let (mut w, mut envoy) = (worker(), FakeEnvoy::default());
+    w.on_request(1, &read("hk_1"), T0, &mut envoy);
+    w.on_callout_reply(envoy.sent[0].0, NO_REPLY, T0 + 1, &mut envoy);
+    let resolved = w.on_callout_reply(envoy.sent[1].0, ok(READ_ONLY), T0 + 2, &mut envoy);
+    assert_eq!(status_of(&resolved[0]), 200);
+}
+
+#[test]
+fn a_timeout_or_an_http_status_is_never_retried() {
+    let (mut w, mut envoy) = (worker(), FakeEnvoy::default());
+    w.on_request(1, &read("hk_1"), T0, &mut envoy);
+    let resolved = w.on_callout_reply(envoy.sent[0].0, NO_REPLY, T0 + 2000, &mut envoy);
+    assert_eq!((resolved.len(), envoy.sent.len()), (1, 1));
+    assert_eq!(
+        w.policy.tally.callout_failures,
+        [1, 0, 0, 0, 0],
+        "a timeout"
+    );
+    for status in [500, 503, 404] {
+        let key = format!("hk_status_{status}");
+        w.on_request(2, &read(&key), T0, &mut envoy);
+        let token = envoy.sent.last().unwrap().0;
+        let reply = CalloutReply {
+            status: Some(status),
+            body: b"",
+            retry_after: None,
+        };
+        let resolved = w.on_callout_reply(token, reply, T0 + 1, &mut envoy);
+        assert_eq!(status_of(&resolved[0]), 503);
+    }
+    assert_eq!(envoy.sent.len(), 4, "no retries");
+    assert_eq!(w.policy.tally.callout_failures, [1, 0, 2, 1, 0]);
+}
+
+#[test]
+fn a_reset_near_the_deadline_is_not_retried() {
+    let (mut w, mut envoy) = (worker(), FakeEnvoy::default());
+    w.on_request(1, &read("hk_1"), T0, &mut envoy);
+    // 1,985 ms in: not the 2,000 ms timeout, but too little left for a second attempt.
+    let resolved = w.on_callout_reply(envoy.sent[0].0, NO_REPLY, T0 + 1985, &mut envoy);
+    assert_eq!((resolved.len(), envoy.sent.len()), (1, 1));
+}
+
+#[test]
+fn a_refused_dispatch_is_503_unless_a_stale_verdict_stands_in() {
+    let (mut w, mut envoy) = (worker(), FakeEnvoy::default());
+    envoy.refuse_dispatch = true;
+    let Step::Refuse(r) = w.on_request(1, &read("hk_1"), T0, &mut envoy) else {
+        panic!()
+    };
+    assert_eq!(r.reply.status, 503);
+    assert_eq!(w.policy.tally.callout_failures[4], 1);
+    // With a verdict past its TTL but within stale_if_error_s (default 120 s):
+    envoy.refuse_dispatch = false;
+    w.on_request(2, &read("hk_2"), T0, &mut envoy);
+    w.on_callout_reply(envoy.sent[0].0, ok(READ_ONLY), T0, &mut envoy);
+    envoy.refuse_dispatch = true;
+    let Step::Forward(f) = w.on_request(3, &read("hk_2"), T0 + 301_000, &mut envoy) else {
+        panic!()
+    };
+    assert_eq!(f.facts.cache, CacheUse::Stale);
+}
+
+#[test]
+fn when_the_leader_goes_away_the_others_still_get_an_answer() {
+    let (mut w, mut envoy) = (worker(), FakeEnvoy::default());
+    w.on_request(1, &read("hk_1"), T0, &mut envoy);
+    w.on_request(2, &read("hk_1"), T0, &mut envoy);
+    let lost = envoy.sent[0].0;
+    w.on_request_gone(1);
+    assert!(w.needs_prompt_tick(), "the leader's callout went with it");
+    // Envoy cancelled it; a late reply for that token is ignored.
+    assert!(w
+        .on_callout_reply(lost, ok(READ_ONLY), T0 + 1, &mut envoy)
+        .is_empty());
+    assert!(w.on_tick(T0 + 2, &mut envoy).is_empty());
+    assert_eq!(envoy.sent.len(), 2, "sent again, from the root context");
+    assert_eq!(envoy.sent[1].2, 1998, "with what is left of the deadline");
+    assert!(!w.needs_prompt_tick());
+    let resolved = w.on_callout_reply(envoy.sent[1].0, ok(READ_ONLY), T0 + 3, &mut envoy);
+    assert_eq!(resolved.len(), 1);
+    assert_eq!((resolved[0].request, status_of(&resolved[0])), (2, 200));
+}
+
+#[test]
+fn a_leader_gone_alone_leaves_nothing_behind() {
+    let (mut w, mut envoy) = (worker(), FakeEnvoy::default());
+    w.on_request(1, &read("hk_1"), T0, &mut envoy);
+    w.on_request_gone(1);
+    assert_eq!((w.callouts_in_flight(), w.waiting()), (0, 0));
+    assert!(!w.needs_prompt_tick());
+    assert!(w.on_tick(T0 + 1, &mut envoy).is_empty());
+    assert_eq!(envoy.sent.len(), 1);
+}
+
+#[test]
+fn a_waiter_gone_is_simply_forgotten() {
+    let (mut w, mut envoy) = (worker(), FakeEnvoy::default());
+    w.on_request(1, &read("hk_1"), T0, &mut envoy);
+    w.on_request(2, &read("hk_1"), T0, &mut envoy);
+    w.on_request_gone(2);
+    let resolved = w.on_callout_reply(envoy.sent[0].0, ok(READ_ONLY), T0 + 1, &mut envoy);
+    assert_eq!(
+        resolved.iter().map(|r| r.request).collect::<Vec<_>>(),
+        vec![1]
+    );
+}
+
+#[test]
+fn an_orphan_past_its_deadline_is_answered_503() {
+    let (mut w, mut envoy) = (worker(), FakeEnvoy::default());
+    w.on_request(1, &read("hk_1"), T0, &mut envoy);
+    w.on_request(2, &read("hk_1"), T0, &mut envoy);
+    w.on_request_gone(1);
+    let resolved = w.on_tick(T0 + 2000, &mut envoy);
+    assert_eq!(resolved.len(), 1);
+    assert_eq!(status_of(&resolved[0]), 503);
+    assert_eq!(envoy.sent.len(), 1);
+}
+
+#[test]
+fn a_reply_that_never_comes_is_given_up_after_a_grace() {
+    let (mut w, mut envoy) = (worker(), FakeEnvoy::default());
+    w.on_request(1, &read("hk_1"), T0, &mut envoy);
+    assert!(w.on_tick(T0 + 2000 + 4_000, &mut envoy).is_empty());
+    let resolved = w.on_tick(T0 + 2000 + 5_001, &mut envoy);
+    assert_eq!(status_of(&resolved[0]), 503);
+    assert_eq!(w.callouts_in_flight(), 0);
+}
+
+#[test]
+fn unknown_tokens_are_ignored() {
+    let (mut w, mut envoy) = (worker(), FakeEnvoy::default());
+    assert!(w
+        .on_callout_reply(999, ok(READ_ONLY), T0, &mut envoy)
+        .is_empty());
+}
+
+#[test]
+fn latencies_are_recorded_per_attempt() {
+    let (mut w, mut envoy) = (worker(), FakeEnvoy::default());
+    w.on_request(1, &read("hk_1"), T0, &mut envoy);
+    w.on_callout_reply(envoy.sent[0].0, ok(READ_ONLY), T0 + 42, &mut envoy);
+    assert_eq!(w.policy.tally.latencies_ms, vec![42]);
+    assert_eq!(w.policy.tally.callouts, 1);
+}

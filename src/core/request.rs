@@ -1,0 +1,147 @@
+//! What the decision needs from a request's headers, read once from the header map.
+//!
+//! Everything here is caller-controlled, so it is kept as raw bytes and judged strictly:
+//! a credential header sent twice is ambiguous (which copy would the upstream honour?) and
+//! refused; a method-override header makes the call a write whatever the real method says.
+
+use super::header_map::HeaderMap;
+
+/// Headers some frameworks honour as the "real" method. MLflow does not, but a read verdict
+/// must never rest on a method the upstream might reinterpret.
+pub const METHOD_OVERRIDE_HEADERS: [&str; 3] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
+/// A header that may occur at most once.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Single<'a> {
+    #[default]
+    Absent,
+    One(&'a [u8]),
+    /// Sent more than once.
+    Repeated,
+}
+
+impl<'a> Single<'a> {
+    fn read(headers: &HeaderMap<'a>, name: &str) -> Self {
+        match (headers.get(name), headers.count(name)) {
+            (None, _) => Single::Absent,
+            (Some(value), 1) => Single::One(value),
+            _ => Single::Repeated,
+        }
+    }
+
+    pub fn value(&self) -> Option<&'a [u8]> {
+        match self {
+            Single::One(value) => Some(value),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RequestFacts<'a> {
+    pub method: &'a str,
+    /// `:path` as Envoy normalised it, query included.
+    pub path: &'a str,
+    pub authorization: Single<'a>,
+    pub x_api_key: Single<'a>,
+    /// `access-control-request-method` is present (a CORS preflight, with OPTIONS).
+    pub cors_request_method: bool,
+    /// The caller sent `x-user-id` (kept on the internal path).
+    pub has_user_id: bool,
+    /// A method-override header is present.
+    pub method_override: bool,
+    /// Envoy's own `x-forwarded-client-cert` (SANITIZE_SET): present only on mTLS connections.
+    pub xfcc: Single<'a>,
+    pub request_id: Option<&'a str>,
+}
+
+impl<'a> RequestFacts<'a> {
+    pub fn read(headers: &HeaderMap<'a>) -> Self {
+        let text = |name| {
+            headers
+                .get(name)
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .unwrap_or_default()
+        };
+        RequestFacts {
+            method: text(":method"),
+            path: text(":path"),
+            authorization: Single::read(headers, "authorization"),
+            x_api_key: Single::read(headers, "x-api-key"),
+            cors_request_method: headers.contains("access-control-request-method"),
+            has_user_id: headers.contains("x-user-id"),
+            method_override: METHOD_OVERRIDE_HEADERS.iter().any(|h| headers.contains(h)),
+            xfcc: Single::read(headers, "x-forwarded-client-cert"),
+            request_id: headers
+                .get("x-request-id")
+                .and_then(|v| std::str::from_utf8(v).ok()),
+        }
+    }
+
+    /// The path without query or fragment.
+    pub fn bare_path(&self) -> &'a str {
+        let path = self.path;
+        path.split(['?', '#']).next().unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts<'a>(pairs: &'a [(&'a str, &'a str)]) -> RequestFacts<'a> {
+        let map = HeaderMap::from_pairs(
+            pairs
+                .iter()
+                .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
+                .collect(),
+        );
+        RequestFacts::read(&map)
+    }
+
+    #[test]
+    fn reads_the_headers_the_decision_needs() {
+        let f = facts(&[
+            (":method", "POST"),
+            (":path", "/api/2.0/mlflow/runs/search?x=1"),
+            ("authorization", "Bearer k"),
+            ("x-request-id", "rid"),
+            ("x-user-id", "u"),
+        ]);
+        assert_eq!(f.method, "POST");
+        assert_eq!(f.bare_path(), "/api/2.0/mlflow/runs/search");
+        assert_eq!(f.authorization, Single::One(b"Bearer k"));
+        assert_eq!(f.x_api_key, Single::Absent);
+        assert_eq!(f.request_id, Some("rid"));
+        assert!(f.has_user_id && !f.method_override && !f.cors_request_method);
+    }
+
+    #[test]
+    fn repeats_and_overrides_are_noticed() {
+        let f = facts(&[
+            ("authorization", "Bearer a"),
+            ("authorization", "Bearer b"),
+            ("x-api-key", "k"),
+            ("x-http-method-override", "DELETE"),
+        ]);
+        assert_eq!(f.authorization, Single::Repeated);
+        assert_eq!(f.authorization.value(), None);
+        assert_eq!(f.x_api_key, Single::One(b"k"));
+        assert!(f.method_override);
+        for name in METHOD_OVERRIDE_HEADERS {
+            assert!(facts(&[(name, "GET")]).method_override, "{name}");
+        }
+    }
+
+    #[test]
+    fn missing_or_binary_pseudo_headers_read_as_empty() {
+        let f = facts(&[]);
+        assert_eq!((f.method, f.path, f.bare_path()), ("", "", ""));
+        let map = HeaderMap::from_pairs(vec![(b":path", b"/\xff")]);
+        assert_eq!(RequestFacts::read(&map).path, "");
+    }
+}
