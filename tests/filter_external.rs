@@ -100,7 +100,10 @@ fn valid_key_makes_one_contract_callout_and_forwards_identity() {
         upstream.header(":path").as_deref(),
         Some("/api/mlflow/api/2.0/mlflow/runs/create")
     );
-    assert_eq!(host.metric("hokusai_auth.allowed.validated_key"), Some(1));
+    vm.tick();
+    assert_eq!(host.metric("hokusai_auth.decisions.outcome=allow"), Some(1));
+    assert_eq!(host.metric("hokusai_auth.cache.result=miss"), Some(1));
+    assert_eq!(host.metric("hokusai_auth.callouts"), Some(1));
 }
 
 #[test]

@@ -32,7 +32,9 @@ fn allow_listed_peer_passes_with_internal_identity_and_no_callout() {
     );
     assert_eq!(upstream.header("x-api-key-id"), None);
     assert!(vm.callout_history().is_empty());
-    assert_eq!(host.metric("hokusai_auth.allowed.internal"), Some(1));
+    vm.tick();
+    assert_eq!(host.metric("hokusai_auth.requests.path=internal"), Some(1));
+    assert_eq!(host.metric("hokusai_auth.decisions.outcome=allow"), Some(1));
 }
 
 #[test]
@@ -74,7 +76,7 @@ fn identity_properties_on_a_plain_connection_are_not_trusted() {
 }
 
 #[test]
-fn a_later_san_in_envoys_xfcc_certificate_can_match() {
+fn a_later_san_in_envoys_xfcc_can_match() {
     let host = Host::new();
     let batch = "spiffe://hokusai.internal/ns/development/sa/batch";
     let config = format!(r#"{{"internal": {{"allowed_identities": ["{batch}"]}}}}"#);
@@ -87,13 +89,16 @@ fn a_later_san_in_envoys_xfcc_certificate_can_match() {
             _ => format!("%{b:02X}"),
         })
         .collect();
+    // Envoy writes one URI= field per URI SAN of the certificate.
     let request = Request::get("/api/2.0/mlflow/runs/get")
         .mtls_peer(
             Some("spiffe://hokusai.internal/ns/development/sa/first"),
             None,
             None,
         )
-        .xfcc(&format!("Hash=00;Cert=\"{encoded}\";URI=spiffe://x"));
+        .xfcc(&format!(
+            "Hash=00;Cert=\"{encoded}\";URI=spiffe://hokusai.internal/ns/development/sa/first;URI={batch}"
+        ));
     let upstream = vm.complete(request);
     upstream.assert_forwarded();
     assert_eq!(upstream.header("x-auth-identity").as_deref(), Some(batch));
