@@ -7,7 +7,7 @@ WASM := target/$(WASM_TARGET)/release/hokusai_auth_filter.wasm
 VENV := .venv
 PY := python3
 
-.PHONY: all build toolchain venv certs lint unit test run bench bench-smoke clean
+.PHONY: all build toolchain venv certs lint unit observability-check test run bench bench-smoke clean
 
 all: build
 
@@ -37,9 +37,18 @@ lint:
 unit:
 	cargo test -p hokusai-auth-filter --lib
 
-# Unit tests, the wasm harness stories, the end-to-end suite (real Envoy and MLflow), and
-# a few seconds of every benchmark scenario so the benchmark never rots.
-test: toolchain lint build venv certs
+# Alert rules (promtool check + unit tests) and the dashboard/alerts against the metric list
+# (docs/observability/README.md). promtool: Debian's `prometheus` package.
+observability-check: venv
+	@command -v promtool >/dev/null || { echo "observability-check: promtool not found;" \
+	  "install Debian's prometheus package: apt-get install --no-install-recommends prometheus" >&2; exit 1; }
+	promtool check rules docs/observability/alerts.yml
+	promtool test rules docs/observability/alerts.test.yml
+	$(VENV)/bin/python docs/observability/check.py
+
+# Unit tests, the wasm harness stories, the end-to-end suite (real Envoy and MLflow), the
+# observability checks, and a few seconds of every benchmark scenario so the benchmark never rots.
+test: toolchain lint observability-check build venv certs
 	cargo test --workspace --profile ci -- --test-threads=2
 	$(MAKE) bench-smoke
 
