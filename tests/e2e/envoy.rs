@@ -32,9 +32,59 @@ fn replace_exact(text: &str, from: &str, to: &str, times: usize) -> String {
     text.replace(from, to)
 }
 
+/// Filter settings a test needs instead of envoy.yaml's, e.g. short TTLs so the expiry of
+/// a verdict happens within the test. Each becomes an exact edit of the plugin
+/// configuration's JSON (`max_pending_callouts`, absent from envoy.yaml, is added next to
+/// `timeout_ms`); `None` keeps the committed value.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tuning {
+    pub timeout_ms: Option<u64>,
+    pub max_pending_callouts: Option<u32>,
+    pub ttl_s: Option<u64>,
+    pub negative_ttl_s: Option<u64>,
+    pub stale_if_error_s: Option<u64>,
+}
+
+impl Tuning {
+    /// (committed text, replacement) pairs; each committed text occurs once in envoy.yaml.
+    fn edits(&self) -> Vec<(&'static str, String)> {
+        let mut edits = Vec::new();
+        if self.timeout_ms.is_some() || self.max_pending_callouts.is_some() {
+            let mut to = format!(r#""timeout_ms": {},"#, self.timeout_ms.unwrap_or(2000));
+            if let Some(n) = self.max_pending_callouts {
+                to.push_str(&format!(r#" "max_pending_callouts": {n},"#));
+            }
+            edits.push((r#""timeout_ms": 2000,"#, to));
+        }
+        for (from, field, value) in [
+            (r#""ttl_s": 300,"#, "ttl_s", self.ttl_s),
+            (
+                r#""negative_ttl_s": 30,"#,
+                "negative_ttl_s",
+                self.negative_ttl_s,
+            ),
+            (
+                r#""stale_if_error_s": 300,"#,
+                "stale_if_error_s",
+                self.stale_if_error_s,
+            ),
+        ] {
+            if let Some(value) = value {
+                edits.push((from, format!(r#""{field}": {value},"#)));
+            }
+        }
+        edits
+    }
+}
+
 /// The repo's envoy.yaml with test ports and absolute paths; nothing else changes.
 /// Ports are matched with their closing ` }` so a new port can never be re-matched.
 pub fn render(ports: Ports, up: Upstreams) -> String {
+    render_tuned(ports, up, Tuning::default())
+}
+
+/// [`render`], plus the filter settings in `tuning`.
+pub fn render_tuned(ports: Ports, up: Upstreams, tuning: Tuning) -> String {
     let yaml = std::fs::read_to_string(paths::envoy_yaml()).expect("read envoy/envoy.yaml");
     let port = |n: u16| format!("port_value: {n} }}");
     let mut out = yaml;
@@ -61,6 +111,9 @@ pub fn render(ports: Ports, up: Upstreams) -> String {
     );
     let certs = format!("{}/", paths::certs_dir().display());
     out = replace_exact(&out, "filename: certs/", &format!("filename: {certs}"), 3);
+    for (from, to) in tuning.edits() {
+        out = replace_exact(&out, from, &to, 1);
+    }
     out
 }
 
@@ -77,12 +130,18 @@ impl Envoy {
     /// `service_token` becomes HOKUSAI_AUTH_SERVICE_TOKEN in Envoy's environment, which
     /// envoy.yaml passes into the wasm VM.
     pub async fn start(up: Upstreams, service_token: Option<&str>) -> Envoy {
+        Self::start_tuned(up, service_token, Tuning::default()).await
+    }
+
+    /// [`Envoy::start`] with the filter settings in `tuning`.
+    pub async fn start_tuned(up: Upstreams, service_token: Option<&str>, tuning: Tuning) -> Envoy {
         paths::require_envoy_inputs();
         let dir = TempDir::new("envoy");
         let [plain, tls, admin] = paths::free_ports::<3>();
         let ports = Ports { plain, tls, admin };
         let config = dir.join("envoy.yaml");
-        std::fs::write(&config, render(ports, up)).expect("write rendered envoy.yaml");
+        std::fs::write(&config, render_tuned(ports, up, tuning))
+            .expect("write rendered envoy.yaml");
 
         let mut cmd = Command::new(paths::venv_bin("envoy"));
         cmd.arg("-c")
@@ -166,6 +225,33 @@ impl Envoy {
                 (key == name).then(|| value.trim().parse().ok()).flatten()
             })
             .unwrap_or(0)
+    }
+
+    /// Every stat whose name matches the regex `filter` (Envoy's admin syntax), as
+    /// (name, value) pairs in Envoy's order; histograms come with their summary text.
+    pub async fn stats_matching(&self, filter: &str) -> Vec<(String, String)> {
+        let url = format!("http://127.0.0.1:{}/stats", self.ports.admin);
+        let text = self
+            .admin
+            .get(&url)
+            .query(&[("filter", filter)])
+            .send()
+            .await
+            .expect("admin /stats")
+            .text()
+            .await
+            .expect("admin /stats body");
+        text.lines()
+            .filter_map(|line| {
+                let (key, value) = line.split_once(": ")?;
+                Some((key.to_owned(), value.trim().to_owned()))
+            })
+            .collect()
+    }
+
+    /// Envoy's access log (its stdout) so far.
+    pub fn access_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("access.log")).unwrap_or_default()
     }
 
     /// Resident set size of the Envoy process, from /proc.

@@ -15,4 +15,5 @@ pub mod envoy;
 pub mod mlflow;
 pub mod paths;
 pub mod procs;
+pub mod raw_http;
 pub mod stack;

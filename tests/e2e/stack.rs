@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use hokusai_devstack::{DevAuth, DevAuthConfig, Echo, EchoHandle, KeyStore};
 
-use super::envoy::{Envoy, Upstreams};
+use super::envoy::{Envoy, Tuning, Upstreams};
 use super::paths;
 
 /// The token the dev auth service demands and the filter forwards (via Envoy's env).
@@ -24,6 +24,8 @@ pub struct StackOptions {
     pub auth: AuthMode,
     /// `None`: the in-process echo upstream.
     pub upstream_port: Option<u16>,
+    /// Filter settings instead of envoy.yaml's.
+    pub tuning: Tuning,
 }
 
 impl Default for StackOptions {
@@ -31,6 +33,7 @@ impl Default for StackOptions {
         StackOptions {
             auth: AuthMode::Dev,
             upstream_port: None,
+            tuning: Tuning::default(),
         }
     }
 }
@@ -70,12 +73,13 @@ impl Stack {
                 (Some(echo), port)
             }
         };
-        let envoy = Envoy::start(
+        let envoy = Envoy::start_tuned(
             Upstreams {
                 auth_port,
                 mlflow_port,
             },
             Some(SERVICE_TOKEN),
+            opts.tuning,
         )
         .await;
         Stack {
@@ -96,6 +100,28 @@ impl Stack {
     pub async fn start_auth_now(&mut self) {
         let addr = SocketAddr::from(([127, 0, 0, 1], self.auth_port));
         self.auth = Some(start_dev_auth(addr).await);
+    }
+
+    /// One of the filter's counters as Envoy exports it, by the name the filter defines
+    /// (`hokusai_auth.callouts` is read as `wasmcustom.hokusai_auth.callouts`). Each worker
+    /// flushes its counts on its tick (200 ms), so a fresh count may lag: see
+    /// [`Stack::await_filter_counter`].
+    pub async fn filter_counter(&self, name: &str) -> u64 {
+        self.envoy.stat(&format!("wasmcustom.{name}")).await
+    }
+
+    /// Waits (bounded, ~3 s) for a filter counter to reach `want`, then asserts it is
+    /// exactly `want`; a counter that overshoots or never gets there fails.
+    pub async fn await_filter_counter(&self, name: &str, want: u64) {
+        let mut got = 0;
+        for _ in 0..60 {
+            got = self.filter_counter(name).await;
+            if got >= want {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert_eq!(got, want, "filter counter {name}");
     }
 
     /// Callouts as counted by Envoy's auth cluster, independent of the service's own count.
