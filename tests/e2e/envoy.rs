@@ -77,6 +77,15 @@ impl Envoy {
     /// `service_token` becomes HOKUSAI_AUTH_SERVICE_TOKEN in Envoy's environment, which
     /// envoy.yaml passes into the wasm VM.
     pub async fn start(up: Upstreams, service_token: Option<&str>) -> Envoy {
+        Self::start_with_args(up, service_token, &[]).await
+    }
+
+    /// As [`Envoy::start`], with extra command-line arguments (e.g. log levels).
+    pub async fn start_with_args(
+        up: Upstreams,
+        service_token: Option<&str>,
+        extra_args: &[&str],
+    ) -> Envoy {
         paths::require_envoy_inputs();
         let dir = TempDir::new("envoy");
         let [plain, tls, admin] = paths::free_ports::<3>();
@@ -91,6 +100,7 @@ impl Envoy {
             // Unique per running Envoy (the admin port is ours while it runs). Hot restart
             // is off as well, so no shared-memory segment is left behind in /dev/shm.
             .args(["--base-id", &admin.to_string(), "--disable-hot-restart"])
+            .args(extra_args)
             .current_dir(dir.path())
             .env_remove("HOKUSAI_AUTH_SERVICE_TOKEN");
         if let Some(token) = service_token {
@@ -183,6 +193,24 @@ impl Envoy {
     /// Envoy's own log (stderr), e.g. to look for a filter's log line.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("envoy.log")).unwrap_or_default()
+    }
+
+    /// The access log (Envoy's stdout).
+    pub fn access_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("access.log")).unwrap_or_default()
+    }
+
+    /// `/stats/prometheus` as text.
+    pub async fn prometheus(&self) -> String {
+        let url = format!("http://127.0.0.1:{}/stats/prometheus", self.ports.admin);
+        self.admin
+            .get(&url)
+            .send()
+            .await
+            .expect("admin /stats/prometheus")
+            .text()
+            .await
+            .expect("admin /stats/prometheus body")
     }
 
     pub fn assert_running(&mut self) {

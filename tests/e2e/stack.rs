@@ -50,6 +50,11 @@ impl Stack {
     }
 
     pub async fn start_with(opts: StackOptions) -> Stack {
+        Self::start_with_envoy_args(opts, &[]).await
+    }
+
+    /// As [`Stack::start_with`], passing extra command-line arguments to Envoy.
+    pub async fn start_with_envoy_args(opts: StackOptions, envoy_args: &[&str]) -> Stack {
         // Check before starting anything, so a missing input reads as such.
         paths::require_envoy_inputs();
         let (auth, auth_port) = match opts.auth {
@@ -70,12 +75,13 @@ impl Stack {
                 (Some(echo), port)
             }
         };
-        let envoy = Envoy::start(
+        let envoy = Envoy::start_with_args(
             Upstreams {
                 auth_port,
                 mlflow_port,
             },
             Some(SERVICE_TOKEN),
+            envoy_args,
         )
         .await;
         Stack {
