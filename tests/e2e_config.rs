@@ -59,3 +59,48 @@ fn rendering_changes_only_ports_and_paths() {
     // Five ports, the authority, the wasm and three certificate files.
     assert_eq!(changed, 10);
 }
+
+/// The filter trusts Envoy's x-forwarded-client-cert and Envoy's pause semantics; every Envoy
+/// config in the repo that runs the filter must keep the settings that make that safe.
+#[test]
+fn every_config_running_the_filter_keeps_its_safety_settings() {
+    let mut checked = 0;
+    let mut dirs = vec![paths::repo_root().join("envoy")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read envoy/") {
+            let path = entry.expect("dir entry").path();
+            if path.is_dir() {
+                dirs.push(path);
+                continue;
+            }
+            if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            if !text.contains("envoy.filters.http.wasm") || !text.contains("hokusai_auth") {
+                continue;
+            }
+            let name = path.display();
+            let settings: Vec<&str> = text
+                .lines()
+                .filter_map(|l| l.trim().strip_prefix("forward_client_cert_details:"))
+                .map(str::trim)
+                .collect();
+            assert!(
+                !settings.is_empty() && settings.iter().all(|s| *s == "SANITIZE_SET"),
+                "{name}: every connection manager in front of the filter needs \
+                 forward_client_cert_details: SANITIZE_SET, found {settings:?}"
+            );
+            assert!(
+                text.contains("set_current_client_cert_details: { subject: true, cert: true, uri: true, dns: true }"),
+                "{name}: Envoy must write subject, cert, URI and DNS into its XFCC"
+            );
+            assert!(
+                !text.contains("allow_on_headers_stop_iteration: true"),
+                "{name}: a paused request's body must stay held until its verdict"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 1, "envoy/envoy.yaml at least");
+}
