@@ -122,6 +122,12 @@ impl Request {
         self
     }
 
+    /// Sets a property by its exact segments, for paths whose segments contain dots
+    /// (`["metadata", "filter_metadata", "envoy.filters.http.jwt_authn", ...]`).
+    pub fn property_path(self, segments: &[&str], value: impl AsRef<[u8]>) -> Self {
+        self.property(&segments.join("\0"), value)
+    }
+
     pub fn without_property(mut self, name: &str) -> Self {
         self.properties.retain(|(n, _)| n != name);
         self
