@@ -3,7 +3,8 @@
 
 SHELL := /bin/bash
 WASM_TARGET := wasm32-wasip1
-WASM := target/$(WASM_TARGET)/release/hokusai_auth_filter.wasm
+# Cargo writes under $CARGO_TARGET_DIR when it is set (the tests look there too).
+WASM := $(or $(CARGO_TARGET_DIR),target)/$(WASM_TARGET)/release/hokusai_auth_filter.wasm
 VENV := .venv
 PY := python3
 

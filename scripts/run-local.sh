@@ -32,42 +32,10 @@ echo "run-local: building the dev auth service"
 cargo build --quiet --release -p hokusai-devstack --bin dev-auth-service
 mkdir -p "$RUN/artifacts"
 
-# Each service runs in its own session (setsid), so it is its own process group: Ctrl-C
-# in this terminal does not reach it directly, and stopping it means signalling the whole
-# group, which also catches MLflow's worker processes.
-PGIDS=()
-NAMES=()
-start() { # name stdout-file stderr-file command...
-  local name=$1 out=$2 err=$3
-  shift 3
-  if [[ $out == "$err" ]]; then
-    setsid "$@" >"$out" 2>&1 </dev/null &
-  else
-    setsid "$@" >"$out" 2>"$err" </dev/null &
-  fi
-  PGIDS+=("$!")
-  NAMES+=("$name")
-}
-
-stop_all() {
-  trap - EXIT INT TERM
-  echo
-  echo "run-local: stopping ${NAMES[*]:-nothing}"
-  local pgid
-  [[ -z ${TAIL_PID:-} ]] || kill "$TAIL_PID" 2>/dev/null || true
-  for pgid in "${PGIDS[@]}"; do kill -TERM -- "-$pgid" 2>/dev/null || true; done
-  # Give them a moment to exit cleanly, then insist.
-  for _ in $(seq 50); do
-    local alive=0
-    for pgid in "${PGIDS[@]}"; do kill -0 -- "-$pgid" 2>/dev/null && alive=1; done
-    ((alive)) || break
-    sleep 0.1
-  done
-  for pgid in "${PGIDS[@]}"; do kill -KILL -- "-$pgid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-}
-trap stop_all EXIT
-trap 'exit 130' INT TERM
+# start, stop_all, stop_on_exit, follow: the services and their cleanup.
+# shellcheck source=scripts/lib/services.sh
+source scripts/lib/services.sh
+stop_on_exit
 
 # wait_for name pid tries probe...: polls the probe every 0.25 s; fails early if the
 # process died, and after `tries` attempts, showing the end of its log either way.
@@ -129,9 +97,6 @@ MLFLOW_TRACKING_URI=https://localhost:10443 MLFLOW_TRACKING_CLIENT_CERT_PATH=cer
 Ctrl-C stops everything.
 EOF
 
-# Follow the access log until Ctrl-C (or until Envoy dies). `wait` returns as soon as a
-# trapped signal arrives, where a foreground tail would delay the trap; the EXIT trap
-# then stops everything, tail included.
-tail -n +1 -F "$RUN/access.log" --pid="${PGIDS[-1]}" 2>/dev/null &
-TAIL_PID=$!
-wait "$TAIL_PID"
+# Follow the access log until Ctrl-C (or until Envoy dies, or our output's reader does);
+# the EXIT trap then stops everything, tail included.
+follow "$RUN/access.log" "${PGIDS[-1]}"

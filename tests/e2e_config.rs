@@ -10,12 +10,27 @@ use e2e::paths;
 
 #[test]
 fn committed_config_validates_from_the_repo_root() {
-    // Exactly what a user runs: relative paths, the default artifact location.
+    // Exactly what a user runs: relative paths, the default artifact location. When the
+    // artifact is elsewhere (CARGO_TARGET_DIR, HOKUSAI_E2E_WASM), a copy names it instead,
+    // and nothing else changes.
     paths::require(&paths::venv_bin("envoy"), "make venv");
-    paths::require(&paths::repo_root().join(paths::WASM_REL), "make build");
+    paths::require(&paths::wasm(), "make build");
     paths::require(&paths::cert("server.crt"), "make certs");
+    let scratch = paths::TempDir::new("validate");
+    let config = if paths::wasm() == paths::repo_root().join(paths::WASM_REL) {
+        paths::envoy_yaml()
+    } else {
+        let yaml = std::fs::read_to_string(paths::envoy_yaml()).unwrap();
+        let from = format!("filename: {}", paths::WASM_REL);
+        assert_eq!(yaml.matches(&from).count(), 1, "{from:?} in envoy.yaml");
+        let copy = scratch.join("envoy.yaml");
+        let to = format!("filename: {}", paths::wasm().display());
+        std::fs::write(&copy, yaml.replace(&from, &to)).unwrap();
+        copy
+    };
     let out = Command::new(paths::venv_bin("envoy"))
-        .args(["--mode", "validate", "-c", "envoy/envoy.yaml"])
+        .args(["--mode", "validate", "-c"])
+        .arg(&config)
         .current_dir(paths::repo_root())
         .env_remove("HOKUSAI_AUTH_SERVICE_TOKEN")
         .output()
@@ -103,4 +118,26 @@ fn every_config_running_the_filter_keeps_its_safety_settings() {
         }
     }
     assert!(checked >= 1, "envoy/envoy.yaml at least");
+}
+
+#[test]
+fn the_artifact_is_looked_for_under_cargo_target_dir() {
+    let root = paths::repo_root();
+    assert_eq!(paths::target_dir_for(None), root.join("target"));
+    assert_eq!(paths::target_dir_for(Some("".into())), root.join("target"));
+    assert_eq!(paths::target_dir_for(Some("out".into())), root.join("out"));
+    assert_eq!(
+        paths::target_dir_for(Some("/elsewhere/tgt".into())),
+        std::path::PathBuf::from("/elsewhere/tgt")
+    );
+    // By default it is the path envoy.yaml names.
+    assert_eq!(
+        paths::target_dir_for(None).join(paths::WASM_IN_TARGET),
+        root.join(paths::WASM_REL)
+    );
+    // HOKUSAI_E2E_WASM, when set, overrides the target directory.
+    if std::env::var_os("HOKUSAI_E2E_WASM").is_none() {
+        let target = paths::target_dir_for(std::env::var_os("CARGO_TARGET_DIR"));
+        assert_eq!(paths::wasm(), target.join(paths::WASM_IN_TARGET));
+    }
 }

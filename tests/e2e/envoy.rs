@@ -20,6 +20,33 @@ pub struct Ports {
     pub admin: u16,
 }
 
+/// Test-only departures from the committed config, for the one suite that needs them
+/// (`tests/e2e_vm_reload.rs`). Each is an exact-count text substitution like `render`'s.
+#[derive(Debug, Clone, Copy)]
+pub struct EnvoyOptions {
+    /// `--concurrency`: 2 by default; 1 pins every request to one worker and so one VM.
+    pub workers: u16,
+    /// Adds `"testing": {"trap_path": ...}` to the plugin JSON: a request to that path
+    /// traps the VM.
+    pub trap_path: Option<&'static str>,
+    /// Swaps the `failure_policy`/`reload_config` stanza for the legacy `fail_open: false`.
+    pub legacy_fail_open_false: bool,
+}
+
+impl Default for EnvoyOptions {
+    fn default() -> Self {
+        EnvoyOptions {
+            workers: 2,
+            trap_path: None,
+            legacy_fail_open_false: false,
+        }
+    }
+}
+
+/// The lines of envoy.yaml the options rewrite, spelled exactly as committed.
+const EXEMPT_PATHS_LINE: &str = "\"exempt_paths\": [\"/health\"],\n";
+const FAILURE_POLICY_LINES: &str = "failure_policy: FAIL_RELOAD\n                reload_config: { backoff: { base_interval: 1s } }\n";
+
 /// Replaces `from` with `to`, insisting it occurs exactly `times` times, so a change to
 /// envoy.yaml that breaks the substitution fails here instead of testing the wrong thing.
 fn replace_exact(text: &str, from: &str, to: &str, times: usize) -> String {
@@ -64,6 +91,24 @@ pub fn render(ports: Ports, up: Upstreams) -> String {
     out
 }
 
+/// `render` plus the options' departures from the committed file.
+pub fn render_with(ports: Ports, up: Upstreams, opts: EnvoyOptions) -> String {
+    let mut out = render(ports, up);
+    if let Some(trap) = opts.trap_path {
+        let testing = serde_json::json!({ "trap_path": trap });
+        out = replace_exact(
+            &out,
+            EXEMPT_PATHS_LINE,
+            &format!("{EXEMPT_PATHS_LINE}                      \"testing\": {testing},\n"),
+            1,
+        );
+    }
+    if opts.legacy_fail_open_false {
+        out = replace_exact(&out, FAILURE_POLICY_LINES, "fail_open: false\n", 1);
+    }
+    out
+}
+
 pub struct Envoy {
     // Field order is drop order: stop the process before its directory goes.
     proc: ProcessGroup,
@@ -77,7 +122,7 @@ impl Envoy {
     /// `service_token` becomes HOKUSAI_AUTH_SERVICE_TOKEN in Envoy's environment, which
     /// envoy.yaml passes into the wasm VM.
     pub async fn start(up: Upstreams, service_token: Option<&str>) -> Envoy {
-        Self::start_with_args(up, service_token, &[]).await
+        Self::start_with(up, service_token, EnvoyOptions::default(), &[]).await
     }
 
     /// As [`Envoy::start`], with extra command-line arguments (e.g. log levels).
@@ -86,17 +131,30 @@ impl Envoy {
         service_token: Option<&str>,
         extra_args: &[&str],
     ) -> Envoy {
+        Self::start_with(up, service_token, EnvoyOptions::default(), extra_args).await
+    }
+
+    /// `start` with test-only config departures, a worker count and extra arguments.
+    pub async fn start_with(
+        up: Upstreams,
+        service_token: Option<&str>,
+        opts: EnvoyOptions,
+        extra_args: &[&str],
+    ) -> Envoy {
         paths::require_envoy_inputs();
         let dir = TempDir::new("envoy");
         let [plain, tls, admin] = paths::free_ports::<3>();
         let ports = Ports { plain, tls, admin };
         let config = dir.join("envoy.yaml");
-        std::fs::write(&config, render(ports, up)).expect("write rendered envoy.yaml");
+        std::fs::write(&config, render_with(ports, up, opts)).expect("write rendered envoy.yaml");
 
         let mut cmd = Command::new(paths::venv_bin("envoy"));
         cmd.arg("-c")
             .arg(&config)
-            .args(["--concurrency", "2"])
+            .args(["--concurrency", &opts.workers.to_string()])
+            // The access log reaches its file within 0.1 s (default 10 s), for tests
+            // that read it.
+            .args(["--file-flush-interval-msec", "100"])
             // Unique per running Envoy (the admin port is ours while it runs). Hot restart
             // is off as well, so no shared-memory segment is left behind in /dev/shm.
             .args(["--base-id", &admin.to_string(), "--disable-hot-restart"])

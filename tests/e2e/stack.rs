@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use hokusai_devstack::{DevAuth, DevAuthConfig, Echo, EchoHandle, KeyStore};
 
-use super::envoy::{Envoy, Upstreams};
+use super::envoy::{Envoy, EnvoyOptions, Upstreams};
 use super::paths;
 
 /// The token the dev auth service demands and the filter forwards (via Envoy's env).
@@ -24,6 +24,8 @@ pub struct StackOptions {
     pub auth: AuthMode,
     /// `None`: the in-process echo upstream.
     pub upstream_port: Option<u16>,
+    /// Worker count and test-only config departures.
+    pub envoy: EnvoyOptions,
 }
 
 impl Default for StackOptions {
@@ -31,6 +33,7 @@ impl Default for StackOptions {
         StackOptions {
             auth: AuthMode::Dev,
             upstream_port: None,
+            envoy: EnvoyOptions::default(),
         }
     }
 }
@@ -75,12 +78,13 @@ impl Stack {
                 (Some(echo), port)
             }
         };
-        let envoy = Envoy::start_with_args(
+        let envoy = Envoy::start_with(
             Upstreams {
                 auth_port,
                 mlflow_port,
             },
             Some(SERVICE_TOKEN),
+            opts.envoy,
             envoy_args,
         )
         .await;

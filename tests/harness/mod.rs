@@ -44,10 +44,16 @@ use wasmtime::{Engine, Instance, InstancePre, Module, Store, WasmParams, WasmRes
 use state::{lock, Delivery, HostState, LocalReply, MetricValue, Stream, VmState};
 use wire::HeaderMap;
 
-/// The artifact `make build` produces.
+/// The artifact `make build` produces: under `$CARGO_TARGET_DIR` when that is set and not
+/// empty (relative to the repo root, as in the Makefile), else under `target/`. Read at
+/// run time, not compile time: cargo passes its environment on to the test binaries.
 pub fn artifact_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("target/wasm32-wasip1/release/hokusai_auth_filter.wasm")
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let target = match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => root.join(dir),
+        _ => root.join("target"),
+    };
+    target.join("wasm32-wasip1/release/hokusai_auth_filter.wasm")
 }
 
 fn engine() -> &'static Engine {
