@@ -2,7 +2,8 @@
 //! caller's egress sidecar (envoy/ecs/client-sidecar.yaml), which originates mTLS to
 //! mlflow.hokusai-development.local → the MLflow sidecar (envoy/ecs/envoy.yaml) → the filter's
 //! internal path → MLflow (the echo upstream). Plus the ALB listener's external path, with
-//! its callout over TLS to "auth.hokus.ai", and the health checks ECS and the ALB use.
+//! its callout over TLS to "auth.hokus.ai", the health checks ECS and the ALB use, and the
+//! real MLflow client against a real MLflow behind both sidecars.
 
 mod e2e;
 
@@ -10,6 +11,7 @@ use std::process::Command;
 
 use e2e::clients::{bearer, echoed, plain_client, INTERNAL_IDENTITY, READWRITE_KEY};
 use e2e::ecs::*;
+use e2e::mlflow::{run_client_flow, Mlflow};
 use e2e::paths::{self, TempDir};
 use e2e::pki::{Ca, Pair};
 
@@ -31,7 +33,7 @@ fn healthcheck(port: u16) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn app_calls_plain_http_and_takes_the_internal_path_without_an_auth_call() {
-    let stack = EcsStack::start_dev().await;
+    let stack = EcsStack::start_dev(None).await;
     let client = ClientSidecar::start(stack.ports.mtls, &dev_client_secrets()).await;
     let app = plain_client();
 
@@ -105,7 +107,7 @@ async fn app_calls_plain_http_and_takes_the_internal_path_without_an_auth_call()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_route_and_container_health_checks() {
-    let stack = EcsStack::start_dev().await;
+    let stack = EcsStack::start_dev(None).await;
     let client = ClientSidecar::start(stack.ports.mtls, &dev_client_secrets()).await;
 
     // The ALB's target-group check: no key, through the filter to MLflow's /health.
@@ -158,4 +160,42 @@ async fn client_sidecar_refuses_a_server_without_the_mlflow_name() {
         stack.sidecar.stat("cluster.mlflow.upstream_rq_total").await,
         0
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mlflow_client_over_plain_http_through_both_sidecars() {
+    // MLflow as the task runs it: loopback only, default Host guard, no --allowed-hosts;
+    // artifacts proxied, so uploads and downloads stream through both sidecars.
+    let mlflow = Mlflow::start().await;
+    let stack = EcsStack::start_dev(Some(mlflow.port)).await;
+    let client = ClientSidecar::start(stack.ports.mtls, &dev_client_secrets()).await;
+
+    // The application's whole configuration: a plain-HTTP tracking URI. No token, no
+    // certificate paths.
+    let out = run_client_flow(&["full", "ecs"], &[("MLFLOW_TRACKING_URI", client.url(""))])
+        .await
+        .json;
+    assert_eq!(out["status"], "FINISHED", "{out}");
+    assert_eq!(out["metrics"]["loss"], 0.3, "{out}");
+    assert_eq!(out["artifacts"], serde_json::json!(["notes.txt"]), "{out}");
+    assert_eq!(out["artifact_roundtrip"], true, "{out}");
+    assert!(
+        out["artifact_uri"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("mlflow-artifacts:"),
+        "{out}"
+    );
+    let stored = mlflow
+        .artifacts_dir()
+        .join(out["experiment_id"].as_str().unwrap())
+        .join(out["run_id"].as_str().unwrap())
+        .join("artifacts/notes.txt");
+    assert!(stored.exists(), "artifact not at {}", stored.display());
+    assert_eq!(
+        stack.auth.validate_calls(),
+        0,
+        "all of it on the internal path"
+    );
+    assert_eq!(stack.auth_cluster_requests().await, 0);
 }

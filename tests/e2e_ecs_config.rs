@@ -68,20 +68,36 @@ fn rel(path: &Path) -> String {
         .to_string()
 }
 
-fn envoy_validate(config: &Path, cwd: &Path) {
-    let out = Command::new(paths::venv_bin("envoy"))
-        .args(["--mode", "validate", "-c"])
-        .arg(config)
-        .current_dir(cwd)
-        .env_remove("HOKUSAI_AUTH_SERVICE_TOKEN")
-        .output()
-        .expect("run envoy --mode validate");
-    assert!(
-        out.status.success(),
-        "envoy --mode validate {} failed:\n{}",
-        config.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
+/// Runs `envoy --mode validate` on each (config, cwd) at once (each takes seconds: it loads
+/// and starts the wasm VM) and fails with every failure's output.
+fn envoy_validate_all(configs: &[(PathBuf, PathBuf)]) {
+    let children: Vec<_> = configs
+        .iter()
+        .map(|(config, cwd)| {
+            let child = Command::new(paths::venv_bin("envoy"))
+                .args(["--mode", "validate", "-c"])
+                .arg(config)
+                .current_dir(cwd)
+                .env_remove("HOKUSAI_AUTH_SERVICE_TOKEN")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("run envoy --mode validate");
+            (config, child)
+        })
+        .collect();
+    let mut failures = String::new();
+    for (config, child) in children {
+        let out = child.wait_with_output().expect("wait for envoy");
+        if !out.status.success() {
+            failures.push_str(&format!(
+                "envoy --mode validate {} failed:\n{}\n",
+                config.display(),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{failures}");
 }
 
 /// Every `filename` and `path` a config (and the SDS resources it names) points at exists.
@@ -129,7 +145,10 @@ fn every_envoy_config_in_the_repo_validates() {
     );
 
     // The local config exactly as a user runs it, from the repo root.
-    envoy_validate(Path::new("envoy/envoy.yaml"), paths::repo_root());
+    let mut jobs = vec![(
+        PathBuf::from("envoy/envoy.yaml"),
+        paths::repo_root().to_path_buf(),
+    )];
 
     // The ECS configs with the image's paths moved into a temp dir, the certificates
     // written there by the entrypoint (dev certs as the fake secrets).
@@ -165,8 +184,9 @@ fn every_envoy_config_in_the_repo_validates() {
         let path = layout.path().join(name);
         std::fs::write(&path, text).unwrap();
         assert_files_exist(&path);
-        envoy_validate(&path, layout.path());
+        jobs.push((path, layout.path().to_path_buf()));
     }
+    envoy_validate_all(&jobs);
 }
 
 // ---------------------------------------------------------------------------------------

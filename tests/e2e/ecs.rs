@@ -425,7 +425,8 @@ pub struct EcsStack {
     pub sidecar: EcsEnvoy,
     pub auth_front: EcsEnvoy,
     pub auth: DevAuth,
-    pub echo: EchoHandle,
+    /// `None` when the stack fronts another upstream (a real MLflow).
+    pub echo: Option<EchoHandle>,
     pub ports: SidecarPorts,
     pub layout: Layout,
     /// The test "public" CA and the auth front's certificate.
@@ -433,7 +434,13 @@ pub struct EcsStack {
 }
 
 impl EcsStack {
+    /// In front of the echo upstream.
     pub async fn start(secrets: &Secrets) -> EcsStack {
+        Self::start_with(secrets, None).await
+    }
+
+    /// In front of `mlflow_port` (a real MLflow), or the echo upstream when `None`.
+    pub async fn start_with(secrets: &Secrets, mlflow_port: Option<u16>) -> EcsStack {
         paths::require_envoy_inputs();
         let pki = TempDir::new("ecs-pki");
         let public_ca = Ca::new(pki.path(), "public-ca", "Test Public Root CA");
@@ -447,9 +454,15 @@ impl EcsStack {
         .await
         .expect("start dev auth service");
         auth.set_request_logging(false);
-        let echo = Echo::start("127.0.0.1:0".parse().unwrap())
-            .await
-            .expect("start echo upstream");
+        let echo = match mlflow_port {
+            Some(_) => None,
+            None => Some(
+                Echo::start("127.0.0.1:0".parse().unwrap())
+                    .await
+                    .expect("start echo upstream"),
+            ),
+        };
+        let mlflow_port = mlflow_port.unwrap_or_else(|| echo.as_ref().unwrap().addr().port());
 
         let [front_port, front_admin, alb, mtls, admin] = paths::free_ports::<5>();
         let auth_front = EcsEnvoy::start(
@@ -466,7 +479,7 @@ impl EcsStack {
             &layout,
             ports,
             &SidecarUpstreams {
-                mlflow_port: echo.addr().port(),
+                mlflow_port,
                 auth_port: front_port,
                 auth_ca: public_ca.pair.cert.clone(),
             },
@@ -496,12 +509,12 @@ impl EcsStack {
         }
     }
 
-    /// The dev certificates (`make certs`): server pair and the dev CA.
-    pub async fn start_dev() -> EcsStack {
-        Self::start(&Secrets::server(
-            &Pair::dev("server"),
-            &[&paths::cert("ca.crt")],
-        ))
+    /// With the dev certificates (`make certs`): server pair and the dev CA.
+    pub async fn start_dev(mlflow_port: Option<u16>) -> EcsStack {
+        Self::start_with(
+            &Secrets::server(&Pair::dev("server"), &[&paths::cert("ca.crt")]),
+            mlflow_port,
+        )
         .await
     }
 
