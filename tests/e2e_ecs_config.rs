@@ -479,6 +479,18 @@ fn secrets_for(sds_secret: &str) -> &'static [(&'static str, &'static str)] {
     }
 }
 
+/// Whether an ARN's tail names `secret`: exactly, or with the `-XXXXXX` suffix Secrets
+/// Manager appends to real ARNs (the files may carry it or not).
+fn names_secret(arn_tail: &str, secret: &str) -> bool {
+    arn_tail == secret
+        || arn_tail
+            .strip_prefix(secret)
+            .and_then(|rest| rest.strip_prefix('-'))
+            .is_some_and(|suffix| {
+                suffix.len() == 6 && suffix.chars().all(|c| c.is_ascii_alphanumeric())
+            })
+}
+
 const SECRET_ARN_PREFIX: &str = "arn:aws:secretsmanager:us-east-1:123456789012:secret:";
 const SECRET_PATH: &str = "hokusai/development/mlflow/";
 
@@ -570,7 +582,13 @@ fn check_envoy_container(container: &Value, config_file: &str, docker: &Dockerfi
             let secret = arn.strip_prefix(SECRET_ARN_PREFIX).unwrap_or_else(|| {
                 panic!("{name}: {arn} is not a Secrets Manager ARN in us-east-1")
             });
-            (s["name"].as_str().unwrap().to_owned(), secret.to_owned())
+            let var = s["name"].as_str().unwrap().to_owned();
+            // Compare by the expected name, so a real ARN's suffix does not matter.
+            let canonical = want
+                .iter()
+                .find(|(v, n)| *v == var && names_secret(secret, n))
+                .map_or_else(|| secret.to_owned(), |(_, n)| n.clone());
+            (var, canonical)
         })
         .collect();
     got.sort();
@@ -675,6 +693,19 @@ fn task_definition_matches_the_sidecar_config() {
         td["volumes"],
         json!([{ "name": mounts[0]["sourceVolume"] }])
     );
+}
+
+#[test]
+fn secret_arns_match_with_or_without_the_random_suffix() {
+    let name = "hokusai/development/mlflow/ca-bundle";
+    assert!(names_secret(name, name));
+    assert!(names_secret(&format!("{name}-AbC123"), name));
+    assert!(!names_secret(&format!("{name}-old"), name));
+    assert!(!names_secret("hokusai/development/mlflow/ca", name));
+    assert!(!names_secret(
+        "hokusai/development/mlflow/server-cert",
+        "hokusai/development/mlflow/server"
+    ));
 }
 
 #[test]
