@@ -12,8 +12,10 @@
 //! Run one suite with `cargo test --release --test e2e_headers` (or all via `make test`).
 
 pub mod clients;
+pub mod ecs;
 pub mod envoy;
 pub mod mlflow;
 pub mod paths;
+pub mod pki;
 pub mod procs;
 pub mod stack;
