@@ -347,7 +347,7 @@ pub enum Outcome {
     Paused,
     /// The filter reset the stream (`proxy_close_stream`).
     Reset,
-    /// The VM trapped; Envoy (fail_open: false) would answer 503 from now on.
+    /// The VM trapped; Envoy answers 503 until failure_policy FAIL_RELOAD replaces it.
     Crashed(String),
 }
 
