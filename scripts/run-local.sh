@@ -18,7 +18,8 @@ export HOKUSAI_AUTH_SERVICE_TOKEN="${HOKUSAI_AUTH_SERVICE_TOKEN:-hk_dev_service_
 
 die() { echo "run-local: $*" >&2; exit 1; }
 
-for f in "$VENV/bin/envoy" "$VENV/bin/mlflow" "$WASM" certs/ca.crt certs/server.crt certs/client.pem; do
+for f in "$VENV/bin/envoy" "$VENV/bin/mlflow" "$WASM" certs/ca.crt certs/server.crt certs/client.pem \
+  certs/jwks.json certs/jwt-signing.key; do
   [[ -e $f ]] || die "$f is missing; run 'make run' (it builds the venv, the filter and the certs first)"
 done
 
@@ -53,9 +54,12 @@ wait_for() {
 http_up() { curl -s -o /dev/null --max-time 1 "$1"; } # any HTTP answer counts
 http_ok() { curl -sf -o /dev/null --max-time 2 "$1"; }
 
+DEV_AUTH="${CARGO_TARGET_DIR:-target}/release/dev-auth-service"
+# --jwt-key: it also plays the login service (JWKS, dev login) with the key whose public
+# half Envoy trusts (certs/jwks.json).
 start auth-service "$RUN/auth-service.log" "$RUN/auth-service.log" \
-  "${CARGO_TARGET_DIR:-target}/release/dev-auth-service" --listen 127.0.0.1:8000 --keys devstack/dev-keys.json \
-  --control --service-token-env HOKUSAI_AUTH_SERVICE_TOKEN
+  "$DEV_AUTH" --listen 127.0.0.1:8000 --keys devstack/dev-keys.json \
+  --control --service-token-env HOKUSAI_AUTH_SERVICE_TOKEN --jwt-key certs/jwt-signing.key
 wait_for auth-service "${PGIDS[-1]}" "$RUN/auth-service.log" 80 http_up http://127.0.0.1:8000/
 
 # Job execution off: 2 processes (~0.5 GB) instead of ~9; nothing here needs MLflow jobs.
@@ -82,11 +86,20 @@ curl --cacert certs/ca.crt --cert certs/client.crt --key certs/client.key \\
 curl -H 'Authorization: Bearer hk_dev_readwrite_0001' \\
   'http://127.0.0.1:10000/api/2.0/mlflow/experiments/search?max_results=5'
 
+# external user: a dev JWT (minted on the spot, 1 h), verified by Envoy's jwt_authn
+curl -H "Authorization: Bearer \$($DEV_AUTH mint --sub user_123 --scopes 'mlflow:read mlflow:write')" \\
+  'http://127.0.0.1:10000/api/2.0/mlflow/experiments/search?max_results=5'
+
 # no API key (-> 401)
 curl -i 'http://127.0.0.1:10000/api/2.0/mlflow/experiments/search?max_results=5'
 
 # MLflow client, external path (API key)
 MLFLOW_TRACKING_URI=http://127.0.0.1:10000/api/mlflow MLFLOW_TRACKING_TOKEN=hk_dev_readwrite_0001 \\
+  $VENV/bin/python -c 'import mlflow; print(mlflow.search_experiments())'
+
+# MLflow client, external path (a user's JWT)
+MLFLOW_TRACKING_URI=http://127.0.0.1:10000/api/mlflow \\
+  MLFLOW_TRACKING_TOKEN=\$($DEV_AUTH mint --sub user_123 --scopes 'mlflow:read mlflow:write') \\
   $VENV/bin/python -c 'import mlflow; print(mlflow.search_experiments())'
 
 # MLflow client, internal path (client certificate)

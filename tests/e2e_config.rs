@@ -71,8 +71,8 @@ fn rendering_changes_only_ports_and_paths() {
             );
         }
     }
-    // Five ports, the authority, the wasm and three certificate files.
-    assert_eq!(changed, 10);
+    // Five ports, the authority, the wasm, three certificate files and the JWKS.
+    assert_eq!(changed, 11);
 }
 
 /// The filter trusts Envoy's x-forwarded-client-cert and Envoy's pause semantics; every Envoy

@@ -87,7 +87,8 @@ pub fn render(ports: Ports, up: Upstreams) -> String {
         1,
     );
     let certs = format!("{}/", paths::certs_dir().display());
-    out = replace_exact(&out, "filename: certs/", &format!("filename: {certs}"), 3);
+    // Server cert and key, the CA, and jwt_authn's JWKS.
+    out = replace_exact(&out, "filename: certs/", &format!("filename: {certs}"), 4);
     out
 }
 

@@ -69,6 +69,8 @@ pub fn require_envoy_inputs() {
         "server.key",
         "client.crt",
         "client.key",
+        "jwks.json",
+        "jwt-signing.key",
     ] {
         require(&cert(file), "make certs");
     }

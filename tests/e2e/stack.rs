@@ -3,7 +3,9 @@
 
 use std::net::SocketAddr;
 
-use hokusai_devstack::{DevAuth, DevAuthConfig, Echo, EchoHandle, KeyStore};
+use hokusai_devstack::{
+    DevAuth, DevAuthConfig, DevLogin, Echo, EchoHandle, KeyStore, ServeOptions,
+};
 
 use super::envoy::{Envoy, EnvoyOptions, Upstreams};
 use super::paths;
@@ -108,6 +110,14 @@ impl Stack {
         self.auth = Some(start_dev_auth(addr).await);
     }
 
+    /// A valid dev token (the login service's issuer, audience and key) for `sub`.
+    pub fn mint(&self, sub: &str, scopes: &[&str]) -> String {
+        self.auth()
+            .login()
+            .expect("the e2e dev auth service plays the login service")
+            .mint(sub, scopes)
+    }
+
     /// Callouts as counted by Envoy's auth cluster, independent of the service's own count.
     pub async fn auth_cluster_requests(&self) -> u64 {
         self.envoy
@@ -116,15 +126,26 @@ impl Stack {
     }
 }
 
+/// The login service's side, with the key whose public half Envoy loads from certs/jwks.json.
+pub fn dev_login() -> DevLogin {
+    DevLogin::from_key_file(paths::cert("jwt-signing.key"))
+        .unwrap_or_else(|e| panic!("e2e: {e}; run `make certs`"))
+}
+
 async fn start_dev_auth(listen: SocketAddr) -> DevAuth {
-    let auth = DevAuth::start(DevAuthConfig {
-        listen,
-        keys: KeyStore::dev_keys(),
-        service_token: Some(SERVICE_TOKEN.to_owned()),
-    })
+    DevAuth::start_with(
+        DevAuthConfig {
+            listen,
+            keys: KeyStore::dev_keys(),
+            service_token: Some(SERVICE_TOKEN.to_owned()),
+        },
+        ServeOptions {
+            // One stderr line per call would drown test output.
+            log_requests: false,
+            login: Some(dev_login()),
+            ..ServeOptions::default()
+        },
+    )
     .await
-    .expect("start dev auth service");
-    // One stderr line per call would drown test output.
-    auth.set_request_logging(false);
-    auth
+    .expect("start dev auth service")
 }
