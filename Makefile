@@ -3,7 +3,8 @@
 
 SHELL := /bin/bash
 WASM_TARGET := wasm32-wasip1
-WASM := target/$(WASM_TARGET)/release/hokusai_auth_filter.wasm
+# Cargo writes under $CARGO_TARGET_DIR when it is set (the tests look there too).
+WASM := $(or $(CARGO_TARGET_DIR),target)/$(WASM_TARGET)/release/hokusai_auth_filter.wasm
 VENV := .venv
 PY := python3
 
@@ -25,8 +26,12 @@ $(VENV)/.installed: requirements-dev.txt
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
-certs: certs/ca.crt
-certs/ca.crt: certs/generate.sh
+# Every file generate.sh writes is a target, so deleting any one of them (not only
+# ca.crt) reruns it; the script leaves a complete, valid set alone. One grouped
+# target (GNU make >= 4.3), so parallel make runs the script once.
+CERT_FILES := $(addprefix certs/,$(shell bash certs/generate.sh --list))
+certs: $(CERT_FILES)
+$(CERT_FILES) &: certs/generate.sh
 	bash certs/generate.sh
 
 lint:

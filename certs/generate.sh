@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# Writes the development PKI (CONTRACT section 3) next to this script:
-#   ca.crt/.key, server.crt/.key, client.crt/.key/.pem, unlisted-client.crt/.key,
-#   rogue-client.crt/.key, expired-client.crt/.key
+# Writes two independent sets next to this script:
+#   the development PKI (CONTRACT section 3): ca.crt/.key, server.crt/.key,
+#     client.crt/.key/.pem, unlisted-client.crt/.key, rogue-client.crt/.key,
+#     expired-client.crt/.key
+#   the dev login service's JWT signing key: jwt-signing.key (EC P-256, for ES256)
+#     and jwks.json (its public half as a JWKS, kid = RFC 7638 thumbprint), which
+#     Envoy's jwt_authn reads
 # Idempotent: a complete, valid set is left alone (so a running Envoy keeps
-# working); anything missing, wrong or close to expiry regenerates everything.
-# `--force` always regenerates. Needs only bash and openssl (1.1 or 3.x).
+# working); anything missing, wrong or close to expiry regenerates that set.
+# `--force` always regenerates both; `--list` prints every file it writes (the
+# Makefile's targets). Needs only bash, coreutils and openssl (1.1 or 3.x).
 set -euo pipefail
 
 DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -20,6 +25,12 @@ NOTEBOOK_URI="spiffe://hokusai.internal/ns/development/sa/notebook"
 FILES=(ca.crt ca.key server.crt server.key client.crt client.key client.pem
   unlisted-client.crt unlisted-client.key rogue-client.crt rogue-client.key
   expired-client.crt expired-client.key)
+JWT_FILES=(jwt-signing.key jwks.json)
+
+if [[ ${1:-} == --list ]]; then
+  echo "${FILES[*]} ${JWT_FILES[*]}"
+  exit 0
+fi
 
 log() { echo "certs: $*"; }
 
@@ -66,22 +77,78 @@ check_set() {
   [[ $(cat client.crt client.key) == "$(cat client.pem)" ]] || { echo "client.pem is not client.crt + client.key"; return 1; }
 }
 
-if [[ ${1:-} != --force ]] && reason=$(check_set 2>/dev/null); then
-  touch ca.crt # newer than generate.sh, so make sees the target as done
-  log "existing set is complete and valid; nothing to do (--force regenerates)"
+b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
+
+# The JWKS for an EC P-256 key, computed from the key alone, so it can be both
+# written and checked. The public key's DER is a fixed 27-byte SPKI prefix ending
+# in 0x04 (uncompressed point), then x and y, 32 bytes each.
+jwks_for() {
+  local x y kid
+  openssl pkey -in "$1" -noout -text 2>/dev/null | grep -q 'ASN1 OID: prime256v1' || return 1
+  [[ $(openssl pkey -in "$1" -pubout -outform DER | wc -c) -eq 91 ]] || return 1
+  x=$(openssl pkey -in "$1" -pubout -outform DER | tail -c 64 | head -c 32 | b64url)
+  y=$(openssl pkey -in "$1" -pubout -outform DER | tail -c 32 | b64url)
+  # RFC 7638: SHA-256 of the required members in lexicographic order, no spaces.
+  kid=$(printf '{"crv":"P-256","kty":"EC","x":"%s","y":"%s"}' "$x" "$y" | openssl dgst -sha256 -binary | b64url)
+  printf '{\n  "keys": [\n    {"kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": "%s", "x": "%s", "y": "%s"}\n  ]\n}\n' \
+    "$kid" "$x" "$y"
+}
+
+check_jwt() {
+  local f
+  for f in "${JWT_FILES[@]}"; do [[ -s $f ]] || { echo "missing $f"; return 1; }; done
+  local want
+  want=$(jwks_for jwt-signing.key) || { echo "jwt-signing.key is not an EC P-256 private key"; return 1; }
+  [[ $(cat jwks.json) == "$want" ]] || { echo "jwks.json does not hold jwt-signing.key's public key"; return 1; }
+}
+
+# Each set is checked on its own: deleting jwks.json must not rotate the CA, and
+# a new CA must not invalidate tokens already minted.
+pki_reason="--force"
+jwt_reason="--force"
+if [[ ${1:-} != --force ]]; then
+  if pki_reason=$(check_set 2>/dev/null); then pki_reason=""; fi
+  if jwt_reason=$(check_jwt 2>/dev/null); then jwt_reason=""; fi
+fi
+if [[ -z $pki_reason && -z $jwt_reason ]]; then
+  # Newer than generate.sh, so make sees every target as done.
+  touch "${FILES[@]}" "${JWT_FILES[@]}"
+  log "existing files are complete and valid; nothing to do (--force regenerates)"
   exit 0
 fi
-[[ ${1:-} == --force ]] && reason="--force"
-log "generating (${reason:-no certificates yet})"
 
-# Build the whole set in a private scratch dir, check it, then move it in:
-# an interrupted run never leaves a half-made set behind.
+# Build in a private scratch dir, check, then move into place: an interrupted run
+# never leaves a half-made set behind.
 umask 077
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/hokusai-certs.XXXXXX")"
 trap 'rm -rf "$WORK"' EXIT
 cd "$WORK"
 
-cat >openssl.cnf <<EOF
+# openssl chats on stderr even when all is well: show its output only on failure.
+quiet() {
+  local out
+  out=$("$@" 2>&1) || { echo "$out" >&2; return 1; }
+}
+newkey() { quiet openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1"; }
+serial() { echo "0x$(openssl rand -hex 15)"; }
+
+# A self-signed CA: name, key, cert, CN.
+make_ca() {
+  newkey "$1.key"
+  quiet openssl req -config openssl.cnf -new -x509 -key "$1.key" -subj "/CN=$2" -days 3650 -sha256 \
+    -set_serial "$(serial)" -extensions ca_ext -out "$1.crt"
+}
+
+# A leaf signed by a CA: name, CN, extension section, CA name, days.
+make_leaf() {
+  newkey "$1.key"
+  quiet openssl req -config openssl.cnf -new -key "$1.key" -subj "/CN=$2" -out "$1.csr"
+  quiet openssl x509 -req -in "$1.csr" -CA "$4.crt" -CAkey "$4.key" -set_serial "$(serial)" \
+    -days "$5" -sha256 -extfile openssl.cnf -extensions "$3" -out "$1.crt"
+}
+
+write_openssl_cnf() {
+  cat >openssl.cnf <<CNF
 [req]
 distinguished_name = dn
 prompt = no
@@ -126,51 +193,61 @@ unique_subject = no
 copy_extensions = none
 [any_policy]
 commonName = supplied
-EOF
-
-# openssl chats on stderr even when all is well: show its output only on failure.
-quiet() {
-  local out
-  out=$("$@" 2>&1) || { echo "$out" >&2; return 1; }
-}
-newkey() { quiet openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1"; }
-serial() { echo "0x$(openssl rand -hex 15)"; }
-
-# A self-signed CA: name, key, cert, CN.
-make_ca() {
-  newkey "$1.key"
-  quiet openssl req -config openssl.cnf -new -x509 -key "$1.key" -subj "/CN=$2" -days 3650 -sha256 \
-    -set_serial "$(serial)" -extensions ca_ext -out "$1.crt"
+CNF
 }
 
-# A leaf signed by a CA: name, CN, extension section, CA name, days.
-make_leaf() {
-  newkey "$1.key"
-  quiet openssl req -config openssl.cnf -new -key "$1.key" -subj "/CN=$2" -out "$1.csr"
-  quiet openssl x509 -req -in "$1.csr" -CA "$4.crt" -CAkey "$4.key" -set_serial "$(serial)" \
-    -days "$5" -sha256 -extfile openssl.cnf -extensions "$3" -out "$1.crt"
+make_pki() {
+  write_openssl_cnf
+  make_ca ca "$CA_CN"
+  make_leaf server "$SERVER_CN" server_ext ca 825
+  make_leaf client "$CLIENT_CN" client_ext ca 825
+  make_leaf unlisted-client "$NOTEBOOK_CN" notebook_ext ca 825
+
+  # Throwaway CA: its key is never written out, so nothing can trust it by accident.
+  make_ca rogue-ca "Hokusai Rogue CA"
+  make_leaf rogue-client "$CLIENT_CN" client_ext rogue-ca 825
+
+  newkey expired-client.key
+  quiet openssl req -config openssl.cnf -new -key expired-client.key -subj "/CN=$CLIENT_CN" -out expired-client.csr
+  mkdir past-ca && : >past-ca/index.txt && openssl rand -hex 15 >past-ca/serial
+  quiet openssl ca -config openssl.cnf -batch -notext -cert ca.crt -keyfile ca.key \
+    -startdate 20200101000000Z -enddate 20210101000000Z \
+    -extfile openssl.cnf -extensions client_ext -in expired-client.csr -out expired-client.crt
+
+  cat client.crt client.key >client.pem
+
+  local reason
+  reason=$(check_set 2>&1) || { log "generated PKI failed its own checks: $reason"; exit 1; }
+  chmod 644 ./*.crt
 }
 
-make_ca ca "$CA_CN"
-make_leaf server "$SERVER_CN" server_ext ca 825
-make_leaf client "$CLIENT_CN" client_ext ca 825
-make_leaf unlisted-client "$NOTEBOOK_CN" notebook_ext ca 825
+make_jwt() {
+  # Keep a good signing key (so tokens already minted stay valid) and rewrite only
+  # the JWKS; a missing or unusable key is replaced.
+  if jwks_for "$DIR/jwt-signing.key" >/dev/null 2>&1; then
+    cp "$DIR/jwt-signing.key" jwt-signing.key
+  else
+    newkey jwt-signing.key
+  fi
+  jwks_for jwt-signing.key >jwks.json
+  chmod 644 jwks.json
+  local reason
+  reason=$(check_jwt 2>&1) || { log "generated JWT key failed its own checks: $reason"; exit 1; }
+}
 
-# Throwaway CA: its key is never written out, so nothing can trust it by accident.
-make_ca rogue-ca "Hokusai Rogue CA"
-make_leaf rogue-client "$CLIENT_CN" client_ext rogue-ca 825
-
-newkey expired-client.key
-quiet openssl req -config openssl.cnf -new -key expired-client.key -subj "/CN=$CLIENT_CN" -out expired-client.csr
-mkdir past-ca && : >past-ca/index.txt && openssl rand -hex 15 >past-ca/serial
-quiet openssl ca -config openssl.cnf -batch -notext -cert ca.crt -keyfile ca.key \
-  -startdate 20200101000000Z -enddate 20210101000000Z \
-  -extfile openssl.cnf -extensions client_ext -in expired-client.csr -out expired-client.crt
-
-cat client.crt client.key >client.pem
-
-reason=$(check_set 2>&1) || { log "generated set failed its own checks: $reason"; exit 1; }
-chmod 644 ./*.crt
-for f in "${FILES[@]}"; do mv -f "$f" "$DIR/$f"; done
+written=()
+if [[ -n $pki_reason ]]; then
+  log "generating the PKI ($pki_reason)"
+  make_pki
+  written+=("${FILES[@]}")
+fi
+if [[ -n $jwt_reason ]]; then
+  log "generating the JWT signing key ($jwt_reason)"
+  make_jwt
+  written+=("${JWT_FILES[@]}")
+fi
+for f in "${written[@]}"; do mv -f "$f" "$DIR/$f"; done
 cd "$DIR"
-log "wrote ${FILES[*]}"
+# The set left alone must also look up to date to make.
+touch "${FILES[@]}" "${JWT_FILES[@]}"
+log "wrote ${written[*]}"

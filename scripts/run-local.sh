@@ -18,7 +18,8 @@ export HOKUSAI_AUTH_SERVICE_TOKEN="${HOKUSAI_AUTH_SERVICE_TOKEN:-hk_dev_service_
 
 die() { echo "run-local: $*" >&2; exit 1; }
 
-for f in "$VENV/bin/envoy" "$VENV/bin/mlflow" "$WASM" certs/ca.crt certs/server.crt certs/client.pem; do
+for f in "$VENV/bin/envoy" "$VENV/bin/mlflow" "$WASM" certs/ca.crt certs/server.crt certs/client.pem \
+  certs/jwks.json certs/jwt-signing.key; do
   [[ -e $f ]] || die "$f is missing; run 'make run' (it builds the venv, the filter and the certs first)"
 done
 
@@ -32,42 +33,10 @@ echo "run-local: building the dev auth service"
 cargo build --quiet --release -p hokusai-devstack --bin dev-auth-service
 mkdir -p "$RUN/artifacts"
 
-# Each service runs in its own session (setsid), so it is its own process group: Ctrl-C
-# in this terminal does not reach it directly, and stopping it means signalling the whole
-# group, which also catches MLflow's worker processes.
-PGIDS=()
-NAMES=()
-start() { # name stdout-file stderr-file command...
-  local name=$1 out=$2 err=$3
-  shift 3
-  if [[ $out == "$err" ]]; then
-    setsid "$@" >"$out" 2>&1 </dev/null &
-  else
-    setsid "$@" >"$out" 2>"$err" </dev/null &
-  fi
-  PGIDS+=("$!")
-  NAMES+=("$name")
-}
-
-stop_all() {
-  trap - EXIT INT TERM
-  echo
-  echo "run-local: stopping ${NAMES[*]:-nothing}"
-  local pgid
-  [[ -z ${TAIL_PID:-} ]] || kill "$TAIL_PID" 2>/dev/null || true
-  for pgid in "${PGIDS[@]}"; do kill -TERM -- "-$pgid" 2>/dev/null || true; done
-  # Give them a moment to exit cleanly, then insist.
-  for _ in $(seq 50); do
-    local alive=0
-    for pgid in "${PGIDS[@]}"; do kill -0 -- "-$pgid" 2>/dev/null && alive=1; done
-    ((alive)) || break
-    sleep 0.1
-  done
-  for pgid in "${PGIDS[@]}"; do kill -KILL -- "-$pgid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-}
-trap stop_all EXIT
-trap 'exit 130' INT TERM
+# start, stop_all, stop_on_exit, follow: the services and their cleanup.
+# shellcheck source=scripts/lib/services.sh
+source scripts/lib/services.sh
+stop_on_exit
 
 # wait_for name pid tries probe...: polls the probe every 0.25 s; fails early if the
 # process died, and after `tries` attempts, showing the end of its log either way.
@@ -85,9 +54,12 @@ wait_for() {
 http_up() { curl -s -o /dev/null --max-time 1 "$1"; } # any HTTP answer counts
 http_ok() { curl -sf -o /dev/null --max-time 2 "$1"; }
 
+DEV_AUTH="${CARGO_TARGET_DIR:-target}/release/dev-auth-service"
+# --jwt-key: it also plays the login service (JWKS, dev login) with the key whose public
+# half Envoy trusts (certs/jwks.json).
 start auth-service "$RUN/auth-service.log" "$RUN/auth-service.log" \
-  "${CARGO_TARGET_DIR:-target}/release/dev-auth-service" --listen 127.0.0.1:8000 --keys devstack/dev-keys.json \
-  --control --service-token-env HOKUSAI_AUTH_SERVICE_TOKEN
+  "$DEV_AUTH" --listen 127.0.0.1:8000 --keys devstack/dev-keys.json \
+  --control --service-token-env HOKUSAI_AUTH_SERVICE_TOKEN --jwt-key certs/jwt-signing.key
 wait_for auth-service "${PGIDS[-1]}" "$RUN/auth-service.log" 80 http_up http://127.0.0.1:8000/
 
 # Job execution off: 2 processes (~0.5 GB) instead of ~9; nothing here needs MLflow jobs.
@@ -114,11 +86,20 @@ curl --cacert certs/ca.crt --cert certs/client.crt --key certs/client.key \\
 curl -H 'Authorization: Bearer hk_dev_readwrite_0001' \\
   'http://127.0.0.1:10000/api/2.0/mlflow/experiments/search?max_results=5'
 
+# external user: a dev JWT (minted on the spot, 1 h), verified by Envoy's jwt_authn
+curl -H "Authorization: Bearer \$($DEV_AUTH mint --sub user_123 --scopes 'mlflow:read mlflow:write')" \\
+  'http://127.0.0.1:10000/api/2.0/mlflow/experiments/search?max_results=5'
+
 # no API key (-> 401)
 curl -i 'http://127.0.0.1:10000/api/2.0/mlflow/experiments/search?max_results=5'
 
 # MLflow client, external path (API key)
 MLFLOW_TRACKING_URI=http://127.0.0.1:10000/api/mlflow MLFLOW_TRACKING_TOKEN=hk_dev_readwrite_0001 \\
+  $VENV/bin/python -c 'import mlflow; print(mlflow.search_experiments())'
+
+# MLflow client, external path (a user's JWT)
+MLFLOW_TRACKING_URI=http://127.0.0.1:10000/api/mlflow \\
+  MLFLOW_TRACKING_TOKEN=\$($DEV_AUTH mint --sub user_123 --scopes 'mlflow:read mlflow:write') \\
   $VENV/bin/python -c 'import mlflow; print(mlflow.search_experiments())'
 
 # MLflow client, internal path (client certificate)
@@ -129,9 +110,6 @@ MLFLOW_TRACKING_URI=https://localhost:10443 MLFLOW_TRACKING_CLIENT_CERT_PATH=cer
 Ctrl-C stops everything.
 EOF
 
-# Follow the access log until Ctrl-C (or until Envoy dies). `wait` returns as soon as a
-# trapped signal arrives, where a foreground tail would delay the trap; the EXIT trap
-# then stops everything, tail included.
-tail -n +1 -F "$RUN/access.log" --pid="${PGIDS[-1]}" 2>/dev/null &
-TAIL_PID=$!
-wait "$TAIL_PID"
+# Follow the access log until Ctrl-C (or until Envoy dies, or our output's reader does);
+# the EXIT trap then stops everything, tail included.
+follow "$RUN/access.log" "${PGIDS[-1]}"

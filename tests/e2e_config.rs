@@ -5,17 +5,32 @@ mod e2e;
 
 use std::process::Command;
 
-use e2e::envoy::{render, render_tuned, Ports, Tuning, Upstreams};
+use e2e::envoy::{render, render_with, EnvoyOptions, Ports, Tuning, Upstreams};
 use e2e::paths;
 
 #[test]
 fn committed_config_validates_from_the_repo_root() {
-    // Exactly what a user runs: relative paths, the default artifact location.
+    // Exactly what a user runs: relative paths, the default artifact location. When the
+    // artifact is elsewhere (CARGO_TARGET_DIR, HOKUSAI_E2E_WASM), a copy names it instead,
+    // and nothing else changes.
     paths::require(&paths::venv_bin("envoy"), "make venv");
-    paths::require(&paths::repo_root().join(paths::WASM_REL), "make build");
+    paths::require(&paths::wasm(), "make build");
     paths::require(&paths::cert("server.crt"), "make certs");
+    let scratch = paths::TempDir::new("validate");
+    let config = if paths::wasm() == paths::repo_root().join(paths::WASM_REL) {
+        paths::envoy_yaml()
+    } else {
+        let yaml = std::fs::read_to_string(paths::envoy_yaml()).unwrap();
+        let from = format!("filename: {}", paths::WASM_REL);
+        assert_eq!(yaml.matches(&from).count(), 1, "{from:?} in envoy.yaml");
+        let copy = scratch.join("envoy.yaml");
+        let to = format!("filename: {}", paths::wasm().display());
+        std::fs::write(&copy, yaml.replace(&from, &to)).unwrap();
+        copy
+    };
     let out = Command::new(paths::venv_bin("envoy"))
-        .args(["--mode", "validate", "-c", "envoy/envoy.yaml"])
+        .args(["--mode", "validate", "-c"])
+        .arg(&config)
         .current_dir(paths::repo_root())
         .env_remove("HOKUSAI_AUTH_SERVICE_TOKEN")
         .output()
@@ -56,8 +71,75 @@ fn rendering_changes_only_ports_and_paths() {
             );
         }
     }
-    // Five ports, the authority, the wasm and three certificate files.
-    assert_eq!(changed, 10);
+    // Five ports, the authority, the wasm, three certificate files and the JWKS.
+    assert_eq!(changed, 11);
+}
+
+/// The filter trusts Envoy's x-forwarded-client-cert and Envoy's pause semantics; every Envoy
+/// config in the repo that runs the filter must keep the settings that make that safe.
+#[test]
+fn every_config_running_the_filter_keeps_its_safety_settings() {
+    let mut checked = 0;
+    let mut dirs = vec![paths::repo_root().join("envoy")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read envoy/") {
+            let path = entry.expect("dir entry").path();
+            if path.is_dir() {
+                dirs.push(path);
+                continue;
+            }
+            if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            if !text.contains("envoy.filters.http.wasm") || !text.contains("hokusai_auth") {
+                continue;
+            }
+            let name = path.display();
+            let settings: Vec<&str> = text
+                .lines()
+                .filter_map(|l| l.trim().strip_prefix("forward_client_cert_details:"))
+                .map(str::trim)
+                .collect();
+            assert!(
+                !settings.is_empty() && settings.iter().all(|s| *s == "SANITIZE_SET"),
+                "{name}: every connection manager in front of the filter needs \
+                 forward_client_cert_details: SANITIZE_SET, found {settings:?}"
+            );
+            assert!(
+                text.contains("set_current_client_cert_details: { subject: true, cert: true, uri: true, dns: true }"),
+                "{name}: Envoy must write subject, cert, URI and DNS into its XFCC"
+            );
+            assert!(
+                !text.contains("allow_on_headers_stop_iteration: true"),
+                "{name}: a paused request's body must stay held until its verdict"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 1, "envoy/envoy.yaml at least");
+}
+
+#[test]
+fn the_artifact_is_looked_for_under_cargo_target_dir() {
+    let root = paths::repo_root();
+    assert_eq!(paths::target_dir_for(None), root.join("target"));
+    assert_eq!(paths::target_dir_for(Some("".into())), root.join("target"));
+    assert_eq!(paths::target_dir_for(Some("out".into())), root.join("out"));
+    assert_eq!(
+        paths::target_dir_for(Some("/elsewhere/tgt".into())),
+        std::path::PathBuf::from("/elsewhere/tgt")
+    );
+    // By default it is the path envoy.yaml names.
+    assert_eq!(
+        paths::target_dir_for(None).join(paths::WASM_IN_TARGET),
+        root.join(paths::WASM_REL)
+    );
+    // HOKUSAI_E2E_WASM, when set, overrides the target directory.
+    if std::env::var_os("HOKUSAI_E2E_WASM").is_none() {
+        let target = paths::target_dir_for(std::env::var_os("CARGO_TARGET_DIR"));
+        assert_eq!(paths::wasm(), target.join(paths::WASM_IN_TARGET));
+    }
 }
 
 /// The plugin configuration (the JSON block) of a rendered envoy.yaml.
@@ -92,8 +174,18 @@ fn tuning_changes_only_the_fields_it_names() {
         stale_if_error_s: Some(4),
     };
     let plain = render(ports, up);
-    let tuned = render_tuned(ports, up, tuning);
-    assert_eq!(render_tuned(ports, up, Tuning::default()), plain);
+    let with = |tuning| {
+        render_with(
+            ports,
+            up,
+            EnvoyOptions {
+                tuning,
+                ..EnvoyOptions::default()
+            },
+        )
+    };
+    let tuned = with(tuning);
+    assert_eq!(with(Tuning::default()), plain);
     let changed: Vec<(&str, &str)> = plain
         .lines()
         .zip(tuned.lines())

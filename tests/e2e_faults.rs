@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use e2e::clients::*;
-use e2e::envoy::Tuning;
+use e2e::envoy::{EnvoyOptions, Tuning};
 use e2e::stack::*;
 use hokusai_devstack::{EchoReply, Fault, KeySpec};
 use tokio::task::JoinSet;
@@ -23,7 +23,10 @@ const WRITE: &str = "/api/2.0/mlflow/runs/create";
 
 fn tuned(tuning: Tuning) -> StackOptions {
     StackOptions {
-        tuning,
+        envoy: EnvoyOptions {
+            tuning,
+            ..EnvoyOptions::default()
+        },
         ..StackOptions::default()
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use e2e::clients::*;
-use e2e::envoy::Tuning;
+use e2e::envoy::{EnvoyOptions, Tuning};
 use e2e::raw_http::RawRequest;
 use e2e::stack::*;
 use hokusai_devstack::{EchoReply, Fault, KeySpec};
@@ -19,7 +19,10 @@ const WORKERS: u64 = 2;
 
 fn tuned(tuning: Tuning) -> StackOptions {
     StackOptions {
-        tuning,
+        envoy: EnvoyOptions {
+            tuning,
+            ..EnvoyOptions::default()
+        },
         ..StackOptions::default()
     }
 }

@@ -1,6 +1,8 @@
 //! The dev auth service: the key-validation API the filter calls out to, an
-//! Envoy ext_authz-style check endpoint for comparison benchmarks, and test
-//! controls (fault injection, call counters, the last request seen).
+//! Envoy ext_authz-style check endpoint for comparison benchmarks, test
+//! controls (fault injection, call counters, the last request seen) and, with
+//! [`ServeOptions::login`], the login service's JWKS, dev login and token
+//! validation (`crate::login`).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -17,6 +19,7 @@ use serde_json::Value;
 
 use crate::faults::{Fault, FaultSpec};
 use crate::keys::{fingerprint, KeySpec, KeyStore, KeyStoreError, Verdict, DEFAULT_SERVICE_ID};
+use crate::login::{self, DevLogin};
 use crate::server::{self, detail, json_response, Body, DropConnection, Running};
 
 /// Where the filter posts keys (CONTRACT section 6).
@@ -43,6 +46,9 @@ pub struct ServeOptions {
     pub control_api: bool,
     /// One stderr line per request (key fingerprint, never the key).
     pub log_requests: bool,
+    /// Also play the login service: `GET /.well-known/jwks.json`,
+    /// `POST /api/v1/login`, `/api/v1/validate` (404 without).
+    pub login: Option<DevLogin>,
 }
 
 impl Default for ServeOptions {
@@ -50,6 +56,7 @@ impl Default for ServeOptions {
         ServeOptions {
             control_api: false,
             log_requests: true,
+            login: None,
         }
     }
 }
@@ -84,7 +91,7 @@ struct FaultSetting {
     calls_left: Option<u64>,
 }
 
-struct State {
+pub(crate) struct State {
     keys: RwLock<KeyStore>,
     service_token: Option<String>,
     fault: Mutex<FaultSetting>,
@@ -94,20 +101,34 @@ struct State {
     /// `x-request-id` of each validate request, in order of arrival ("-" when absent).
     validate_request_ids: Mutex<Vec<String>>,
     ext_authz_calls: AtomicU64,
+    token_validate_calls: AtomicU64,
     last_validate: Mutex<Option<RecordedRequest>>,
+    last_token_validate: Mutex<Option<RecordedRequest>>,
     log_requests: AtomicBool,
     control_api: bool,
+    login: Option<DevLogin>,
 }
 
 impl State {
     // The locks below are only ever held for a copy or a lookup, never across
     // an await, and a panic elsewhere cannot leave them inconsistent, so a
     // poisoned lock is simply used as is.
-    fn fault(&self) -> Fault {
+    pub(crate) fn fault(&self) -> Fault {
         self.fault
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .fault
+    }
+
+    pub(crate) fn count_token_validate(&self) {
+        self.token_validate_calls.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn record_token_validate(&self, request: RecordedRequest) {
+        *self
+            .last_token_validate
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(request);
     }
 
     fn set_fault(&self, fault: Fault) {
@@ -122,7 +143,7 @@ impl State {
     }
 
     /// The fault for the call arriving now; a fault set for N calls counts one down.
-    fn fault_for_call(&self) -> Fault {
+    pub(crate) fn fault_for_call(&self) -> Fault {
         let mut setting = self.fault.lock().unwrap_or_else(PoisonError::into_inner);
         let fault = setting.fault;
         match setting.calls_left {
@@ -156,12 +177,14 @@ impl State {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clear();
+        self.token_validate_calls.store(0, Ordering::Relaxed);
     }
 
     fn stats_json(&self) -> Value {
         serde_json::json!({
             "validate_calls": self.validate_calls.load(Ordering::Relaxed),
             "ext_authz_calls": self.ext_authz_calls.load(Ordering::Relaxed),
+            "token_validate_calls": self.token_validate_calls.load(Ordering::Relaxed),
             "fault": FaultSpec::from(self.fault()),
         })
     }
@@ -202,9 +225,12 @@ impl DevAuth {
             validate_finished: AtomicU64::new(0),
             validate_request_ids: Mutex::new(Vec::new()),
             ext_authz_calls: AtomicU64::new(0),
+            token_validate_calls: AtomicU64::new(0),
             last_validate: Mutex::new(None),
+            last_token_validate: Mutex::new(None),
             log_requests: AtomicBool::new(options.log_requests),
             control_api: options.control_api,
+            login: options.login,
         });
         let server = serve(&state, config.listen).await?;
         Ok(DevAuth {
@@ -270,6 +296,21 @@ impl DevAuth {
             .clone()
     }
 
+    /// Requests received on `/api/v1/validate` (user tokens), faulted ones included.
+    pub fn token_validate_calls(&self) -> u64 {
+        self.state.token_validate_calls.load(Ordering::Relaxed)
+    }
+
+    /// Every call that asked this service about a credential, of any kind.
+    pub fn total_calls(&self) -> u64 {
+        self.validate_calls() + self.ext_authz_calls() + self.token_validate_calls()
+    }
+
+    /// The login side, when started with one.
+    pub fn login(&self) -> Option<&DevLogin> {
+        self.state.login.as_ref()
+    }
+
     /// Zeroes the counters and forgets the request ids.
     pub fn reset_counts(&self) {
         self.state.reset_counts();
@@ -280,7 +321,7 @@ impl DevAuth {
         self.state.set_fault(fault);
     }
 
-    /// The fault for the next `calls` calls (validate and ext_authz), then none.
+    /// The fault for the next `calls` calls (key and token validation, ext_authz), then none.
     pub fn set_fault_for(&self, fault: Fault, calls: u64) {
         self.state.set_fault_for(fault, Some(calls));
     }
@@ -292,6 +333,15 @@ impl DevAuth {
     pub fn last_validate_request(&self) -> Option<RecordedRequest> {
         self.state
             .last_validate
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The last request on `/api/v1/validate`.
+    pub fn last_token_validate_request(&self) -> Option<RecordedRequest> {
+        self.state
+            .last_token_validate
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
@@ -326,14 +376,15 @@ impl DevAuth {
 }
 
 /// What one request came to, for the log line.
-struct Outcome {
+pub(crate) struct Outcome {
     reply: Result<Response<Body>, DropConnection>,
     key_fp: Option<String>,
     note: String,
 }
 
 impl Outcome {
-    fn new(reply: Response<Body>, key: Option<&str>, note: impl Into<String>) -> Self {
+    /// `key` is the credential the request carried: only its fingerprint is kept.
+    pub(crate) fn new(reply: Response<Body>, key: Option<&str>, note: impl Into<String>) -> Self {
         Outcome {
             reply: Ok(reply),
             key_fp: key.map(fingerprint),
@@ -354,6 +405,8 @@ async fn handle(
         validate(&state, req).await
     } else if path == EXT_AUTHZ_PREFIX || path.starts_with("/ext_authz/") {
         ext_authz(&state, req).await
+    } else if let (Some(login), true) = (&state.login, login::is_login_path(&path)) {
+        login::route(&state, login, &path, req).await
     } else if path == "/health" {
         // Readiness probe for scripts: never faulted, never counted.
         let body = br#"{"status":"ok"}"#.to_vec();
@@ -382,7 +435,7 @@ async fn handle(
 
 /// The fault's reply, if it replaces the normal one. `Slow` waits, then lets
 /// the request go on.
-async fn apply_fault(fault: Fault) -> Option<Result<Response<Body>, DropConnection>> {
+pub(crate) async fn apply_fault(fault: Fault) -> Option<Result<Response<Body>, DropConnection>> {
     match fault {
         Fault::None => None,
         Fault::Slow(delay) => {
@@ -409,7 +462,7 @@ async fn apply_fault(fault: Fault) -> Option<Result<Response<Body>, DropConnecti
     }
 }
 
-fn fault_outcome(
+pub(crate) fn fault_outcome(
     reply: Result<Response<Body>, DropConnection>,
     key: Option<&str>,
     fault: Fault,
@@ -422,19 +475,19 @@ fn fault_outcome(
 }
 
 /// `Authorization: Bearer <token>`, scheme case-insensitive.
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.trim().split_once(' ')?;
     let token = token.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
-enum BodyError {
+pub(crate) enum BodyError {
     TooLarge,
     Broken,
 }
 
-async fn read_body(mut body: Incoming, limit: usize) -> Result<Vec<u8>, BodyError> {
+pub(crate) async fn read_body(mut body: Incoming, limit: usize) -> Result<Vec<u8>, BodyError> {
     let mut out = Vec::new();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|_| BodyError::Broken)?;
@@ -446,6 +499,24 @@ async fn read_body(mut body: Incoming, limit: usize) -> Result<Vec<u8>, BodyErro
         }
     }
     Ok(out)
+}
+
+/// A request as received, for [`DevAuth::last_validate_request`] and friends.
+pub(crate) fn record(parts: &hyper::http::request::Parts, raw: Vec<u8>) -> RecordedRequest {
+    RecordedRequest {
+        method: parts.method.to_string(),
+        path: parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| parts.uri.path().to_owned(), |pq| pq.as_str().to_owned()),
+        headers: header_list(&parts.headers),
+        body: if raw.is_empty() {
+            None
+        } else {
+            serde_json::from_slice(&raw).ok()
+        },
+        raw_body: raw,
+    }
 }
 
 fn header_list(headers: &HeaderMap) -> Vec<(String, String)> {
@@ -460,7 +531,7 @@ fn header_list(headers: &HeaderMap) -> Vec<(String, String)> {
         .collect()
 }
 
-fn www_authenticate(mut resp: Response<Body>) -> Response<Body> {
+pub(crate) fn www_authenticate(mut resp: Response<Body>) -> Response<Body> {
     resp.headers_mut().insert(
         "www-authenticate",
         hyper::header::HeaderValue::from_static("Bearer realm=\"hokusai\""),
@@ -523,20 +594,7 @@ async fn validate_inner(state: &State, req: Request<Incoming>) -> Outcome {
     *state
         .last_validate
         .lock()
-        .unwrap_or_else(PoisonError::into_inner) = Some(RecordedRequest {
-        method: parts.method.to_string(),
-        path: parts
-            .uri
-            .path_and_query()
-            .map_or_else(|| parts.uri.path().to_owned(), |pq| pq.as_str().to_owned()),
-        headers: header_list(&parts.headers),
-        body: if raw.is_empty() {
-            None
-        } else {
-            parsed.as_ref().ok().cloned()
-        },
-        raw_body: raw.clone(),
-    });
+        .unwrap_or_else(PoisonError::into_inner) = Some(record(&parts, raw.clone()));
 
     let body_obj = parsed.ok().and_then(|v| match v {
         Value::Object(map) => Some(map),
@@ -712,6 +770,10 @@ async fn control(state: &State, req: Request<Incoming>) -> Outcome {
             state.set_fault(Fault::None);
             *state
                 .last_validate
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = None;
+            *state
+                .last_token_validate
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner) = None;
             Outcome::new(stats(state), None, "reset")

@@ -3,6 +3,8 @@
 //! through. Bodies are counted frame by frame and never held in memory.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -46,14 +48,21 @@ pub struct Echo;
 impl Echo {
     /// Binds `addr` (port 0 in tests) and serves in the current runtime.
     pub async fn start(addr: SocketAddr) -> std::io::Result<EchoHandle> {
-        let server = server::spawn(addr, echo).await?;
-        Ok(EchoHandle { server })
+        let requests = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&requests);
+        let server = server::spawn(addr, move |req| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            echo(req)
+        })
+        .await?;
+        Ok(EchoHandle { server, requests })
     }
 }
 
 /// A running echo server. Dropping it stops the server too.
 pub struct EchoHandle {
     server: Running,
+    requests: Arc<AtomicU64>,
 }
 
 impl EchoHandle {
@@ -64,6 +73,12 @@ impl EchoHandle {
     /// `http://ip:port`, no trailing slash.
     pub fn base_url(&self) -> String {
         format!("http://{}", self.addr())
+    }
+
+    /// Requests that reached the server so far, answered or not: lets a test prove
+    /// that something was never forwarded.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::SeqCst)
     }
 
     pub async fn shutdown(self) {

@@ -3,6 +3,8 @@
 //!
 //! - [`DevAuth`]: the remote API-key service (`POST /api/v1/keys/validate`),
 //!   plus an Envoy ext_authz-style endpoint and fault injection for tests.
+//!   With [`DevLogin`] it also plays the login service: JWKS, dev login and
+//!   token validation; [`jwt`] mints the tokens (valid and broken ones).
 //! - [`Echo`]: an upstream that answers every request with what it received,
 //!   standing in for MLflow.
 //!
@@ -11,11 +13,15 @@
 pub mod auth_service;
 pub mod echo;
 pub mod faults;
+pub mod jwt;
 pub mod keys;
+pub mod login;
 mod rfc3339;
 mod server;
 
 pub use auth_service::{DevAuth, DevAuthConfig, RecordedRequest, ServeOptions};
 pub use echo::{Echo, EchoHandle, EchoReply};
 pub use faults::{Fault, FaultSpec};
+pub use jwt::{mint, JwtKey, MintOptions};
 pub use keys::{dev_keys, fingerprint, sha256_hex, KeySpec, KeyStore, KeyStoreError};
+pub use login::{DevLogin, DEV_USERS};

@@ -1,5 +1,5 @@
-//! Just enough RFC 3339 to compare a key's `expires_at` with the clock, so the
-//! dev service needs no date-time crate.
+//! Just enough RFC 3339 to compare a key's `expires_at` with the clock and to
+//! write a token's `exp` as `expires_at`, so the dev service needs no date-time crate.
 
 /// Seconds since the Unix epoch for an RFC 3339 timestamp such as
 /// `2030-01-01T00:00:00Z` or `2030-01-01T01:00:00.5+01:00`. Fractions of a
@@ -96,9 +96,47 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// `YYYY-MM-DDTHH:MM:SSZ` (UTC) for seconds since the Unix epoch.
+pub fn format_unix_seconds(unix: i64) -> String {
+    let days = unix.div_euclid(86_400);
+    let secs = unix.rem_euclid(86_400);
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+/// The inverse of [`days_from_civil`], by the same era-based method.
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
 #[cfg(test)]
 mod tests {
+    use super::format_unix_seconds as f;
     use super::parse_unix_seconds as p;
+
+    #[test]
+    fn formatting_round_trips() {
+        assert_eq!(f(0), "1970-01-01T00:00:00Z");
+        assert_eq!(f(-1), "1969-12-31T23:59:59Z");
+        assert_eq!(f(1_709_210_096), "2024-02-29T12:34:56Z");
+        for t in [-86_401, 0, 951_868_800, 1_893_456_000, 4_102_444_799] {
+            assert_eq!(p(&f(t)), Some(t), "{t}");
+        }
+    }
 
     #[test]
     fn known_instants() {

@@ -463,6 +463,7 @@ async fn http_control_api_only_when_enabled() -> TestResult {
         ServeOptions {
             control_api: true,
             log_requests: false,
+            ..ServeOptions::default()
         },
     )
     .await?;
@@ -477,7 +478,7 @@ async fn http_control_api_only_when_enabled() -> TestResult {
         .await?;
     assert_eq!(
         stats,
-        json!({"validate_calls": 1, "ext_authz_calls": 0, "fault": {"fault": "none"}})
+        json!({"validate_calls": 1, "ext_authz_calls": 0, "token_validate_calls": 0, "fault": {"fault": "none"}})
     );
 
     let set = c
@@ -505,7 +506,7 @@ async fn http_control_api_only_when_enabled() -> TestResult {
         .await?;
     assert_eq!(
         reset,
-        json!({"validate_calls": 0, "ext_authz_calls": 0, "fault": {"fault": "none"}})
+        json!({"validate_calls": 0, "ext_authz_calls": 0, "token_validate_calls": 0, "fault": {"fault": "none"}})
     );
     assert!(auth.last_validate_request().is_none());
     Ok(())
@@ -518,6 +519,7 @@ async fn serves_many_concurrent_connections() -> TestResult {
         ServeOptions {
             control_api: false,
             log_requests: false,
+            ..ServeOptions::default()
         },
     )
     .await?;

@@ -308,13 +308,13 @@ def check_stats_tags(stats_config, spec):
 
 
 def check_envoy_yaml(stats_config):
-    envoy = yaml.safe_load((REPO / "envoy/envoy.yaml").read_text())
-    if "stats_config" not in envoy:
-        print("note: envoy/envoy.yaml has no stats_config yet (README.md gives the block to add)")
-        return []
-    if envoy["stats_config"] != stats_config:
-        return ["envoy/envoy.yaml stats_config differs from README.md's"]
-    return []
+    """Every Envoy config that runs the filter carries the documented stats_config."""
+    problems = []
+    for path in ("envoy/envoy.yaml", "envoy/ecs/envoy.yaml"):
+        envoy = yaml.safe_load((REPO / path).read_text())
+        if envoy.get("stats_config") != stats_config:
+            problems.append(f"{path} stats_config differs from README.md's (or is missing)")
+    return problems
 
 
 # --- self-test ------------------------------------------------------------------------------

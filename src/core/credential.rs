@@ -46,23 +46,62 @@ pub enum Credential {
     Jwt(Secret),
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    ApiKey,
+    /// A JWT-shaped bearer token (not yet known to be valid).
+    Jwt,
+}
+
+/// A credential as the request presents it, borrowed from the header: a warm request is
+/// answered from it without copying the secret. Debug never prints it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Presented<'a> {
+    pub kind: Kind,
+    value: &'a str,
+}
+
+impl<'a> Presented<'a> {
+    pub fn expose(&self) -> &'a str {
+        self.value
+    }
+
+    pub fn digest(&self) -> KeyDigest {
+        KeyDigest::of(self.value.as_bytes())
+    }
+
+    /// An owned copy, for a request that must wait on a callout.
+    pub fn to_credential(&self) -> Credential {
+        let secret = Secret(self.value.to_string());
+        match self.kind {
+            Kind::ApiKey => Credential::ApiKey(secret),
+            Kind::Jwt => Credential::Jwt(secret),
+        }
+    }
+}
+
+impl fmt::Debug for Presented<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}({})", self.kind, self.digest().fingerprint())
+    }
+}
+
 #[derive(Debug, PartialEq, Eq)]
-pub enum Lookup {
+pub enum Lookup<'a> {
     Missing,
     Malformed,
-    Found(Credential),
+    Found(Presented<'a>),
 }
 
 /// Raw header values in, the credential out. A non-Bearer `Authorization` (e.g. Basic) is
 /// not ours and lets `x-api-key` speak.
-pub fn find_credential(authorization: Single, x_api_key: Single) -> Lookup {
+pub fn find_credential<'a>(authorization: Single<'a>, x_api_key: Single<'a>) -> Lookup<'a> {
     match authorization {
         Single::Repeated => return Lookup::Malformed,
         Single::One(value) => {
             if let Some(candidate) = bearer_credential(value) {
                 if is_jwt_shaped(candidate) {
-                    return as_secret(candidate, MAX_JWT_LEN)
-                        .map_or(Lookup::Malformed, |s| Lookup::Found(Credential::Jwt(s)));
+                    return presented(candidate, MAX_JWT_LEN, Kind::Jwt);
                 }
                 return api_key(candidate);
             }
@@ -76,9 +115,8 @@ pub fn find_credential(authorization: Single, x_api_key: Single) -> Lookup {
     }
 }
 
-fn api_key(candidate: &[u8]) -> Lookup {
-    as_secret(candidate, MAX_KEY_LEN)
-        .map_or(Lookup::Malformed, |s| Lookup::Found(Credential::ApiKey(s)))
+fn api_key(candidate: &[u8]) -> Lookup<'_> {
+    presented(candidate, MAX_KEY_LEN, Kind::ApiKey)
 }
 
 /// The credential after a case-insensitive `Bearer` scheme, or None for other schemes.
@@ -106,15 +144,16 @@ fn trim(value: &[u8]) -> &[u8] {
     &value[start..end.max(start)]
 }
 
-fn as_secret(candidate: &[u8], max_len: usize) -> Option<Secret> {
+fn presented(candidate: &[u8], max_len: usize, kind: Kind) -> Lookup<'_> {
     let printable = candidate.iter().all(u8::is_ascii_graphic);
     if candidate.is_empty() || candidate.len() > max_len || !printable {
-        return None;
+        return Lookup::Malformed;
     }
     // All bytes are ASCII graphic, so this is valid UTF-8.
-    std::str::from_utf8(candidate)
-        .ok()
-        .map(|s| Secret(s.to_string()))
+    match std::str::from_utf8(candidate) {
+        Ok(value) => Lookup::Found(Presented { kind, value }),
+        Err(_) => Lookup::Malformed,
+    }
 }
 
 fn is_base64url(segment: &[u8]) -> bool {
@@ -162,8 +201,11 @@ mod tests {
         Single::One(v.as_bytes())
     }
 
-    fn key(k: &str) -> Lookup {
-        Lookup::Found(Credential::ApiKey(Secret(k.into())))
+    fn key(k: &str) -> Lookup<'_> {
+        Lookup::Found(Presented {
+            kind: Kind::ApiKey,
+            value: k,
+        })
     }
 
     #[test]
@@ -226,24 +268,23 @@ mod tests {
                 Lookup::Malformed
             );
         }
-        assert!(matches!(
-            find_credential(Single::Absent, one(&exact)),
-            Lookup::Found(Credential::ApiKey(_))
-        ));
+        assert_eq!(find_credential(Single::Absent, one(&exact)), key(&exact));
     }
 
     #[test]
     fn jwt_shaped_bearers_are_user_tokens() {
-        let found = find_credential(one(&format!("Bearer {JWT}")), Single::Absent);
-        assert_eq!(found, Lookup::Found(Credential::Jwt(Secret(JWT.into()))));
+        let header = format!("Bearer {JWT}");
+        let found = find_credential(one(&header), Single::Absent);
+        let Lookup::Found(token) = found else {
+            panic!("{found:?}")
+        };
+        assert_eq!((token.kind, token.expose()), (Kind::Jwt, JWT));
+        assert_eq!(token.to_credential(), Credential::Jwt(Secret(JWT.into())));
         // alg: none tokens have an empty signature; still a JWT, so never sent as a key.
         let none = "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ1In0.";
         assert!(is_jwt_shaped(none.as_bytes()));
         // In x-api-key it is an API key whatever it looks like.
-        assert!(matches!(
-            find_credential(Single::Absent, one("a.b.c")),
-            Lookup::Found(Credential::ApiKey(_))
-        ));
+        assert_eq!(find_credential(Single::Absent, one("a.b.c")), key("a.b.c"));
     }
 
     #[test]
@@ -264,5 +305,7 @@ mod tests {
     fn debug_shows_only_a_fingerprint() {
         let secret = Secret("hk_secret_value".into());
         assert!(!format!("{secret:?}").contains("hk_secret_value"));
+        let found = find_credential(one("Bearer hk_secret_value"), Single::Absent);
+        assert!(!format!("{found:?}").contains("hk_secret_value"));
     }
 }

@@ -8,8 +8,9 @@
 
 use super::callout::{validation_call, ValidationCall};
 use super::config::{FilterConfig, JwtMode};
-use super::credential::{find_credential, Credential, Lookup, Secret};
+use super::credential::{find_credential, Credential, Kind, Lookup, Presented, Secret};
 use super::digest::KeyDigest;
+use super::json;
 use super::jwt;
 use super::local_reply::LocalReply;
 use super::local_verdicts::{Grant, Known, LocalVerdicts};
@@ -110,14 +111,12 @@ impl IdentityHeaders {
 /// one-line JSON object (never a credential; key ids and user ids are the auth service's
 /// names for them).
 pub fn access_log_record(facts: &Facts, identity: Option<&IdentityHeaders>) -> String {
-    let mut record = serde_json::Map::new();
-    let mut put = |name: &str, value: &str| {
-        record.insert(name.into(), value.into());
-    };
-    put("path", facts.path.label());
-    put("method", facts.method.label());
-    put("outcome", facts.outcome.label());
-    put("cache", facts.cache.label());
+    let mut record = json::Object::with_capacity(160);
+    record
+        .field("path", facts.path.label())
+        .field("method", facts.method.label())
+        .field("outcome", facts.outcome.label())
+        .field("cache", facts.cache.label());
     if let Some(identity) = identity {
         for (name, value) in [
             ("key_id", identity.key_id.as_deref()),
@@ -125,11 +124,11 @@ pub fn access_log_record(facts: &Facts, identity: Option<&IdentityHeaders>) -> S
             ("peer", identity.identity.as_deref()),
         ] {
             if let Some(value) = value {
-                put(name, value);
+                record.field(name, value);
             }
         }
     }
-    serde_json::Value::Object(record).to_string()
+    record.finish()
 }
 
 /// Answer the client ourselves.
@@ -261,8 +260,8 @@ impl Policy {
         if let Some(decision) = self.internal(req, access, host, now) {
             return decision;
         }
-        let credential = match find_credential(req.authorization, req.x_api_key) {
-            Lookup::Found(credential) => credential,
+        let presented = match find_credential(req.authorization, req.x_api_key) {
+            Lookup::Found(presented) => presented,
             Lookup::Missing => {
                 return self.refuse_early(
                     LocalReply::key_required(),
@@ -278,10 +277,10 @@ impl Policy {
                 )
             }
         };
-        if let (Credential::Jwt(token), JwtMode::Local) = (&credential, self.config.jwt.mode) {
-            return self.admit_verified_jwt(token, access, host);
+        if (presented.kind, self.config.jwt.mode) == (Kind::Jwt, JwtMode::Local) {
+            return self.admit_verified_jwt(presented.expose(), access, host);
         }
-        self.lookup(credential, access, host, now)
+        self.lookup(presented, access, host, now)
     }
 
     /// The internal path, or None to fall through to the credential path.
@@ -383,14 +382,14 @@ impl Policy {
     /// come from the very token, and must name the same subject as the metadata.
     fn admit_verified_jwt<H: RequestHost>(
         &mut self,
-        token: &Secret,
+        token: &str,
         access: Access,
         host: &mut H,
     ) -> Decision {
         let jwt_config = &self.config.jwt;
         let verified =
             host.verified_jwt_subject(&jwt_config.metadata_namespace, &jwt_config.payload_key);
-        let claims = jwt::claims(token.expose());
+        let claims = jwt::claims(token);
         let claims = match (verified, claims) {
             (Some(subject), Some(claims)) if subject == claims.sub.as_bytes() => claims,
             (None, _) => {
@@ -444,13 +443,16 @@ impl Policy {
     /// The verdict cache: this worker's copy, then shared data, else a callout.
     fn lookup<S: SharedStore>(
         &mut self,
-        credential: Credential,
+        presented: Presented,
         access: Access,
         store: &S,
         now: i64,
     ) -> Decision {
-        let method = method_of(&credential);
-        let secret = secret_of(&credential).expose().as_bytes();
+        let method = match presented.kind {
+            Kind::ApiKey => AuthMethod::ApiKey,
+            Kind::Jwt => AuthMethod::Jwt,
+        };
+        let secret = presented.expose().as_bytes();
         let local = match method {
             AuthMethod::Jwt => &mut self.local_tokens,
             _ => &mut self.local_keys,
@@ -468,7 +470,7 @@ impl Policy {
                 )
                 .into();
         }
-        let digest = secret_of(&credential).digest();
+        let digest = presented.digest();
         match self.cache(method, store).lookup(&digest, now) {
             Ok((verdict, fresh_until)) => {
                 let known = Known::from(&verdict);
@@ -478,7 +480,7 @@ impl Policy {
                     .into()
             }
             Err(probe) => Decision::Validate(Pending {
-                credential,
+                credential: presented.to_credential(),
                 digest,
                 access,
                 probe,

@@ -18,38 +18,49 @@ fn u32_at(bytes: &[u8], at: usize) -> Option<usize> {
     Some(u32::from_le_bytes([word[0], word[1], word[2], word[3]]) as usize)
 }
 
+/// Calls `each` with every (name, value) of a pairs buffer, in order, without allocating;
+/// None when the buffer is malformed (`each` may have seen a prefix of it by then).
+pub fn for_each_pair<'a>(bytes: &'a [u8], mut each: impl FnMut(&'a [u8], &'a [u8])) -> Option<()> {
+    if bytes.is_empty() {
+        return Some(());
+    }
+    let count = u32_at(bytes, 0)?;
+    if count > MAX_HEADERS {
+        return None;
+    }
+    let mut sizes = 4usize;
+    let mut data = 4usize.checked_add(count.checked_mul(8)?)?;
+    for _ in 0..count {
+        let name_len = u32_at(bytes, sizes)?;
+        let value_len = u32_at(bytes, sizes + 4)?;
+        sizes += 8;
+        let name = bytes.get(data..data.checked_add(name_len)?)?;
+        data += name_len;
+        if bytes.get(data) != Some(&0) {
+            return None;
+        }
+        data += 1;
+        let value = bytes.get(data..data.checked_add(value_len)?)?;
+        data += value_len;
+        if bytes.get(data) != Some(&0) {
+            return None;
+        }
+        data += 1;
+        each(name, value);
+    }
+    Some(())
+}
+
 impl<'a> HeaderMap<'a> {
     /// Parses the host's buffer; None when it is not a well-formed pairs buffer.
     pub fn parse(bytes: &'a [u8]) -> Option<Self> {
-        if bytes.is_empty() {
-            return Some(Self::default());
-        }
-        let count = u32_at(bytes, 0)?;
-        if count > MAX_HEADERS {
-            return None;
-        }
-        let mut sizes = 4usize;
-        let mut data = 4usize.checked_add(count.checked_mul(8)?)?;
-        let mut pairs = Vec::with_capacity(count);
-        for _ in 0..count {
-            let name_len = u32_at(bytes, sizes)?;
-            let value_len = u32_at(bytes, sizes + 4)?;
-            sizes += 8;
-            let name = bytes.get(data..data.checked_add(name_len)?)?;
-            data += name_len;
-            if bytes.get(data) != Some(&0) {
-                return None;
-            }
-            data += 1;
-            let value = bytes.get(data..data.checked_add(value_len)?)?;
-            data += value_len;
-            if bytes.get(data) != Some(&0) {
-                return None;
-            }
-            data += 1;
-            pairs.push((name, value));
-        }
+        let mut pairs = Vec::new();
+        for_each_pair(bytes, |name, value| pairs.push((name, value)))?;
         Some(Self { pairs })
+    }
+
+    pub fn pairs(&self) -> &[(&'a [u8], &'a [u8])] {
+        &self.pairs
     }
 
     /// A map built from pairs, for tests and tools.

@@ -18,6 +18,7 @@ pub mod decision;
 pub mod digest;
 pub mod flow;
 pub mod header_map;
+pub mod json;
 pub mod jwt;
 pub mod local_reply;
 pub mod local_verdicts;

@@ -4,7 +4,8 @@
 //! a credential header sent twice is ambiguous (which copy would the upstream honour?) and
 //! refused; a method-override header makes the call a write whatever the real method says.
 
-use super::header_map::HeaderMap;
+use super::header_map::{for_each_pair, HeaderMap};
+use super::VERDICT_HEADERS;
 
 /// Headers some frameworks honour as the "real" method. MLflow does not, but a read verdict
 /// must never rest on a method the upstream might reinterpret.
@@ -25,12 +26,11 @@ pub enum Single<'a> {
 }
 
 impl<'a> Single<'a> {
-    fn read(headers: &HeaderMap<'a>, name: &str) -> Self {
-        match (headers.get(name), headers.count(name)) {
-            (None, _) => Single::Absent,
-            (Some(value), 1) => Single::One(value),
+    fn add(&mut self, value: &'a [u8]) {
+        *self = match self {
+            Single::Absent => Single::One(value),
             _ => Single::Repeated,
-        }
+        };
     }
 
     pub fn value(&self) -> Option<&'a [u8]> {
@@ -57,28 +57,46 @@ pub struct RequestFacts<'a> {
     /// Envoy's own `x-forwarded-client-cert` (SANITIZE_SET): present only on mTLS connections.
     pub xfcc: Single<'a>,
     pub request_id: Option<&'a str>,
+    /// Which of [`VERDICT_HEADERS`] the client sent (bit i for entry i): they must go.
+    pub verdict_headers: u8,
 }
 
 impl<'a> RequestFacts<'a> {
+    /// Reads the facts from Envoy's pairs buffer in one pass, without allocating; None when
+    /// the buffer is malformed.
+    pub fn from_pairs(bytes: &'a [u8]) -> Option<Self> {
+        let mut facts = RequestFacts::default();
+        for_each_pair(bytes, |name, value| facts.take(name, value))?;
+        Some(facts)
+    }
+
     pub fn read(headers: &HeaderMap<'a>) -> Self {
-        let text = |name| {
-            headers
-                .get(name)
-                .and_then(|v| std::str::from_utf8(v).ok())
-                .unwrap_or_default()
-        };
-        RequestFacts {
-            method: text(":method"),
-            path: text(":path"),
-            authorization: Single::read(headers, "authorization"),
-            x_api_key: Single::read(headers, "x-api-key"),
-            cors_request_method: headers.contains("access-control-request-method"),
-            has_user_id: headers.contains("x-user-id"),
-            method_override: METHOD_OVERRIDE_HEADERS.iter().any(|h| headers.contains(h)),
-            xfcc: Single::read(headers, "x-forwarded-client-cert"),
-            request_id: headers
-                .get("x-request-id")
-                .and_then(|v| std::str::from_utf8(v).ok()),
+        let mut facts = RequestFacts::default();
+        for (name, value) in headers.pairs() {
+            facts.take(name, value);
+        }
+        facts
+    }
+
+    fn take(&mut self, name: &'a [u8], value: &'a [u8]) {
+        let text = || std::str::from_utf8(value).unwrap_or_default();
+        match name {
+            b":method" => self.method = text(),
+            b":path" => self.path = text(),
+            b"authorization" => self.authorization.add(value),
+            b"x-api-key" => self.x_api_key.add(value),
+            b"access-control-request-method" => self.cors_request_method = true,
+            b"x-user-id" => self.has_user_id = true,
+            b"x-forwarded-client-cert" => self.xfcc.add(value),
+            b"x-request-id" => self.request_id = std::str::from_utf8(value).ok(),
+            b"x-http-method-override" | b"x-http-method" | b"x-method-override" => {
+                self.method_override = true
+            }
+            _ => {
+                if let Some(i) = VERDICT_HEADERS.iter().position(|h| h.as_bytes() == name) {
+                    self.verdict_headers |= 1 << i;
+                }
+            }
         }
     }
 
@@ -135,6 +153,27 @@ mod tests {
         for name in METHOD_OVERRIDE_HEADERS {
             assert!(facts(&[(name, "GET")]).method_override, "{name}");
         }
+    }
+
+    #[test]
+    fn verdict_headers_are_noticed_and_pairs_read_in_place() {
+        let bytes = super::super::header_map::serialize(&[
+            (b":path", b"/x"),
+            (b"x-auth-path", b"internal"),
+            (b"x-auth-stale", b"1"),
+            (b"x-api-key", b"k"),
+        ]);
+        let f = RequestFacts::from_pairs(&bytes).unwrap();
+        assert_eq!(f.path, "/x");
+        assert_eq!(f.x_api_key, Single::One(b"k"));
+        let sent: Vec<&str> = VERDICT_HEADERS
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| f.verdict_headers & (1 << i) != 0)
+            .map(|(_, h)| *h)
+            .collect();
+        assert_eq!(sent, ["x-auth-path", "x-auth-stale"]);
+        assert!(RequestFacts::from_pairs(&bytes[..bytes.len() - 1]).is_none());
     }
 
     #[test]

@@ -6,7 +6,6 @@ use super::host::{self, Envoy};
 use super::root::Filter;
 use crate::core::decision::{access_log_record, Final, Forward, IdentityHeaders, Refusal};
 use crate::core::flow::{CalloutReply, Resolved, Step};
-use crate::core::header_map::HeaderMap;
 use crate::core::local_reply::LocalReply;
 use crate::core::request::RequestFacts;
 use crate::core::telemetry::Facts;
@@ -65,21 +64,18 @@ impl Context for HttpFilter {
 impl HttpContext for HttpFilter {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         let buffer = host::request_headers_buffer();
-        let headers = buffer.as_deref().and_then(HeaderMap::parse);
-        let request_id = headers.as_ref().and_then(|h| h.get("x-request-id"));
-        let request_id = request_id.and_then(|v| std::str::from_utf8(v).ok());
-        let (Some(filter), Some(headers)) = (self.filter.clone(), headers) else {
-            log::error!("request refused: no valid configuration, or no request headers");
-            return refuse_unverdicted(request_id);
+        let facts = buffer.as_deref().and_then(RequestFacts::from_pairs);
+        let (Some(filter), Some(facts)) = (self.filter.clone(), facts) else {
+            log::error!("request refused: no valid configuration, or unreadable request headers");
+            return refuse_unverdicted(None);
         };
         // No verdict without its clean-up: a client's copy of a verdict header must be gone.
-        for name in VERDICT_HEADERS {
-            if headers.contains(name) && host::remove_request_header(name).is_err() {
+        for (i, name) in VERDICT_HEADERS.iter().enumerate() {
+            if facts.verdict_headers & (1 << i) != 0 && host::remove_request_header(name).is_err() {
                 log::error!("could not remove the client's {name}; refusing");
-                return refuse_unverdicted(request_id);
+                return refuse_unverdicted(facts.request_id);
             }
         }
-        let facts = RequestFacts::read(&headers);
         let trap = filter.trap_path.as_deref();
         if trap.is_some_and(|trap| facts.bare_path() == trap) {
             log::warn!("testing.trap_path requested: trapping the VM on purpose");

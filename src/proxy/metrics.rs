@@ -30,6 +30,13 @@ fn define(kind: MetricType, name: &str) -> Id {
     hostcalls::define_metric(kind, &format!("hokusai_auth.{name}")).ok()
 }
 
+fn peer_cert_gauge(identity: &str) -> Id {
+    define(
+        MetricType::Gauge,
+        &format!("peer_cert_not_after.identity={identity}"),
+    )
+}
+
 fn counter(name: &str) -> Id {
     define(MetricType::Counter, name)
 }
@@ -47,7 +54,9 @@ fn add_all<const N: usize>(ids: &[Id; N], now: &[u64; N], sent: &[u64; N]) {
 }
 
 impl Metrics {
-    pub fn define() -> Self {
+    /// Every counter and label value up front (so a rate over the first increment is
+    /// right), and one expiry gauge per allow-listed identity, 0 until a certificate is seen.
+    pub fn define(identities: &[String]) -> Self {
         Self {
             requests: AuthPath::ALL.map(|p| counter(&format!("requests.path={}", p.label()))),
             decisions: Outcome::ALL.map(|o| counter(&format!("decisions.outcome={}", o.label()))),
@@ -60,7 +69,10 @@ impl Metrics {
             coalesced: counter("coalesced"),
             mtls_fallbacks: counter("mtls_fallbacks"),
             callout_latency: define(MetricType::Histogram, "callout_latency_ms"),
-            peer_cert_not_after: HashMap::new(),
+            peer_cert_not_after: identities
+                .iter()
+                .map(|id| (id.clone(), peer_cert_gauge(id)))
+                .collect(),
             sent: Tally::default(),
         }
     }

@@ -86,9 +86,10 @@ impl RootContext for FilterRoot {
             config.cache.ttl_s
         );
         let trap_path = config.testing.trap_path.clone();
+        let metrics = Metrics::define(&config.internal.allowed_identities);
         self.filter = Some(Rc::new(Filter {
             worker: RefCell::new(Worker::new(Policy::new(config), service_token)),
-            metrics: RefCell::new(Metrics::define()),
+            metrics: RefCell::new(metrics),
             trap_path,
         }));
         let _ = hostcalls::set_tick_period(Duration::from_millis(TICK_MS));

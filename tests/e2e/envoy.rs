@@ -20,16 +20,30 @@ pub struct Ports {
     pub admin: u16,
 }
 
-/// Replaces `from` with `to`, insisting it occurs exactly `times` times, so a change to
-/// envoy.yaml that breaks the substitution fails here instead of testing the wrong thing.
-fn replace_exact(text: &str, from: &str, to: &str, times: usize) -> String {
-    let found = text.matches(from).count();
-    assert_eq!(
-        found, times,
-        "e2e: envoy/envoy.yaml should contain {from:?} {times} time(s), found {found}; \
-         the suite rewrites it textually (see the note at the top of the file)"
-    );
-    text.replace(from, to)
+/// Test-only departures from the committed config. Each is an exact-count text
+/// substitution like `render`'s.
+#[derive(Debug, Clone, Copy)]
+pub struct EnvoyOptions {
+    /// `--concurrency`: 2 by default; 1 pins every request to one worker and so one VM.
+    pub workers: u16,
+    /// Adds `"testing": {"trap_path": ...}` to the plugin JSON: a request to that path
+    /// traps the VM.
+    pub trap_path: Option<&'static str>,
+    /// Swaps the `failure_policy`/`reload_config` stanza for the legacy `fail_open: false`.
+    pub legacy_fail_open_false: bool,
+    /// Filter settings instead of the committed ones (timeouts, TTLs, the in-flight cap).
+    pub tuning: Tuning,
+}
+
+impl Default for EnvoyOptions {
+    fn default() -> Self {
+        EnvoyOptions {
+            workers: 2,
+            trap_path: None,
+            legacy_fail_open_false: false,
+            tuning: Tuning::default(),
+        }
+    }
 }
 
 /// Filter settings a test needs instead of envoy.yaml's, e.g. short TTLs so the expiry of
@@ -77,14 +91,25 @@ impl Tuning {
     }
 }
 
+/// The lines of envoy.yaml the options rewrite, spelled exactly as committed.
+const EXEMPT_PATHS_LINE: &str = "\"exempt_paths\": [\"/health\"],\n";
+const FAILURE_POLICY_LINES: &str = "failure_policy: FAIL_RELOAD\n                reload_config: { backoff: { base_interval: 1s } }\n";
+
+/// Replaces `from` with `to`, insisting it occurs exactly `times` times, so a change to
+/// envoy.yaml that breaks the substitution fails here instead of testing the wrong thing.
+fn replace_exact(text: &str, from: &str, to: &str, times: usize) -> String {
+    let found = text.matches(from).count();
+    assert_eq!(
+        found, times,
+        "e2e: envoy/envoy.yaml should contain {from:?} {times} time(s), found {found}; \
+         the suite rewrites it textually (see the note at the top of the file)"
+    );
+    text.replace(from, to)
+}
+
 /// The repo's envoy.yaml with test ports and absolute paths; nothing else changes.
 /// Ports are matched with their closing ` }` so a new port can never be re-matched.
 pub fn render(ports: Ports, up: Upstreams) -> String {
-    render_tuned(ports, up, Tuning::default())
-}
-
-/// [`render`], plus the filter settings in `tuning`.
-pub fn render_tuned(ports: Ports, up: Upstreams, tuning: Tuning) -> String {
     let yaml = std::fs::read_to_string(paths::envoy_yaml()).expect("read envoy/envoy.yaml");
     let port = |n: u16| format!("port_value: {n} }}");
     let mut out = yaml;
@@ -110,8 +135,27 @@ pub fn render_tuned(ports: Ports, up: Upstreams, tuning: Tuning) -> String {
         1,
     );
     let certs = format!("{}/", paths::certs_dir().display());
-    out = replace_exact(&out, "filename: certs/", &format!("filename: {certs}"), 3);
-    for (from, to) in tuning.edits() {
+    // Server cert and key, the CA, and jwt_authn's JWKS.
+    out = replace_exact(&out, "filename: certs/", &format!("filename: {certs}"), 4);
+    out
+}
+
+/// `render` plus the options' departures from the committed file.
+pub fn render_with(ports: Ports, up: Upstreams, opts: EnvoyOptions) -> String {
+    let mut out = render(ports, up);
+    if let Some(trap) = opts.trap_path {
+        let testing = serde_json::json!({ "trap_path": trap });
+        out = replace_exact(
+            &out,
+            EXEMPT_PATHS_LINE,
+            &format!("{EXEMPT_PATHS_LINE}                      \"testing\": {testing},\n"),
+            1,
+        );
+    }
+    if opts.legacy_fail_open_false {
+        out = replace_exact(&out, FAILURE_POLICY_LINES, "fail_open: false\n", 1);
+    }
+    for (from, to) in opts.tuning.edits() {
         out = replace_exact(&out, from, &to, 1);
     }
     out
@@ -130,26 +174,43 @@ impl Envoy {
     /// `service_token` becomes HOKUSAI_AUTH_SERVICE_TOKEN in Envoy's environment, which
     /// envoy.yaml passes into the wasm VM.
     pub async fn start(up: Upstreams, service_token: Option<&str>) -> Envoy {
-        Self::start_tuned(up, service_token, Tuning::default()).await
+        Self::start_with(up, service_token, EnvoyOptions::default(), &[]).await
     }
 
-    /// [`Envoy::start`] with the filter settings in `tuning`.
-    pub async fn start_tuned(up: Upstreams, service_token: Option<&str>, tuning: Tuning) -> Envoy {
+    /// As [`Envoy::start`], with extra command-line arguments (e.g. log levels).
+    pub async fn start_with_args(
+        up: Upstreams,
+        service_token: Option<&str>,
+        extra_args: &[&str],
+    ) -> Envoy {
+        Self::start_with(up, service_token, EnvoyOptions::default(), extra_args).await
+    }
+
+    /// `start` with test-only config departures, a worker count and extra arguments.
+    pub async fn start_with(
+        up: Upstreams,
+        service_token: Option<&str>,
+        opts: EnvoyOptions,
+        extra_args: &[&str],
+    ) -> Envoy {
         paths::require_envoy_inputs();
         let dir = TempDir::new("envoy");
         let [plain, tls, admin] = paths::free_ports::<3>();
         let ports = Ports { plain, tls, admin };
         let config = dir.join("envoy.yaml");
-        std::fs::write(&config, render_tuned(ports, up, tuning))
-            .expect("write rendered envoy.yaml");
+        std::fs::write(&config, render_with(ports, up, opts)).expect("write rendered envoy.yaml");
 
         let mut cmd = Command::new(paths::venv_bin("envoy"));
         cmd.arg("-c")
             .arg(&config)
-            .args(["--concurrency", "2"])
+            .args(["--concurrency", &opts.workers.to_string()])
+            // The access log reaches its file within 0.1 s (default 10 s), for tests
+            // that read it.
+            .args(["--file-flush-interval-msec", "100"])
             // Unique per running Envoy (the admin port is ours while it runs). Hot restart
             // is off as well, so no shared-memory segment is left behind in /dev/shm.
             .args(["--base-id", &admin.to_string(), "--disable-hot-restart"])
+            .args(extra_args)
             .current_dir(dir.path())
             .env_remove("HOKUSAI_AUTH_SERVICE_TOKEN");
         if let Some(token) = service_token {
@@ -249,11 +310,6 @@ impl Envoy {
             .collect()
     }
 
-    /// Envoy's access log (its stdout) so far.
-    pub fn access_log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("access.log")).unwrap_or_default()
-    }
-
     /// Resident set size of the Envoy process, from /proc.
     pub fn rss_bytes(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
@@ -269,6 +325,24 @@ impl Envoy {
     /// Envoy's own log (stderr), e.g. to look for a filter's log line.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("envoy.log")).unwrap_or_default()
+    }
+
+    /// The access log (Envoy's stdout).
+    pub fn access_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("access.log")).unwrap_or_default()
+    }
+
+    /// `/stats/prometheus` as text.
+    pub async fn prometheus(&self) -> String {
+        let url = format!("http://127.0.0.1:{}/stats/prometheus", self.ports.admin);
+        self.admin
+            .get(&url)
+            .send()
+            .await
+            .expect("admin /stats/prometheus")
+            .text()
+            .await
+            .expect("admin /stats/prometheus body")
     }
 
     pub fn assert_running(&mut self) {

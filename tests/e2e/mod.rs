@@ -5,15 +5,18 @@
 //! owned by a guard that kills its whole process group when dropped, panics included.
 //!
 //! Nothing here skips: when `.venv/bin/envoy`, the `.wasm` or `certs/` are missing the
-//! test fails and says which `make` target provides them. `HOKUSAI_E2E_WASM=<path>` runs
-//! the suite against another build of the filter.
+//! test fails and says which `make` target provides them. The `.wasm` is looked for under
+//! `$CARGO_TARGET_DIR` when that is set, like the Makefile writes it;
+//! `HOKUSAI_E2E_WASM=<path>` runs the suite against any other build of the filter.
 //!
 //! Run one suite with `cargo test --release --test e2e_headers` (or all via `make test`).
 
 pub mod clients;
+pub mod ecs;
 pub mod envoy;
 pub mod mlflow;
 pub mod paths;
+pub mod pki;
 pub mod procs;
 pub mod raw_http;
 pub mod stack;

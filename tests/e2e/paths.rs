@@ -1,10 +1,13 @@
 //! Where the suite finds its inputs, and a scratch directory that cleans up after itself.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-/// The artifact `make build` writes, relative to the repo root.
+/// The artifact `make build` writes, relative to the repo root, as envoy.yaml names it.
 pub const WASM_REL: &str = "target/wasm32-wasip1/release/hokusai_auth_filter.wasm";
+/// The same artifact relative to cargo's target directory.
+pub const WASM_IN_TARGET: &str = "wasm32-wasip1/release/hokusai_auth_filter.wasm";
 
 pub fn repo_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -18,12 +21,25 @@ pub fn venv_bin(name: &str) -> PathBuf {
     repo_root().join(".venv/bin").join(name)
 }
 
-/// The filter under test. `HOKUSAI_E2E_WASM` points elsewhere (say, a build in another
-/// target dir); by default it is the artifact `make build` produces.
+/// Cargo's target directory for a given `CARGO_TARGET_DIR`: that directory when set and
+/// not empty (a relative one is taken from the repo root, as the Makefile does), else
+/// `target/` in the repo.
+pub fn target_dir_for(cargo_target_dir: Option<OsString>) -> PathBuf {
+    match cargo_target_dir {
+        Some(dir) if !dir.is_empty() => repo_root().join(dir),
+        _ => repo_root().join("target"),
+    }
+}
+
+/// The filter under test: `HOKUSAI_E2E_WASM` when set (any build, anywhere), else the
+/// artifact `make build` wrote, under `$CARGO_TARGET_DIR` when that is set. Both are read
+/// at run time: cargo hands its environment to the test binaries it runs.
 pub fn wasm() -> PathBuf {
     std::env::var_os("HOKUSAI_E2E_WASM")
         .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join(WASM_REL))
+        .unwrap_or_else(|| {
+            target_dir_for(std::env::var_os("CARGO_TARGET_DIR")).join(WASM_IN_TARGET)
+        })
 }
 
 pub fn certs_dir() -> PathBuf {
@@ -53,6 +69,8 @@ pub fn require_envoy_inputs() {
         "server.key",
         "client.crt",
         "client.key",
+        "jwks.json",
+        "jwt-signing.key",
     ] {
         require(&cert(file), "make certs");
     }

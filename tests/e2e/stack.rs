@@ -3,9 +3,11 @@
 
 use std::net::SocketAddr;
 
-use hokusai_devstack::{DevAuth, DevAuthConfig, Echo, EchoHandle, KeyStore};
+use hokusai_devstack::{
+    DevAuth, DevAuthConfig, DevLogin, Echo, EchoHandle, KeyStore, ServeOptions,
+};
 
-use super::envoy::{Envoy, Tuning, Upstreams};
+use super::envoy::{Envoy, EnvoyOptions, Upstreams};
 use super::paths;
 
 /// The token the dev auth service demands and the filter forwards (via Envoy's env).
@@ -24,8 +26,8 @@ pub struct StackOptions {
     pub auth: AuthMode,
     /// `None`: the in-process echo upstream.
     pub upstream_port: Option<u16>,
-    /// Filter settings instead of envoy.yaml's.
-    pub tuning: Tuning,
+    /// Worker count and test-only config departures.
+    pub envoy: EnvoyOptions,
 }
 
 impl Default for StackOptions {
@@ -33,7 +35,7 @@ impl Default for StackOptions {
         StackOptions {
             auth: AuthMode::Dev,
             upstream_port: None,
-            tuning: Tuning::default(),
+            envoy: EnvoyOptions::default(),
         }
     }
 }
@@ -53,6 +55,11 @@ impl Stack {
     }
 
     pub async fn start_with(opts: StackOptions) -> Stack {
+        Self::start_with_envoy_args(opts, &[]).await
+    }
+
+    /// As [`Stack::start_with`], passing extra command-line arguments to Envoy.
+    pub async fn start_with_envoy_args(opts: StackOptions, envoy_args: &[&str]) -> Stack {
         // Check before starting anything, so a missing input reads as such.
         paths::require_envoy_inputs();
         let (auth, auth_port) = match opts.auth {
@@ -73,13 +80,14 @@ impl Stack {
                 (Some(echo), port)
             }
         };
-        let envoy = Envoy::start_tuned(
+        let envoy = Envoy::start_with(
             Upstreams {
                 auth_port,
                 mlflow_port,
             },
             Some(SERVICE_TOKEN),
-            opts.tuning,
+            opts.envoy,
+            envoy_args,
         )
         .await;
         Stack {
@@ -124,6 +132,14 @@ impl Stack {
         assert_eq!(got, want, "filter counter {name}");
     }
 
+    /// A valid dev token (the login service's issuer, audience and key) for `sub`.
+    pub fn mint(&self, sub: &str, scopes: &[&str]) -> String {
+        self.auth()
+            .login()
+            .expect("the e2e dev auth service plays the login service")
+            .mint(sub, scopes)
+    }
+
     /// Callouts as counted by Envoy's auth cluster, independent of the service's own count.
     pub async fn auth_cluster_requests(&self) -> u64 {
         self.envoy
@@ -132,15 +148,26 @@ impl Stack {
     }
 }
 
+/// The login service's side, with the key whose public half Envoy loads from certs/jwks.json.
+pub fn dev_login() -> DevLogin {
+    DevLogin::from_key_file(paths::cert("jwt-signing.key"))
+        .unwrap_or_else(|e| panic!("e2e: {e}; run `make certs`"))
+}
+
 async fn start_dev_auth(listen: SocketAddr) -> DevAuth {
-    let auth = DevAuth::start(DevAuthConfig {
-        listen,
-        keys: KeyStore::dev_keys(),
-        service_token: Some(SERVICE_TOKEN.to_owned()),
-    })
+    DevAuth::start_with(
+        DevAuthConfig {
+            listen,
+            keys: KeyStore::dev_keys(),
+            service_token: Some(SERVICE_TOKEN.to_owned()),
+        },
+        ServeOptions {
+            // One stderr line per call would drown test output.
+            log_requests: false,
+            login: Some(dev_login()),
+            ..ServeOptions::default()
+        },
+    )
     .await
-    .expect("start dev auth service");
-    // One stderr line per call would drown test output.
-    auth.set_request_logging(false);
-    auth
+    .expect("start dev auth service")
 }

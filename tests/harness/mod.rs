@@ -44,15 +44,21 @@ use wasmtime::{Engine, Instance, InstancePre, Module, Store, WasmParams, WasmRes
 use state::{lock, Delivery, HostState, LocalReply, MetricValue, Stream, VmState};
 use wire::HeaderMap;
 
-/// The artifact `make build` produces, or `HOKUSAI_HARNESS_WASM` (another build of the
-/// filter, as `HOKUSAI_E2E_WASM` is for the end-to-end suite).
+/// The artifact `make build` produces: under `$CARGO_TARGET_DIR` when that is set and not
+/// empty (relative to the repo root, as in the Makefile), else under `target/`. Read at
+/// run time, not compile time: cargo passes its environment on to the test binaries.
+/// `HOKUSAI_HARNESS_WASM` names another build of the filter instead (as
+/// `HOKUSAI_E2E_WASM` does for the end-to-end suite).
 pub fn artifact_path() -> PathBuf {
-    std::env::var_os("HOKUSAI_HARNESS_WASM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("target/wasm32-wasip1/release/hokusai_auth_filter.wasm")
-        })
+    if let Some(path) = std::env::var_os("HOKUSAI_HARNESS_WASM").filter(|p| !p.is_empty()) {
+        return PathBuf::from(path);
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let target = match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => root.join(dir),
+        _ => root.join("target"),
+    };
+    target.join("wasm32-wasip1/release/hokusai_auth_filter.wasm")
 }
 
 fn engine() -> &'static Engine {

@@ -122,6 +122,12 @@ impl Request {
         self
     }
 
+    /// Sets a property by its exact segments, for paths whose segments contain dots
+    /// (`["metadata", "filter_metadata", "envoy.filters.http.jwt_authn", ...]`).
+    pub fn property_path(self, segments: &[&str], value: impl AsRef<[u8]>) -> Self {
+        self.property(&segments.join("\0"), value)
+    }
+
     pub fn without_property(mut self, name: &str) -> Self {
         self.properties.retain(|(n, _)| n != name);
         self
@@ -388,7 +394,7 @@ pub enum Outcome {
     /// The client went away (reset the stream or closed the connection) before the
     /// filter decided; see [`super::Vm::reset_by_client`].
     Abandoned,
-    /// The VM trapped; Envoy (fail_open: false) would answer 503 from now on.
+    /// The VM trapped; Envoy answers 503 until failure_policy FAIL_RELOAD replaces it.
     Crashed(String),
 }
 

@@ -66,6 +66,11 @@ pub fn decode_property_path(bytes: &[u8]) -> Vec<Vec<u8>> {
 /// segment list such a name stands for. A guest asking for the single segment
 /// "connection.mtls" does not match it, just as in Envoy.
 pub fn property_segments(dotted: &str) -> Vec<Vec<u8>> {
+    // A name holding NULs lists its segments exactly (a segment may contain dots, as
+    // metadata namespaces such as `envoy.filters.http.jwt_authn` do).
+    if dotted.contains('\0') {
+        return dotted.split('\0').map(|s| s.as_bytes().to_vec()).collect();
+    }
     dotted.split('.').map(|s| s.as_bytes().to_vec()).collect()
 }
 

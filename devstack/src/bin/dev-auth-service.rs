@@ -4,11 +4,15 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use hokusai_devstack::{sha256_hex, DevAuth, DevAuthConfig, KeyStore, ServeOptions};
+use hokusai_devstack::jwt::{self, JwtKey, DEV_AUDIENCE, DEV_ISSUER, DEV_SIGNING_KEY_PATH};
+use hokusai_devstack::{sha256_hex, DevAuth, DevAuthConfig, DevLogin, KeyStore, ServeOptions};
 
 const USAGE: &str = "\
 usage: dev-auth-service [--listen ADDR] [--keys FILE] [--service-token-env NAME]
+                        [--jwt-key FILE [--jwt-issuer ISS] [--jwt-audience AUD]]
                         [--control] [--quiet]
+       dev-auth-service mint --sub SUB [--scopes \"S1 S2\"] [--ttl SECONDS]
+                        [--aud AUD] [--iss ISS] [--key FILE]
        dev-auth-service --hash KEY
 
   --listen ADDR             address to bind (default 127.0.0.1:8000)
@@ -16,29 +20,62 @@ usage: dev-auth-service [--listen ADDR] [--keys FILE] [--service-token-env NAME]
                             devstack/dev-keys.json)
   --service-token-env NAME  require `Authorization: Bearer $NAME` when the key
                             comes in the body
+  --jwt-key FILE            also play the login service with this ES256 key
+                            (certs/jwt-signing.key): GET /.well-known/jwks.json,
+                            POST /api/v1/login, /api/v1/validate
+  --jwt-issuer ISS          the issuer tokens must name (default https://login.hokus.ai)
+  --jwt-audience AUD        the audience tokens must name (default mlflow)
   --control                 serve the dev-only /__dev/{fault,stats,reset} API
   --quiet                   no per-request log lines
-  --hash KEY                print the key_sha256 for KEY (to add keys) and exit";
+  --hash KEY                print the key_sha256 for KEY (to add keys) and exit
+
+  mint                      print a dev JWT signed with --key (default
+                            certs/jwt-signing.key) and exit: --sub (required),
+                            --scopes (space-separated, default none), --ttl
+                            (default 3600; negative: already expired),
+                            --aud (default mlflow), --iss (default
+                            https://login.hokus.ai)";
 
 struct Args {
     listen: SocketAddr,
     keys: Option<String>,
     service_token_env: Option<String>,
+    jwt_key: Option<String>,
+    jwt_issuer: String,
+    jwt_audience: String,
     control: bool,
     quiet: bool,
 }
 
+struct MintArgs {
+    sub: Option<String>,
+    scopes: String,
+    ttl_s: i64,
+    aud: String,
+    iss: String,
+    key: String,
+}
+
 enum Command {
     Serve(Args),
+    Mint(MintArgs),
     Hash(String),
     Help,
 }
 
-fn parse(mut argv: impl Iterator<Item = String>) -> Result<Command, String> {
+fn parse(argv: impl Iterator<Item = String>) -> Result<Command, String> {
+    let mut argv = argv.peekable();
+    if argv.peek().map(String::as_str) == Some("mint") {
+        argv.next();
+        return parse_mint(argv);
+    }
     let mut args = Args {
         listen: "127.0.0.1:8000".parse().expect("valid default"),
         keys: None,
         service_token_env: None,
+        jwt_key: None,
+        jwt_issuer: DEV_ISSUER.to_owned(),
+        jwt_audience: DEV_AUDIENCE.to_owned(),
         control: false,
         quiet: false,
     };
@@ -51,6 +88,9 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Result<Command, String> {
             }
             "--keys" => args.keys = Some(value()?),
             "--service-token-env" => args.service_token_env = Some(value()?),
+            "--jwt-key" => args.jwt_key = Some(value()?),
+            "--jwt-issuer" => args.jwt_issuer = value()?,
+            "--jwt-audience" => args.jwt_audience = value()?,
             "--control" => args.control = true,
             "--quiet" => args.quiet = true,
             "--hash" => return Ok(Command::Hash(value()?)),
@@ -61,10 +101,63 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Result<Command, String> {
     Ok(Command::Serve(args))
 }
 
+fn parse_mint(mut argv: impl Iterator<Item = String>) -> Result<Command, String> {
+    let mut args = MintArgs {
+        sub: None,
+        scopes: String::new(),
+        ttl_s: jwt::DEFAULT_TTL_S,
+        aud: DEV_AUDIENCE.to_owned(),
+        iss: DEV_ISSUER.to_owned(),
+        key: DEV_SIGNING_KEY_PATH.to_owned(),
+    };
+    while let Some(flag) = argv.next() {
+        let mut value = || argv.next().ok_or(format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--sub" => args.sub = Some(value()?),
+            "--scopes" => args.scopes = value()?,
+            "--ttl" => {
+                let v = value()?;
+                args.ttl_s = v.parse().map_err(|e| format!("--ttl {v}: {e}"))?;
+            }
+            "--aud" => args.aud = value()?,
+            "--iss" => args.iss = value()?,
+            "--key" => args.key = value()?,
+            "-h" | "--help" => return Ok(Command::Help),
+            other => return Err(format!("mint: unknown argument {other}")),
+        }
+    }
+    Ok(Command::Mint(args))
+}
+
+/// Prints the token (and only the token) on stdout.
+fn mint(args: MintArgs) -> Result<(), String> {
+    let sub = args
+        .sub
+        .filter(|s| !s.is_empty())
+        .ok_or("mint: --sub is required")?;
+    let key = JwtKey::from_pem_file(&args.key).map_err(|e| format!("{e} (run `make certs`)"))?;
+    let scopes: Vec<&str> = args.scopes.split_whitespace().collect();
+    let mut opts = jwt::MintOptions::new(&sub, &scopes);
+    opts.ttl_s = args.ttl_s;
+    opts.aud = vec![args.aud];
+    opts.iss = args.iss;
+    println!("{}", jwt::mint(&key, &opts));
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = match parse(std::env::args().skip(1)) {
         Ok(Command::Serve(args)) => args,
+        Ok(Command::Mint(args)) => {
+            return match mint(args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(msg) => {
+                    eprintln!("dev-auth-service: {msg}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Ok(Command::Hash(key)) => {
             println!("{}", sha256_hex(&key));
             return ExitCode::SUCCESS;
@@ -106,6 +199,19 @@ async fn run(args: Args) -> Result<(), String> {
             args.listen
         );
     }
+    let login = match &args.jwt_key {
+        Some(path) => {
+            let mut login = DevLogin::from_key_file(path).map_err(|e| e.to_string())?;
+            login.expect.issuer = args.jwt_issuer.clone();
+            login.expect.audiences = vec![args.jwt_audience.clone()];
+            Some(login)
+        }
+        None => None,
+    };
+    let login_note = match &login {
+        Some(login) => format!("login service on, kid {}", login.key.kid()),
+        None => "login service off".to_owned(),
+    };
     let key_count = keys.len();
     let token_note = if service_token.is_some() {
         "required"
@@ -121,12 +227,13 @@ async fn run(args: Args) -> Result<(), String> {
         ServeOptions {
             control_api: args.control,
             log_requests: !args.quiet,
+            login,
         },
     )
     .await
     .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     eprintln!(
-        "dev-auth-service: listening on {} ({key_count} keys, service token {token_note}, control API {})",
+        "dev-auth-service: listening on {} ({key_count} keys, service token {token_note}, {login_note}, control API {})",
         auth.base_url(),
         if args.control { "on" } else { "off" },
     );

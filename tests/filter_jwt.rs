@@ -1,0 +1,105 @@
+//! User tokens through the real .wasm: admitted from jwt_authn's verified payload in Envoy's
+//! dynamic metadata, refused without it, never sent to the auth service.
+
+mod filter_support;
+mod harness;
+
+use base64::Engine;
+use filter_support::*;
+use harness::{Host, Request};
+
+const SUB_PATH: [&str; 5] = [
+    "metadata",
+    "filter_metadata",
+    "envoy.filters.http.jwt_authn",
+    "jwt_payload",
+    "sub",
+];
+
+fn token(claims: &str) -> String {
+    let enc = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+    format!(
+        "{}.{}.c2lnbmF0dXJl",
+        enc(r#"{"alg":"RS256","kid":"dev"}"#),
+        enc(claims)
+    )
+}
+
+#[test]
+fn a_verified_token_is_admitted_with_its_claims_and_no_callout() {
+    let host = Host::new();
+    let mut vm = vm(&host);
+    let jwt = token(r#"{"sub":"user_123","scope":"mlflow:read mlflow:write","exp":4102444800}"#);
+    let request = Request::post("/api/2.0/mlflow/runs/create")
+        .bearer(&jwt)
+        .header("x-auth-method", "api_key")
+        .header("x-user-id", "mallory")
+        .property_path(&SUB_PATH, "user_123");
+    let upstream = vm.complete(request);
+    upstream.assert_forwarded();
+    assert_eq!(upstream.header("x-user-id").as_deref(), Some("user_123"));
+    assert_eq!(
+        upstream.header("x-auth-scopes").as_deref(),
+        Some("mlflow:read mlflow:write")
+    );
+    assert_eq!(upstream.header("x-auth-method").as_deref(), Some("jwt"));
+    assert_eq!(upstream.header("x-auth-path").as_deref(), Some("external"));
+    assert_eq!(upstream.header("x-api-key-id"), None);
+    assert_eq!(
+        upstream.header("authorization"),
+        Some(format!("Bearer {jwt}")),
+        "the original Authorization reaches MLflow"
+    );
+    assert!(vm.callout_history().is_empty());
+}
+
+#[test]
+fn a_read_only_token_cannot_write() {
+    let host = Host::new();
+    let mut vm = vm(&host);
+    let jwt = token(r#"{"sub":"user_9","scopes":["mlflow:read"]}"#);
+    let write = Request::post("/api/2.0/mlflow/runs/create")
+        .bearer(&jwt)
+        .property_path(&SUB_PATH, "user_9");
+    let body = assert_reply(&vm.complete(write), 403, "Insufficient permissions");
+    assert_eq!(body["required_scope"], "mlflow:write");
+    let read = Request::get("/api/2.0/mlflow/experiments/get")
+        .bearer(&jwt)
+        .property_path(&SUB_PATH, "user_9");
+    vm.complete(read).assert_forwarded();
+}
+
+#[test]
+fn a_token_without_verified_metadata_or_with_another_subject_is_refused() {
+    let host = Host::new();
+    let mut vm = vm(&host);
+    let jwt = token(r#"{"sub":"user_123","scope":"mlflow:read"}"#);
+    let unverified = Request::get("/api/2.0/mlflow/experiments/get").bearer(&jwt);
+    assert_reply(&vm.complete(unverified), 401, "Invalid or expired token");
+    // Metadata for one token, a different token in the header.
+    let swapped = Request::get("/api/2.0/mlflow/experiments/get")
+        .bearer(&jwt)
+        .property_path(&SUB_PATH, "admin");
+    assert_reply(&vm.complete(swapped), 401, "Invalid or expired token");
+    // A client header cannot stand in for the metadata.
+    let header_only = Request::get("/api/2.0/mlflow/experiments/get")
+        .bearer(&jwt)
+        .header("x-jwt-payload-sub", "user_123");
+    assert_reply(&vm.complete(header_only), 401, "Invalid or expired token");
+    assert!(
+        vm.callout_history().is_empty(),
+        "a token is never sent as a key"
+    );
+}
+
+#[test]
+fn api_keys_and_x_api_key_tokens_keep_the_key_path() {
+    let host = Host::new();
+    let mut vm = vm(&host);
+    through_callout(&mut vm, keyed_get(), read_write()).assert_forwarded();
+    // In x-api-key a JWT-shaped value is an API key: it goes to the auth service.
+    let jwt = token(r#"{"sub":"user_123"}"#);
+    let id = vm.send(Request::get("/api/2.0/mlflow/experiments/get").api_key(&jwt));
+    vm.outcome(id).assert_paused();
+    assert_eq!(vm.callouts_for(id)[0].json()["api_key"], jwt.as_str());
+}
