@@ -63,8 +63,11 @@ PLAIN_PROBES = [
     ("set_property", 64), ("shared_get", 64), ("shared_set", 64), ("metric_increment", 64),
     ("log_filtered", 64), ("log_printed", 8), ("time", 64), ("clear_route_cache", 64),
     ("header_replace", 1), ("set_header_map_pairs", 1), ("clear_route_cache", 1),
+    # Exactly the real filter's host calls for one warm request, once: B minus this is the
+    # filter's own work in the VM.
+    ("replay_warm", 1),
 ]
-TLS_PROBES = [(f"property:{p}", 64) for p in CONNECTION_PROPERTIES]
+TLS_PROBES = [(f"property:{p}", 64) for p in CONNECTION_PROPERTIES] + [("replay_internal", 1)]
 # A baseline (the probe filter with N = 0) runs before every this many runs of its listener
 # type, and each run is compared with the mean of the baselines just before and after it, so
 # slow changes in the machine's load cancel.
@@ -453,11 +456,16 @@ def summarize(raw: dict) -> dict:
     diffs = {}
     pairs = [("A_wasm − A (any wasm filter)", "A_wasm", "A"), ("B − A (filter, warm external)", "B", "A"),
              ("B − A_wasm (the filter's own work)", "B", "A_wasm"), ("C − A_tls (filter, internal)", "C", "A_tls"),
-             ("hostcall-cost N = 0 − A_wasm (two no-op filters)", None, "A_wasm")]
+             ("hostcall-cost N = 0 − A_wasm (two no-op filters)", None, "A_wasm"),
+             ("replay_warm − N = 0: the warm request's host calls, once each", "replay_warm@1", None),
+             ("B − replay_warm: the filter's own work in the VM, warm", "B", "replay_warm@1"),
+             ("replay_internal − N = 0 (TLS): the internal request's host calls", "replay_internal@1@tls", None),
+             ("C − replay_internal: the filter's own work in the VM, internal", "C", "replay_internal@1@tls")]
     pairs += [(f"{i['id']} − B", i["id"], "B") for i in raw["items"] if i["id"].startswith("B[")]
+    zero = {r: 0.0 for r in reps}
     for label, x, y in pairs:
-        px = rel_rep.get(x, {}) if x else {r: 0.0 for r in reps}
-        py = rel_rep.get(y, {})
+        px = rel_rep.get(x, {}) if x else zero
+        py = rel_rep.get(y, {}) if y else zero
         vals = [px[r] - py[r] for r in reps if r in px and r in py]
         if vals:
             diffs[label] = stats(vals)
@@ -712,6 +720,22 @@ def wasm_markdown(w: dict, opt: dict | None) -> list[str]:
         lines.append(f"| {p['name']}: {p['what']} | {p['fuel_median']:,} | {p['fuel_min']:,}–{p['fuel_max']:,} | "
                      f"{p['fuel_by_export'].get('proxy_on_request_headers', 0):,} | {p['host_calls_total']} | "
                      f"{fmt_calls(p['host_calls'])} | {p['guest_allocations']} |")
+    guest = w.get("guest_fuel_per_host_call") or {}
+    if guest:
+        warm = next((p for p in w["paths"] if p["name"] == "warm"), None)
+        lines += ["", "The guest's side of each host call (bench/hostcall-cost in the same harness, the same request; "
+                  "fuel per call: the SDK wrapper and, for a value Envoy returns, its allocation and decoding in "
+                  "the VM; this also runs, in V8, inside the Envoy-side per-call costs below):", "",
+                  "| host call | fuel per call |", "|---|---:|"]
+        for call, fuel in guest.items():
+            label = "replay_warm (all of a warm request's host calls, once)" if call == "replay_warm" else call
+            lines.append(f"| {label} | {fuel:,} |")
+        if warm and "replay_warm" in guest:
+            base = w.get("probe_request_fuel", 0)
+            own = warm["fuel_median"] - base - guest["replay_warm"]
+            lines += ["", f"Of the warm request's {warm['fuel_median']:,} instructions, {guest['replay_warm']:,} are "
+                      f"its host calls' guest side (the SDK), {base:,} what the SDK does for any request (the no-op "
+                      f"probe's), and {own:,} the filter's own logic."]
     if opt:
         lines += ["", "Warm external request by build of the filter (`make cost-model-opt-levels`; the committed "
                   "profile is `z`; nothing else changed):", "",

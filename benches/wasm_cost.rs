@@ -168,6 +168,14 @@ fn forwarded(vm: &mut Vm, request: Request, auth_path: Option<&str>) {
     vm.finish(id);
 }
 
+/// The same for bench/hostcall-cost, whose replays write identity headers of their own.
+fn probed(vm: &mut Vm, request: Request) {
+    let id = vm.send(request);
+    vm.outcome(id).assert_forwarded();
+    vm.respond(id, 200, &[("content-type", "application/json")]);
+    vm.finish(id);
+}
+
 fn warm_external(wasm: &Path, warmup: usize, n: usize) -> Vec<Sample> {
     let host = Host::metered_wasm(wasm);
     let mut vm = vm(&host);
@@ -449,8 +457,9 @@ fn compare(a: &Args) {
 }
 
 /// The calls bench/hostcall-cost probes in Envoy that the harness implements (Envoy's
-/// `clear_route_cache` foreign function is not one of them).
-const GUEST_SIDE_CALLS: [&str; 13] = [
+/// `clear_route_cache` foreign function is not one of them), and the replay of a warm
+/// request's host calls.
+const GUEST_SIDE_CALLS: [&str; 14] = [
     "header_pairs",
     "header_get",
     "header_add",
@@ -464,6 +473,7 @@ const GUEST_SIDE_CALLS: [&str; 13] = [
     "shared_set",
     "metric_increment",
     "time",
+    "replay_warm",
 ];
 
 /// Fuel of one request through bench/hostcall-cost making `call` `n` times.
@@ -473,26 +483,30 @@ fn probe_fuel(wasm: &Path, call: &str, n: u32) -> u64 {
         .vm(&format!("{call} {n}"))
         .unwrap_or_else(|e| panic!("hostcall-cost refused `{call} {n}`: {e}"));
     for seq in 0..3 {
-        forwarded(&mut vm, external(seq, 0), None);
+        probed(&mut vm, external(seq, 0));
     }
-    measure(&mut vm, |vm| forwarded(vm, external(3, 0), None)).fuel
+    measure(&mut vm, |vm| probed(vm, external(3, 0))).fuel
 }
 
 /// The guest's side of each host call: the SDK wrapper, and for values Envoy returns, the
 /// allocation and decoding in the VM. Deterministic, like all fuel.
-fn guest_side(wasm: &Path) -> Vec<(String, u64)> {
+/// Also returns the fuel of a request through the probe with N = 0 (the SDK's own work for
+/// any request: context create, callbacks, delete).
+fn guest_side(wasm: &Path) -> (u64, Vec<(String, u64)>) {
     let base = probe_fuel(wasm, "none", 0);
-    GUEST_SIDE_CALLS
+    let rows = GUEST_SIDE_CALLS
         .iter()
         .map(|call| {
-            let n = 8;
+            // A replay adds its headers, so a second one would decode a longer map.
+            let n = if call.starts_with("replay") { 1 } else { 8 };
             let fuel = probe_fuel(wasm, call, n);
             (
                 call.to_string(),
                 (fuel.saturating_sub(base) + n as u64 / 2) / n as u64,
             )
         })
-        .collect()
+        .collect();
+    (base, rows)
 }
 
 fn write_json(path: &Path, text: &str) {
@@ -544,21 +558,22 @@ fn main() {
         },
     ];
     print_table(&paths);
-    let guest = if a.hostcall.exists() {
-        let rows = guest_side(&a.hostcall);
+    let (probe_base, guest) = if a.hostcall.exists() {
+        let (base, rows) = guest_side(&a.hostcall);
         println!(
             "\nGuest-side fuel per host call (bench/hostcall-cost in the harness, this request):"
         );
         for (call, fuel) in &rows {
             println!("  {call:28} {fuel}");
         }
-        rows
+        println!("  (a request through the probe with N = 0: {base})");
+        (base, rows)
     } else {
         println!(
             "\n(no guest-side fuel per host call: {} is not built; `make cost-model-envoy` builds it)",
             a.hostcall.display()
         );
-        Vec::new()
+        (0, Vec::new())
     };
     let guest_json: Vec<String> = guest
         .iter()
@@ -569,7 +584,7 @@ fn main() {
     write_json(
         &a.json,
         &format!(
-            "{{\"wasm\": {:?}, \"wasm_bytes\": {size}, \"requests_per_path\": {n}, \"warmup_per_path\": {w}, \"guest_fuel_per_host_call\": {{{}}}, \"paths\": [\n{}\n]}}\n",
+            "{{\"wasm\": {:?}, \"wasm_bytes\": {size}, \"requests_per_path\": {n}, \"warmup_per_path\": {w}, \"probe_request_fuel\": {probe_base}, \"guest_fuel_per_host_call\": {{{}}}, \"paths\": [\n{}\n]}}\n",
             artifact.display().to_string(),
             guest_json.join(", "),
             body.join(",\n")

@@ -8,6 +8,9 @@
 //! `clear_route_cache` (Envoy's foreign function), and the driver's route-cache checks:
 //! `route_probe` (one replace of the header a probe route matches on) and
 //! `route_probe_clear` (the same, then `clear_route_cache`); see `cost_model.py`.
+//! `replay_warm` and `replay_internal` make, N times, exactly the host calls the real filter
+//! makes for a warm external request and an internal mTLS one (same headers, same values)
+//! and nothing else, so the real filter minus its replay is the filter's own work in the VM.
 //!
 //! Writes go to a scratch header so the request stays what the upstream expects. A failed
 //! call is logged once per plugin at error level (the driver fails on such a line); a
@@ -54,7 +57,34 @@ enum Call {
     ClearRouteCache,
     RouteProbe,
     RouteProbeClear,
+    ReplayWarm,
+    ReplayInternal,
 }
+
+/// What the real filter writes for the bench's key `hk_bench_0000` (src/core/decision.rs).
+const WARM_HEADERS: [(&str, &str); 5] = [
+    ("x-user-id", "bench-user-0000"),
+    ("x-api-key-id", "key-bench-0000"),
+    ("x-auth-scopes", "mlflow:read mlflow:write"),
+    ("x-auth-path", "external"),
+    ("x-auth-method", "api_key"),
+];
+/// ... and for the allow-listed client certificate on the internal path.
+const INTERNAL_HEADERS: [(&str, &str); 5] = [
+    ("x-user-id", "internal_service"),
+    ("x-auth-scopes", "mlflow:read mlflow:write"),
+    ("x-auth-path", "internal"),
+    ("x-auth-method", "mtls"),
+    (
+        "x-auth-identity",
+        "spiffe://hokusai.internal/ns/development/sa/hokusai-api",
+    ),
+];
+const PEER_PROPERTIES: [&str; 3] = [
+    "uri_san_peer_certificate",
+    "dns_san_peer_certificate",
+    "subject_peer_certificate",
+];
 
 impl Call {
     fn parse(name: &str) -> Option<Self> {
@@ -79,6 +109,8 @@ impl Call {
             "clear_route_cache" => Call::ClearRouteCache,
             "route_probe" => Call::RouteProbe,
             "route_probe_clear" => Call::RouteProbeClear,
+            "replay_warm" => Call::ReplayWarm,
+            "replay_internal" => Call::ReplayInternal,
             _ => return None,
         })
     }
@@ -101,6 +133,35 @@ impl Plan {
                     &format!("hostcall-cost: {what} failed: {status:?}"),
                 );
             }
+        }
+    }
+
+    /// One request's host calls of the real filter, in its order: the header map, the mTLS
+    /// flag (and on the internal path the peer's certificate), the clock, the identity
+    /// headers, one counter.
+    fn replay(&self, internal: bool) {
+        let req = MapType::HttpRequestHeaders;
+        self.check("replay", hostcalls::get_map_bytes(req));
+        self.check(
+            "replay",
+            hostcalls::get_property(vec!["connection", "mtls"]),
+        );
+        if internal {
+            for name in PEER_PROPERTIES {
+                self.check("replay", hostcalls::get_property(vec!["connection", name]));
+            }
+        }
+        self.check("replay", hostcalls::get_current_time());
+        let headers = if internal {
+            &INTERNAL_HEADERS
+        } else {
+            &WARM_HEADERS
+        };
+        for (name, value) in headers {
+            self.check("replay", hostcalls::set_map_value(req, name, Some(value)));
+        }
+        if let Some(id) = self.metric {
+            self.check("replay", hostcalls::increment_metric(id, 1));
         }
     }
 
@@ -202,6 +263,8 @@ impl Plan {
                 "route_probe",
                 hostcalls::set_map_value(req, ROUTE_HEADER, Some("rematched")),
             ),
+            Call::ReplayWarm => (0..n).for_each(|_| self.replay(false)),
+            Call::ReplayInternal => (0..n).for_each(|_| self.replay(true)),
             Call::RouteProbeClear => {
                 let write = hostcalls::set_map_value(req, ROUTE_HEADER, Some("rematched"));
                 self.check("route_probe_clear", write);
@@ -238,7 +301,11 @@ impl RootContext for Root {
             );
             return false;
         };
-        let metric = (call == Call::MetricIncrement)
+        let counts = matches!(
+            call,
+            Call::MetricIncrement | Call::ReplayWarm | Call::ReplayInternal
+        );
+        let metric = counts
             .then(|| hostcalls::define_metric(MetricType::Counter, "hostcall_cost.increments").ok())
             .flatten();
         if call == Call::SharedGet {
