@@ -89,6 +89,10 @@ HOST_CALL_PROBES = {
     "proxy_get_current_time_nanoseconds": "time",
 }
 REQUEST_HEADER_WRITES = ("header_add", "header_replace", "header_remove", "set_header_map_pairs")
+# The identity headers the filter sets for the bench's first key (src/core/decision.rs).
+WARM_IDENTITY_HEADERS = [("x-user-id", "bench-user-0000"), ("x-api-key-id", "key-bench-0000"),
+                         ("x-auth-scopes", "mlflow:read mlflow:write"), ("x-auth-path", "external"),
+                         ("x-auth-method", "api_key")]
 
 
 @dataclass(frozen=True)
@@ -110,13 +114,18 @@ class Item:
 
 def probe(call: str, n: int, listener: str = "plain") -> Item:
     suffix = "@tls" if listener == "tls" else ""
-    return Item(f"{call}@{n}{suffix}", f"hostcall-cost: {call} ×{n}", listener, "probe", call, n)
+    # A replay writes the real filter's identity headers, x-auth-path among them.
+    auth_path = {"replay_warm": "external", "replay_internal": "internal"}.get(call)
+    return Item(f"{call}@{n}{suffix}", f"hostcall-cost: {call} ×{n}", listener, "probe", call, n,
+                expect_auth_path=auth_path)
 
 
 def items(variants: dict[str, Path]) -> list[Item]:
     out = [
         Item("A", "bare Envoy (router only)", "plain", "router"),
         Item("A_wasm", "no-op wasm filter", "plain", "noop"),
+        Item("A_hdrs", "bare Envoy, the route adds the warm request's 5 identity headers", "plain", "router+headers",
+             expect_auth_path="external"),
         Item("B", "the filter, warm external (1 key)", "plain", "filter", keys=1, expect_auth_path="external"),
         probe("none", 0),
         *[probe(c, n) for c, n in PLAIN_PROBES],
@@ -199,7 +208,7 @@ class CostModelEnvoy:
         return filt
 
     def _filter_for(self, item: Item) -> dict | None:
-        if item.kind == "router":
+        if item.kind.startswith("router"):
             return None
         if item.kind == "noop":
             return self.b.configs._noop_wasm()
@@ -215,7 +224,7 @@ class CostModelEnvoy:
         return filt
 
     def _listener(self, template: dict, name: str, port: int, filt: dict | None,
-                  route_probe: bool = False) -> dict:
+                  route_probe: bool = False, identity_headers: bool = False) -> dict:
         listener = deepcopy(template)
         listener["name"] = name
         listener["address"]["socket_address"]["port_value"] = port
@@ -225,6 +234,12 @@ class CostModelEnvoy:
         if filt is not None:
             filters.insert(len(filters) - 1, filt)
         hcm["http_filters"] = filters
+        if identity_headers:
+            # What the filter adds to a warm request, added by Envoy's route instead: the cost
+            # of carrying five more headers upstream (and, with echo-upstream, back).
+            hcm["route_config"]["virtual_hosts"][0]["request_headers_to_add"] = [
+                {"header": {"key": k, "value": v}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+                for k, v in WARM_IDENTITY_HEADERS]
         if route_probe:
             # Answered by Envoy itself when the header reads "rematched": a request that
             # reaches it was routed again after the filter wrote the header.
@@ -241,7 +256,8 @@ class CostModelEnvoy:
         tls = self.b.configs.server(Scenario("A_tls", "", "tls", None, 0, None))
         templates = {"plain": plain["static_resources"]["listeners"][0],
                      "tls": tls["static_resources"]["listeners"][0]}
-        listeners = [self._listener(templates[i.listener], i.id, self.server_ports[i.id], self._filter_for(i))
+        listeners = [self._listener(templates[i.listener], i.id, self.server_ports[i.id], self._filter_for(i),
+                                    identity_headers=i.kind == "router+headers")
                      for i in self.items]
         for call, port in self.route_checks.items():
             listeners.append(self._listener(templates["plain"], call, port, self._probe_filter(call, 1),
@@ -457,6 +473,7 @@ def summarize(raw: dict) -> dict:
     pairs = [("A_wasm − A (any wasm filter)", "A_wasm", "A"), ("B − A (filter, warm external)", "B", "A"),
              ("B − A_wasm (the filter's own work)", "B", "A_wasm"), ("C − A_tls (filter, internal)", "C", "A_tls"),
              ("hostcall-cost N = 0 − A_wasm (two no-op filters)", None, "A_wasm"),
+             ("A_hdrs − A: five more headers upstream and echoed back, no filter", "A_hdrs", "A"),
              ("replay_warm − N = 0: the warm request's host calls, once each", "replay_warm@1", None),
              ("B − replay_warm: the filter's own work in the VM, warm", "B", "replay_warm@1"),
              ("replay_internal − N = 0 (TLS): the internal request's host calls", "replay_internal@1@tls", None),
@@ -676,7 +693,7 @@ def main_native(a: argparse.Namespace) -> int:
         "native_ns_per_request": native["native_ns_per_request"],
         "top_inclusive": [{"function": k, "instructions_per_request": v / n, "share": v / total} for v, k in top],
         "by_category_self": [{"category": c, "instructions_per_request": v / n, "share": v / total}
-                             for c, v in sorted(cats.items(), key=lambda kv: -kv[1]) if v],
+                             for c, v in sorted(cats.items(), key=lambda kv: -kv[1]) if v >= 0.005 * total],
     }
     RAW.mkdir(parents=True, exist_ok=True)
     CALLGRIND_JSON.write_text(json.dumps(result, indent=1) + "\n")
@@ -706,7 +723,7 @@ def wasm_markdown(w: dict, opt: dict | None) -> list[str]:
         "",
         f"`make cost-model` (benches/wasm_cost.rs): the release `.wasm` ({w['wasm_bytes']:,} bytes) in the "
         "wasmtime proxy-wasm host the tests use, envoy.yaml's plugin configuration, a realistic MLflow client "
-        "request (10 headers). Fuel is wasmtime's count of wasm instructions executed (one per instruction; a few, "
+        "request (10 headers, pseudo-headers and Envoy's own included, plus the key). Fuel is wasmtime's count of wasm instructions executed (one per instruction; a few, "
         "such as `nop`, are free, and a bulk `memory.copy` counts as one whatever its length), over the whole "
         f"stream (context create, headers, response headers, log, done, delete); median of {w['requests_per_path']} "
         "requests after a warm-up. Fuel is deterministic: rerunning gives the same numbers; min–max shows where "
@@ -788,10 +805,12 @@ def envoy_markdown(raw: dict, wasm: dict | None) -> list[str]:
         f"Envoy 1.40 (`--concurrency 1`, pinned to CPU {raw['cpus']['envoy'] if raw.get('cpus') else '(none)'}) with "
         "a listener per row, each the production listener with one HTTP filter changed; wrk "
         f"(`-c {st['connections']}`, {st['duration_s']} s per run, same Lua script as `make bench`) drives one "
-        f"listener at a time, every listener once per repetition in a shuffled order, {st['reps']} repetitions. "
-        "Envoy CPU µs per request from /proc over each run; the probe rows use bench/hostcall-cost, which makes "
-        "one host call N times in on_http_request_headers and nothing else: per call = (cost(N) − cost(N = 0)) / N "
-        "within each repetition; median and range over the repetitions. A first-call extra (N = 1 rows) is "
+        f"listener at a time, every listener once per repetition in a shuffled order with the N = 0 baseline of "
+        f"its listener type before every {BASELINE_EVERY}th run, {st['reps']} repetitions. Envoy CPU µs per request "
+        "from /proc (all threads' schedstat) over each run, compared with the mean of the baselines just before and "
+        "after it. The probe rows use bench/hostcall-cost, which makes one host call N times in "
+        "on_http_request_headers and nothing else: per call = (cost(N) − baseline) / N; the replay rows make "
+        "exactly the real filter's host calls for one request, once. Median and range over the repetitions. A first-call extra (N = 1 rows) is "
         "cost(1) − cost(0) − the per-call cost: one-off work such as Envoy picking the route again.",
         "",
         f"Machine during the run: load average {noise['loadavg_1m']['median']:.1f} (1 min, median; "
@@ -823,7 +842,7 @@ def envoy_markdown(raw: dict, wasm: dict | None) -> list[str]:
         "| listener | what | Envoy CPU µs / request | range | over its N = 0 baseline | range | req/s | errors |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for iid in ["A", "A_wasm", "none@0", "B", *[k for k in it if k.startswith("B[")], "A_tls", "none@0@tls", "C"]:
+    for iid in ["A", "A_wasm", "A_hdrs", "none@0", "B", "replay_warm@1", *[k for k in it if k.startswith("B[")], "A_tls", "none@0@tls", "C", "replay_internal@1@tls"]:
         if iid not in it or not it[iid]["us_per_request"]:
             continue
         x = it[iid]

@@ -393,7 +393,9 @@ fn print_table(paths: &[Path_]) {
 
 struct Args {
     requests: usize,
-    json: PathBuf,
+    /// Where the JSON goes; by default bench/raw/wasm_cost.json, or for `--compare`
+    /// bench/raw/wasm_cost_compare.json (so a comparison never replaces the full table).
+    json: Option<PathBuf>,
     compare: Vec<(String, PathBuf)>,
     hostcall: PathBuf,
 }
@@ -401,7 +403,7 @@ struct Args {
 fn args() -> Args {
     let mut a = Args {
         requests: 50,
-        json: Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/raw/wasm_cost.json"),
+        json: None,
         compare: Vec::new(),
         hostcall: Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("target/bench-hostcall/wasm32-wasip1/release/bench_hostcall_cost.wasm"),
@@ -417,7 +419,7 @@ fn args() -> Args {
                     .and_then(|n| n.parse().ok())
                     .expect("--requests N")
             }
-            "--json" => a.json = it.next().expect("--json PATH").into(),
+            "--json" => a.json = Some(it.next().expect("--json PATH").into()),
             "--hostcall" => a.hostcall = it.next().expect("--hostcall PATH").into(),
             "--compare" => {
                 let spec = it.next().expect("--compare LABEL=PATH");
@@ -453,7 +455,11 @@ fn compare(a: &Args) {
             t.fuel
         ));
     }
-    write_json(&a.json, &format!("{{\"builds\": [{}]}}\n", rows.join(", ")));
+    let json = a
+        .json
+        .clone()
+        .unwrap_or_else(|| raw_dir().join("wasm_cost_compare.json"));
+    write_json(&json, &format!("{{\"builds\": [{}]}}\n", rows.join(", ")));
 }
 
 /// The calls bench/hostcall-cost probes in Envoy that the harness implements (Envoy's
@@ -507,6 +513,10 @@ fn guest_side(wasm: &Path) -> (u64, Vec<(String, u64)>) {
         })
         .collect();
     (base, rows)
+}
+
+fn raw_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/raw")
 }
 
 fn write_json(path: &Path, text: &str) {
@@ -581,8 +591,12 @@ fn main() {
         .collect();
     let size = std::fs::metadata(&artifact).map(|m| m.len()).unwrap_or(0);
     let body: Vec<String> = paths.iter().map(path_json).collect();
+    let json = a
+        .json
+        .clone()
+        .unwrap_or_else(|| raw_dir().join("wasm_cost.json"));
     write_json(
-        &a.json,
+        &json,
         &format!(
             "{{\"wasm\": {:?}, \"wasm_bytes\": {size}, \"requests_per_path\": {n}, \"warmup_per_path\": {w}, \"probe_request_fuel\": {probe_base}, \"guest_fuel_per_host_call\": {{{}}}, \"paths\": [\n{}\n]}}\n",
             artifact.display().to_string(),
