@@ -147,6 +147,20 @@ def likely_cause(t: dict, s: dict, filter_cache: dict) -> str:
     return "not analysed."
 
 
+def kept_cost_model_section(path: Path) -> str:
+    """The "Cost model" section bench/cost_model.py wrote into results.md, carried over so a
+    new benchmark report does not drop it (it has its own raw data and make targets)."""
+    begin, end = "<!-- cost-model:begin", "<!-- cost-model:end -->"
+    try:
+        text = path.read_text()
+    except OSError:
+        return ""
+    if begin not in text or end not in text:
+        return ""
+    section = begin + text.split(begin, 1)[1].split(end, 1)[0] + end
+    return "\n\n" + section + "\n"
+
+
 def write_markdown(raw: dict, summary: dict, targets: list[dict], path: Path) -> None:
     m, st, runs = raw["machine"], raw["settings"], raw["runs"]
     s = summary
@@ -270,7 +284,7 @@ def write_markdown(raw: dict, summary: dict, targets: list[dict], path: Path) ->
               "Envoy configs are envoy/envoy.yaml's, with only the HTTP filter under test changed.",
               "- Bench keys have no rate limit; a key with `rate_limit_per_hour` adds a shared-data "
               "read and write per request.", ""]
-    path.write_text("\n".join(lines))
+    path.write_text("\n".join(lines) + kept_cost_model_section(path))
 
 
 def plot(summary: dict, path: Path) -> None:
