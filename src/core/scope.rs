@@ -1,5 +1,5 @@
 //! Which access an MLflow call needs: `read` or `write`, looked up by endpoint in an explicit
-//! table of what MLflow 3.17 serves ([`endpoints`]), never guessed from a path's words.
+//! table of what MLflow 3.17 serves ([`endpoint_table`]), never guessed from a path's words.
 //!
 //! How a request is matched:
 //! - the query and fragment are dropped; nothing is percent-decoded or case-folded, so an
