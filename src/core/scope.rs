@@ -178,7 +178,10 @@ pub fn required_access(method: &str, path: &str) -> Access {
 /// What the table says about a request: `None` when no entry matches.
 pub fn lookup(method: &str, path: &str) -> Option<Access> {
     let method = Method::parse(method)?;
-    let path = path.split(['?', '#']).next().unwrap_or_default();
+    let path = match path.bytes().position(|b| b == b'?' || b == b'#') {
+        Some(end) => &path[..end],
+        None => path,
+    };
     if path.len() > MAX_PATH {
         return None;
     }
@@ -202,7 +205,27 @@ pub fn lookup(method: &str, path: &str) -> Option<Access> {
 }
 
 /// One reading of the path: `endpoint` is what follows `root`.
+///
+/// A path that is exactly a literal entry takes that entry's verdict at once: the table
+/// holds no wildcard entry that fits a literal pattern with another access
+/// (`tests::a_literal_match_is_never_overruled` checks every one), so scanning the wildcard
+/// entries could not change it. That is the common case (`experiments/get`,
+/// `runs/search`, ...), and it costs one binary search.
 fn classify(root: Root, method: Method, endpoint: &str) -> Option<Access> {
+    let (literal, _) = candidates(method);
+    let exact = literal
+        .binary_search_by(|e| e.pattern.cmp(endpoint))
+        .ok()
+        .map(|at| &literal[at])
+        .filter(|e| e.roots.includes(root));
+    if let Some(entry) = exact {
+        return Some(guard_artifacts(method, endpoint, entry.access));
+    }
+    classify_by_scan(root, method, endpoint)
+}
+
+/// The full rule: every matching entry (literal and wildcard) must say read.
+fn classify_by_scan(root: Root, method: Method, endpoint: &str) -> Option<Access> {
     let (literal, wild) = candidates(method);
     // At most one literal entry per (method, pattern): a binary search finds it.
     let mut verdict = literal
@@ -222,11 +245,17 @@ fn classify(root: Root, method: Method, endpoint: &str) -> Option<Access> {
             verdict = Some(Access::Read);
         }
     }
-    if verdict.is_some() && method != Method::Get && endpoint.starts_with(ARTIFACTS) {
-        // Uploads, deletes and multipart calls: never a read, whatever a row says.
-        return Some(Access::Write);
+    verdict.map(|access| guard_artifacts(method, endpoint, access))
+}
+
+/// Uploads, deletes and multipart calls on the artifact API: never a read, whatever a row
+/// says.
+fn guard_artifacts(method: Method, endpoint: &str, access: Access) -> Access {
+    if method != Method::Get && endpoint.starts_with(ARTIFACTS) {
+        Access::Write
+    } else {
+        access
     }
-    verdict
 }
 
 /// The entries for `method`: literal patterns (sorted), then those with wildcards.

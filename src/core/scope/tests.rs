@@ -435,6 +435,29 @@ fn the_table_is_consistent() {
 }
 
 #[test]
+fn a_literal_match_is_never_overruled() {
+    // classify's fast path trusts this: for every literal entry, under every root it is
+    // served on, the full scan over the table agrees with the entry alone.
+    let mut checked = 0;
+    for e in endpoint_table().iter().filter(|e| !e.has_wildcard()) {
+        for root in [Root::Api, Root::Ajax] {
+            if e.roots.includes(root) {
+                assert_eq!(
+                    classify_by_scan(root, e.method, e.pattern),
+                    classify(root, e.method, e.pattern),
+                    "{} {}{}",
+                    e.method.as_str(),
+                    root.as_str(),
+                    e.pattern
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 200, "{checked}");
+}
+
+#[test]
 fn the_lookup_index_holds_the_whole_table_in_order() {
     assert_eq!(INDEX.len(), endpoint_table().len());
     for pair in INDEX.windows(2) {
