@@ -8,7 +8,8 @@ WASM := $(or $(CARGO_TARGET_DIR),target)/$(WASM_TARGET)/release/hokusai_auth_fil
 VENV := .venv
 PY := python3
 
-.PHONY: all build toolchain venv certs lint unit observability-check test run bench bench-smoke clean
+.PHONY: all build toolchain venv certs lint unit observability-check test run bench bench-smoke clean \
+  cost-model cost-model-opt-levels cost-model-envoy
 
 all: build
 
@@ -81,6 +82,44 @@ bench: build venv certs
 bench-smoke: build venv certs
 	$(BENCH_PREP)
 	$(VENV)/bin/python bench/bench.py --smoke $(BENCH_ARGS)
+
+# Cost model (bench/README.md, "Cost model"): where a request's cost goes.
+# `cost-model` (~1 min after the builds, needs valgrind): wasm instructions and host calls per
+# request path of the release .wasm, and a callgrind view of the core's warm decision.
+# `cost-model-opt-levels`: the warm request's fuel and the .wasm size at opt-level z, s and 3
+# (built in their own target dirs; Cargo.toml's profile is not touched).
+# `cost-model-envoy` (~8 min, needs wrk): Envoy CPU per host call, per wasm filter and per
+# request; add COST_MODEL_VARIANTS="s 3" to measure those builds of the filter in Envoy too.
+# Each prints its tables and updates bench/raw/ and the Cost model section of bench/results.md.
+OPT_LEVELS := s 3
+COST_MODEL_VARIANTS ?=
+opt_wasm = $(BENCH_TARGET_DIR)/opt-$(1)/$(WASM_TARGET)/release/hokusai_auth_filter.wasm
+
+cost-model: build venv certs
+	cargo bench --profile ci --bench wasm_cost
+	$(VENV)/bin/python bench/cost_model.py native
+	$(VENV)/bin/python bench/cost_model.py render
+
+cost-model-opt-levels: build venv
+	for level in $(OPT_LEVELS); do \
+	  CARGO_PROFILE_RELEASE_OPT_LEVEL=$$level cargo build --release --target $(WASM_TARGET) \
+	    -p hokusai-auth-filter --target-dir $(BENCH_TARGET_DIR)/opt-$$level || exit 1; \
+	done
+	cargo bench --profile ci --bench wasm_cost -- --json bench/raw/wasm_cost_opt_levels.json \
+	  --compare z=$(WASM) $(foreach l,$(OPT_LEVELS),--compare $(l)=$(call opt_wasm,$(l)))
+	$(VENV)/bin/python bench/cost_model.py render
+
+cost-model-envoy: build venv certs
+	$(BENCH_PREP)
+	cargo build --release --locked --target $(WASM_TARGET) \
+	  --manifest-path bench/hostcall-cost/Cargo.toml --target-dir $(BENCH_TARGET_DIR)/bench-hostcall
+	for level in $(COST_MODEL_VARIANTS); do \
+	  CARGO_PROFILE_RELEASE_OPT_LEVEL=$$level cargo build --release --target $(WASM_TARGET) \
+	    -p hokusai-auth-filter --target-dir $(BENCH_TARGET_DIR)/opt-$$level || exit 1; \
+	done
+	$(VENV)/bin/python bench/cost_model.py envoy $(BENCH_ARGS) \
+	  --hostcall-wasm $(BENCH_TARGET_DIR)/bench-hostcall/$(WASM_TARGET)/release/bench_hostcall_cost.wasm \
+	  $(foreach l,$(COST_MODEL_VARIANTS),--variant opt-$(l)=$(call opt_wasm,$(l)))
 
 clean:
 	cargo clean

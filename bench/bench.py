@@ -48,6 +48,7 @@ CERTS = ROOT / "certs"
 SERVER_NAME = "mlflow.hokusai-development.local"
 
 HCM_TYPE = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+JWT_AUTHN_TYPE = "envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication"
 WASM_TYPE = "envoy.extensions.filters.http.wasm.v3.Wasm"
 ROUTER_TYPE = "envoy.extensions.filters.http.router.v3.Router"
 
@@ -333,8 +334,11 @@ class ConfigFactory:
         # No access log: it would add the same per-request cost to every scenario and
         # hide the filter's share. Everything else is the production connection manager.
         hcm.pop("access_log", None)
+        # Only the filter under test changes: the wasm filter is taken out and put back per
+        # scenario; jwt_authn (user tokens) is taken out everywhere, since no scenario sends a
+        # JWT and bare Envoy means no authentication at all.
         filters = [f for f in hcm["http_filters"]
-                   if not f.get("typed_config", {}).get("@type", "").endswith(WASM_TYPE)]
+                   if not f.get("typed_config", {}).get("@type", "").endswith((WASM_TYPE, JWT_AUTHN_TYPE))]
         if not filters or not filters[-1].get("typed_config", {}).get("@type", "").endswith(ROUTER_TYPE):
             raise BenchError(f"{PROD_CONFIG}: expected the router as the last HTTP filter")
         if scn.auth in ("wasm", "wasm-nocache"):
@@ -476,13 +480,14 @@ class Bench:
 
     # -- one scenario run
 
-    def start_envoy(self, name: str, config: dict, admin_port: int, tag: str, cpus: set[int] | None) -> Proc:
+    def start_envoy(self, name: str, config: dict, admin_port: int, tag: str, cpus: set[int] | None,
+                    concurrency: int = 1) -> Proc:
         cfg_path = self.s.work_dir / f"envoy-{tag}.json"
         cfg_path.write_text(json.dumps(config, indent=1))
         env = dict(os.environ)
         env.pop("HOKUSAI_AUTH_SERVICE_TOKEN", None)
         proc = self.procs.start(name, [
-            str(self.s.envoy), "-c", str(cfg_path), "--concurrency", "1",
+            str(self.s.envoy), "-c", str(cfg_path), "--concurrency", str(concurrency),
             "--disable-hot-restart", "--log-level", "warn",
         ], self.s.work_dir / f"envoy-{tag}.log", env, cpus)
         try:
@@ -552,8 +557,10 @@ class Bench:
     def start_envoys(self, scn: Scenario, tag: str) -> tuple[Proc, Proc | None, int]:
         """The Envoy under test, plus for the TLS scenarios the client-side Envoy that
         originates mTLS with certs/client.crt. Returns them and the port wrk talks to."""
+        # Two workers need two CPUs: such a scenario's Envoy is not confined to the first.
+        cpus = self.envoy_cpus if scn.concurrency == 1 else None
         envoy = self.start_envoy(f"Envoy [{scn.name}]", self.configs.server(scn), self.ports["admin"], tag,
-                                 self.envoy_cpus)
+                                 cpus, scn.concurrency)
         if scn.listener != "tls":
             return envoy, None, self.ports["envoy"]
         try:

@@ -1,11 +1,7 @@
 //! User JWTs next to API keys and mTLS (issue 12), through a real Envoy 1.40: Envoy's
 //! `jwt_authn` verifies a JWT-shaped bearer locally (no callout) and refuses one that
 //! does not verify with the contract's JSON reply; everything else reaches the filter
-//! as before.
-//!
-//! The tests marked `#[ignore = "needs the filter's JWT support (lead)"]` describe the
-//! final behaviour once the filter reads jwt_authn's metadata: run them with
-//! `cargo test --profile ci --test e2e_jwt -- --ignored`.
+//! as before; a verified token reaches MLflow as its user, with no callout.
 
 mod e2e;
 
@@ -354,7 +350,6 @@ fn the_jwks_envoy_loads_holds_the_dev_signing_key() {
 // ---- The final behaviour: these need the filter to read jwt_authn's metadata. ----
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the filter's JWT support (lead)"]
 async fn a_valid_token_reaches_mlflow_as_its_user_without_a_callout() {
     let stack = Stack::start().await;
     let client = plain_client();
@@ -420,7 +415,6 @@ async fn a_valid_token_reaches_mlflow_as_its_user_without_a_callout() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the filter's JWT support (lead)"]
 async fn a_read_only_token_reads_but_gets_403_on_a_write_endpoint() {
     let stack = Stack::start().await;
     let client = plain_client();
@@ -452,7 +446,6 @@ async fn a_read_only_token_reads_but_gets_403_on_a_write_endpoint() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the filter's JWT support (lead)"]
 async fn the_mlflow_client_works_with_a_dev_jwt() {
     let mlflow = Mlflow::start().await;
     let stack = Stack::start_with(StackOptions {

@@ -3,6 +3,8 @@
 
 mod e2e;
 
+use std::path::Path;
+
 use e2e::clients::*;
 use e2e::mlflow::{run_client_flow, Mlflow};
 use e2e::paths;
@@ -110,4 +112,178 @@ async fn mlflow_client_through_envoy_on_both_paths() {
         out["write_error"]["detail"], "Insufficient permissions",
         "{out}"
     );
+
+    let run = RunArtifacts {
+        experiment_id: &exp_id,
+        run_id: &run_id,
+        store: &mlflow.artifacts_dir(),
+    };
+    let started = std::time::Instant::now();
+    read_only_key_cannot_write_artifacts_whatever_their_name(&stack, &run).await;
+    read_only_key_reads_artifacts_and_searches(&stack, &run).await;
+    eprintln!(
+        "e2e: read/write by endpoint checks took {:?}",
+        started.elapsed()
+    );
+}
+
+/// A run's place in MLflow's proxied artifact store.
+struct RunArtifacts<'a> {
+    experiment_id: &'a str,
+    run_id: &'a str,
+    store: &'a Path,
+}
+
+impl RunArtifacts<'_> {
+    /// The artifact API path below `prefix` (one of the routes Envoy forwards to MLflow).
+    fn api(&self, prefix: &str, kind: &str, name: &str) -> String {
+        let (exp, run) = (self.experiment_id, self.run_id);
+        format!("{prefix}/api/2.0/mlflow-artifacts/{kind}/{exp}/{run}/artifacts/{name}")
+    }
+
+    fn stored(&self, name: &str) -> std::path::PathBuf {
+        self.store
+            .join(self.experiment_id)
+            .join(self.run_id)
+            .join("artifacts")
+            .join(name)
+    }
+}
+
+/// Names the old last-segment heuristic took for reads (issue 7).
+const HOSTILE_NAMES: [&str; 4] = [
+    "get_model.pkl",
+    "listing.csv",
+    "search_results.txt",
+    "download.bin",
+];
+
+async fn send(
+    stack: &Stack,
+    method: reqwest::Method,
+    path: &str,
+    key: &str,
+    body: &'static str,
+) -> reqwest::Response {
+    plain_client()
+        .request(method.clone(), stack.envoy.plain_url(path))
+        .header("authorization", bearer(key))
+        .body(body)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+}
+
+async fn assert_refused_as_write(resp: reqwest::Response, what: &str) {
+    assert_eq!(resp.status(), 403, "{what} must be refused as a write");
+    let (_, _, json) = filter_reply(resp).await;
+    assert_eq!(json["detail"], "Insufficient permissions", "{what}: {json}");
+    assert_eq!(json["required_scope"], "mlflow:write", "{what}: {json}");
+}
+
+async fn read_only_key_cannot_write_artifacts_whatever_their_name(
+    stack: &Stack,
+    run: &RunArtifacts<'_>,
+) {
+    use reqwest::Method;
+    // The read-write key stores one hostile name, so the refused DELETE below has a
+    // real file to aim at and the 403 cannot come from a missing one.
+    let victim = HOSTILE_NAMES[0];
+    let put = send(
+        stack,
+        Method::PUT,
+        &run.api("", "artifacts", victim),
+        READWRITE_KEY,
+        "owned by the read-write key\n",
+    )
+    .await;
+    assert_eq!(put.status(), 200, "read-write PUT {victim}");
+    assert!(run.stored(victim).exists(), "read-write upload not stored");
+
+    for name in HOSTILE_NAMES {
+        for prefix in ["", "/api/mlflow", "/mlflow"] {
+            let path = run.api(prefix, "artifacts", name);
+            for method in [Method::PUT, Method::DELETE, Method::POST] {
+                let resp = send(stack, method.clone(), &path, READONLY_KEY, "x").await;
+                assert_refused_as_write(resp, &format!("read-only {method} {path}")).await;
+            }
+            let path = run.api(prefix, "mpu/create", name);
+            let resp = send(stack, Method::POST, &path, READONLY_KEY, "{}").await;
+            assert_refused_as_write(resp, &format!("read-only POST {path}")).await;
+        }
+        if name != victim {
+            assert!(
+                !run.stored(name).exists(),
+                "a read-only upload landed in the store: {name}"
+            );
+        }
+    }
+    let kept = std::fs::read_to_string(run.stored(victim)).expect("victim artifact");
+    assert_eq!(
+        kept, "owned by the read-write key\n",
+        "refused DELETE removed it"
+    );
+}
+
+async fn read_only_key_reads_artifacts_and_searches(stack: &Stack, run: &RunArtifacts<'_>) {
+    use reqwest::Method;
+    // The artifact the MLflow client uploaded with the read-write key, and a hostile name.
+    for (name, body) in [
+        ("notes.txt", "written through Envoy by the e2e suite\n"),
+        (HOSTILE_NAMES[0], "owned by the read-write key\n"),
+    ] {
+        for prefix in ["", "/api/mlflow"] {
+            let path = run.api(prefix, "artifacts", name);
+            let resp = send(stack, Method::GET, &path, READONLY_KEY, "").await;
+            assert_eq!(resp.status(), 200, "read-only GET {path}");
+            assert_eq!(resp.text().await.expect("body"), body, "GET {path}");
+        }
+    }
+    let listing = format!(
+        "/api/2.0/mlflow-artifacts/artifacts?path={}/{}/artifacts",
+        run.experiment_id, run.run_id
+    );
+    let resp = send(stack, Method::GET, &listing, READONLY_KEY, "").await;
+    assert_eq!(resp.status(), 200, "read-only listing");
+    let files: serde_json::Value = resp.json().await.expect("listing JSON");
+    let names: Vec<&str> = files["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .filter_map(|f| f["path"].as_str())
+        .collect();
+    assert!(names.contains(&"notes.txt"), "listing: {files}");
+
+    let search = plain_client()
+        .post(stack.envoy.plain_url("/api/2.0/mlflow/runs/search"))
+        .header("authorization", bearer(READONLY_KEY))
+        .json(&serde_json::json!({ "experiment_ids": [run.experiment_id] }))
+        .send()
+        .await
+        .expect("runs/search");
+    assert_eq!(search.status(), 200, "read-only runs/search");
+    let found: serde_json::Value = search.json().await.expect("runs JSON");
+    assert_eq!(
+        found["runs"][0]["info"]["run_id"], run.run_id,
+        "runs/search: {found}"
+    );
+    for (method, path) in [
+        (Method::POST, "/api/2.0/mlflow/experiments/search"),
+        (
+            Method::GET,
+            "/api/2.0/mlflow/experiments/search?max_results=5",
+        ),
+        (Method::POST, "/mlflow/api/2.0/mlflow/experiments/search"),
+    ] {
+        let mut req = plain_client()
+            .request(method.clone(), stack.envoy.plain_url(path))
+            .header("authorization", bearer(READONLY_KEY));
+        if method == Method::POST {
+            req = req.json(&serde_json::json!({ "max_results": 5 }));
+        }
+        let resp = req.send().await.expect("experiments/search");
+        assert_eq!(resp.status(), 200, "read-only {method} {path}");
+        let body: serde_json::Value = resp.json().await.expect("experiments JSON");
+        assert!(body["experiments"].is_array(), "{method} {path}: {body}");
+    }
 }

@@ -155,7 +155,15 @@ fn scope_is_decided_by_endpoint() {
             true,
         ),
         ("POST", "/api/2.0/mlflow/brand-new/endpoint", false),
-        ("POST", "/ajax-api/2.0/mlflow/metrics/get-history", true),
+        ("GET", "/ajax-api/2.0/mlflow/metrics/get-history", true),
+        // MLflow serves it as GET only: a POST is no known read.
+        ("POST", "/ajax-api/2.0/mlflow/metrics/get-history", false),
+        // A caller-chosen artifact name never makes an upload a read.
+        (
+            "PUT",
+            "/api/2.0/mlflow-artifacts/artifacts/0/r/artifacts/get_model.pkl",
+            false,
+        ),
         (
             "GET",
             "/api/2.0/mlflow-artifacts/artifacts/0/r/artifacts/m.pkl",

@@ -88,6 +88,9 @@ pub struct IdentityHeaders {
     /// The allow-listed peer identity (internal path).
     pub identity: Option<Rc<str>>,
     pub stale: bool,
+    /// The identity facts as access-log JSON fields (`,"key_id":..,"user_id":..`), rendered
+    /// once per verdict or peer rather than per request.
+    pub log_fields: Rc<str>,
 }
 
 impl IdentityHeaders {
@@ -111,24 +114,36 @@ impl IdentityHeaders {
 /// one-line JSON object (never a credential; key ids and user ids are the auth service's
 /// names for them).
 pub fn access_log_record(facts: &Facts, identity: Option<&IdentityHeaders>) -> String {
-    let mut record = json::Object::with_capacity(160);
-    record
-        .field("path", facts.path.label())
-        .field("method", facts.method.label())
-        .field("outcome", facts.outcome.label())
-        .field("cache", facts.cache.label());
-    if let Some(identity) = identity {
-        for (name, value) in [
-            ("key_id", identity.key_id.as_deref()),
-            ("user_id", identity.user_id.as_deref()),
-            ("peer", identity.identity.as_deref()),
-        ] {
-            if let Some(value) = value {
-                record.field(name, value);
-            }
+    let fields = identity.map_or("", |i| &*i.log_fields);
+    // The labels are fixed ASCII words: nothing in them needs escaping.
+    let mut out = String::with_capacity(80 + fields.len());
+    for (name, label) in [
+        ("{\"path\":\"", facts.path.label()),
+        ("\",\"method\":\"", facts.method.label()),
+        ("\",\"outcome\":\"", facts.outcome.label()),
+        ("\",\"cache\":\"", facts.cache.label()),
+    ] {
+        out.push_str(name);
+        out.push_str(label);
+    }
+    out.push('"');
+    out.push_str(fields);
+    out.push('}');
+    out
+}
+
+/// `,"name":"value"` for each present value, JSON-escaped: [`IdentityHeaders::log_fields`].
+pub fn log_fields(fields: &[(&str, Option<&str>)]) -> Rc<str> {
+    let mut out = String::new();
+    for (name, value) in fields {
+        if let Some(value) = value {
+            out.push(',');
+            json::push_string(&mut out, name);
+            out.push(':');
+            json::push_string(&mut out, value);
         }
     }
-    record.finish()
+    out.into()
 }
 
 /// Answer the client ourselves.
@@ -173,7 +188,10 @@ pub struct Policy {
     key_prefix: String,
     token_prefix: String,
     internal_scopes: Rc<str>,
-    internal_identities: Vec<Rc<str>>,
+    /// Per allow-listed identity: its name, and its access-log fields with and without the
+    /// `internal_service` user id.
+    internal_identities: Vec<(Rc<str>, Rc<str>, Rc<str>)>,
+    internal_user: Rc<str>,
     local_keys: LocalVerdicts,
     local_tokens: LocalVerdicts,
     pub peer_certs: PeerCerts,
@@ -217,8 +235,16 @@ impl Policy {
                 .internal
                 .allowed_identities
                 .iter()
-                .map(|id| Rc::from(id.as_str()))
+                .map(|id| {
+                    let peer = Some(id.as_str());
+                    (
+                        Rc::from(id.as_str()),
+                        log_fields(&[("user_id", Some("internal_service")), ("peer", peer)]),
+                        log_fields(&[("peer", peer)]),
+                    )
+                })
                 .collect(),
+            internal_user: Rc::from("internal_service"),
             local_keys: LocalVerdicts::new(local),
             local_tokens: LocalVerdicts::new(local),
             peer_certs: PeerCerts::default(),
@@ -329,7 +355,7 @@ impl Policy {
             }
             PeerMatch::NotMtls => return None,
         };
-        let identity = self.internal_identities.get(index)?.clone();
+        let (identity, with_user, without_user) = self.internal_identities.get(index)?.clone();
         if !access.is_granted_by(&self.config.internal.scopes, &self.config.scopes) {
             let reply = LocalReply::scope_missing(access.canonical_scope(&self.config.scopes));
             return Some(Decision::Refuse(Refusal {
@@ -346,13 +372,18 @@ impl Policy {
         }
         Some(Decision::Forward(Forward {
             identity: Some(IdentityHeaders {
-                user_id: (!req.has_user_id).then(|| Rc::from("internal_service")),
+                user_id: (!req.has_user_id).then(|| self.internal_user.clone()),
                 key_id: None,
                 scopes: self.internal_scopes.clone(),
                 path: AuthPath::Internal,
                 method: AuthMethod::Mtls,
                 identity: Some(identity),
                 stale: false,
+                log_fields: if req.has_user_id {
+                    without_user
+                } else {
+                    with_user
+                },
             }),
             facts: facts(
                 AuthPath::Internal,
@@ -423,6 +454,7 @@ impl Policy {
         }
         Decision::Forward(Forward {
             identity: Some(IdentityHeaders {
+                log_fields: log_fields(&[("user_id", Some(&claims.sub))]),
                 user_id: Some(claims.sub.as_str().into()),
                 key_id: None,
                 scopes: claims.scopes.join(" ").into(),
@@ -691,6 +723,7 @@ impl Policy {
                 method,
                 identity: None,
                 stale,
+                log_fields: grant.log_fields.clone(),
             }),
             facts: facts(
                 AuthPath::External,

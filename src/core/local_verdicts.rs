@@ -24,6 +24,8 @@ pub struct Grant {
     pub scopes_header: Rc<str>,
     pub rate_limit_per_hour: Option<u64>,
     pub expires_at: Option<i64>,
+    /// Its access-log fields (`key_id`, `user_id`), escaped once.
+    pub log_fields: Rc<str>,
 }
 
 impl From<&KeyGrant> for Grant {
@@ -35,6 +37,10 @@ impl From<&KeyGrant> for Grant {
             scopes_header: g.scopes.join(" ").into(),
             rate_limit_per_hour: g.rate_limit_per_hour,
             expires_at: g.expires_at,
+            log_fields: super::decision::log_fields(&[
+                ("key_id", Some(&g.key_id)),
+                ("user_id", Some(&g.user_id)),
+            ]),
         }
     }
 }

@@ -103,7 +103,11 @@ impl<'a> RequestFacts<'a> {
     /// The path without query or fragment.
     pub fn bare_path(&self) -> &'a str {
         let path = self.path;
-        path.split(['?', '#']).next().unwrap_or_default()
+        match path.bytes().position(|b| b == b'?' || b == b'#') {
+            // An ASCII byte: a character boundary.
+            Some(end) => &path[..end],
+            None => path,
+        }
     }
 }
 

@@ -4,8 +4,9 @@
 //! status Envoy would return is a crash the tests must be able to see.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
-use wasmtime::{Engine, ExternType, InstancePre, IntoFunc, Linker, Module, Result};
+use wasmtime::{Engine, ExternType, InstancePre, Linker, Module, Result, WasmRet, WasmTy};
 
 use super::memory::{give, read, write_u32, write_u64, Ctx};
 use super::model::{Callout, LogLevel};
@@ -23,18 +24,51 @@ pub struct Registry {
 }
 
 impl Registry {
-    pub fn func<Params, Args>(
-        &mut self,
-        module: &str,
-        name: &str,
-        func: impl IntoFunc<VmState, Params, Args>,
-    ) {
-        self.linker
-            .func_wrap(module, name, func)
+    pub fn func<Args, R>(&mut self, module: &str, name: &str, func: impl HostFn<Args, R>) {
+        func.define(&mut self.linker, module, name)
             .unwrap_or_else(|e| panic!("cannot define host function {module}.{name}: {e}"));
         self.provided.insert((module.to_string(), name.to_string()));
     }
 }
+
+/// A host function of any arity the linker takes (`fn(Ctx, A, B, ...) -> R`). It is
+/// defined behind a wrapper that counts its calls by import name, so a test or the
+/// cost model can see which host calls a request made (`Vm::host_calls`).
+pub trait HostFn<Args, R> {
+    fn define(self, linker: &mut Linker<VmState>, module: &str, name: &str) -> Result<()>;
+}
+
+macro_rules! host_fn {
+    ($($arg:ident: $ty:ident),*) => {
+        impl<Func, $($ty,)* R> HostFn<($($ty,)*), R> for Func
+        where
+            Func: Fn(Ctx<'_>, $($ty),*) -> R + Send + Sync + 'static,
+            $($ty: WasmTy,)*
+            R: WasmRet,
+        {
+            fn define(self, linker: &mut Linker<VmState>, module: &str, name: &str) -> Result<()> {
+                let counted: Arc<str> = Arc::from(name);
+                linker.func_wrap(module, name, move |mut c: Ctx<'_>, $($arg: $ty),*| {
+                    c.data_mut().count_host_call(&counted);
+                    self(c, $($arg),*)
+                })?;
+                Ok(())
+            }
+        }
+    };
+}
+
+host_fn!();
+host_fn!(a1: A1);
+host_fn!(a1: A1, a2: A2);
+host_fn!(a1: A1, a2: A2, a3: A3);
+host_fn!(a1: A1, a2: A2, a3: A3, a4: A4);
+host_fn!(a1: A1, a2: A2, a3: A3, a4: A4, a5: A5);
+host_fn!(a1: A1, a2: A2, a3: A3, a4: A4, a5: A5, a6: A6);
+host_fn!(a1: A1, a2: A2, a3: A3, a4: A4, a5: A5, a6: A6, a7: A7);
+host_fn!(a1: A1, a2: A2, a3: A3, a4: A4, a5: A5, a6: A6, a7: A7, a8: A8);
+host_fn!(a1: A1, a2: A2, a3: A3, a4: A4, a5: A5, a6: A6, a7: A7, a8: A8, a9: A9);
+host_fn!(a1: A1, a2: A2, a3: A3, a4: A4, a5: A5, a6: A6, a7: A7, a8: A8, a9: A9, a10: A10);
 
 /// Links every import of `module`: ours where we have them, a trap reading
 /// "unimplemented host call <name>" for the rest. Returns the names stubbed.
@@ -354,7 +388,9 @@ fn get_property(
     let Some(path) = read(&mut c, path_ptr, path_len) else {
         return ok(Status::InvalidMemoryAccess);
     };
-    match c.data().property(&decode_property_path(&path)) {
+    let segments = decode_property_path(&path);
+    c.data_mut().count_property_read(&segments);
+    match c.data().property(&segments) {
         // An empty value comes back as (0, 0): the SDK returns None for it.
         Some(value) => give(&mut c, &value, ptr_ptr, size_ptr).map(|s| s as i32),
         None => ok(Status::NotFound),

@@ -51,6 +51,7 @@ pub fn give(
             .or_else(|| c.get_export("malloc"))
             .and_then(Extern::into_func)
             .ok_or_else(|| wasmtime::format_err!("module exports no proxy_on_memory_allocate"))?;
+        c.data_mut().guest_allocations += 1;
         // A trap inside the guest allocator propagates and crashes the VM.
         addr = alloc
             .typed::<i32, i32>(&*c)?

@@ -34,12 +34,12 @@ pub use model::{
 };
 pub use wire::Header;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use wasmtime::{Engine, Instance, InstancePre, Module, Store, WasmParams, WasmResults};
+use wasmtime::{Config, Engine, Instance, InstancePre, Module, Store, WasmParams, WasmResults};
 
 use state::{lock, Delivery, HostState, LocalReply, MetricValue, Stream, VmState};
 use wire::HeaderMap;
@@ -61,37 +61,60 @@ pub fn artifact_path() -> PathBuf {
     target.join("wasm32-wasip1/release/hokusai_auth_filter.wasm")
 }
 
-fn engine() -> &'static Engine {
+/// The engine for ordinary Hosts, and one whose code counts fuel (about one unit per wasm
+/// instruction executed) for the cost model: fuel is compiled into the code, so metered
+/// modules are compiled separately and ordinary tests run exactly as before.
+fn engine(metered: bool) -> &'static Engine {
     static ENGINE: OnceLock<Engine> = OnceLock::new();
-    ENGINE.get_or_init(Engine::default)
+    static METERED: OnceLock<Engine> = OnceLock::new();
+    if !metered {
+        return ENGINE.get_or_init(Engine::default);
+    }
+    METERED.get_or_init(|| {
+        let mut config = Config::new();
+        config.consume_fuel(true);
+        Engine::new(&config).expect("a fuel-metered wasmtime engine")
+    })
 }
+
+/// Fuel a metered Vm starts with: never runs out in a test or benchmark.
+const FUEL: u64 = 1 << 60;
 
 /// A compiled and linked module; compiling takes seconds, so once per process.
 struct Compiled {
     pre: InstancePre<VmState>,
     stubbed: Vec<String>,
+    metered: bool,
 }
 
-fn compiled(path: &Path) -> Arc<Compiled> {
-    static CACHE: OnceLock<Mutex<HashMap<PathBuf, Arc<Compiled>>>> = OnceLock::new();
+/// Compiled modules by path and whether they are metered.
+type CompiledCache = Mutex<HashMap<(PathBuf, bool), Arc<Compiled>>>;
+
+fn compiled(path: &Path, metered: bool) -> Arc<Compiled> {
+    static CACHE: OnceLock<CompiledCache> = OnceLock::new();
     // Holding the lock while compiling makes parallel tests wait for one compile.
     let mut cache = CACHE
         .get_or_init(Default::default)
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     cache
-        .entry(path.to_path_buf())
+        .entry((path.to_path_buf(), metered))
         .or_insert_with(|| {
             assert!(
                 path.exists(),
                 "{} is missing: run `make build` first",
                 path.display()
             );
-            let module = Module::from_file(engine(), path)
+            let engine = engine(metered);
+            let module = Module::from_file(engine, path)
                 .unwrap_or_else(|e| panic!("cannot compile {}: {e:#}", path.display()));
-            let (pre, stubbed) = abi::instance_pre(engine(), &module)
+            let (pre, stubbed) = abi::instance_pre(engine, &module)
                 .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            Arc::new(Compiled { pre, stubbed })
+            Arc::new(Compiled {
+                pre,
+                stubbed,
+                metered,
+            })
         })
         .clone()
 }
@@ -118,9 +141,24 @@ impl Host {
 
     /// A host for another module (the harness's own fixtures).
     pub fn from_wasm(path: impl AsRef<Path>) -> Self {
+        Self::with_module(path.as_ref(), false)
+    }
+
+    /// A host for the release artifact whose Vms count the wasm instructions they run
+    /// ([`Vm::fuel_used`]). Slower, and compiled separately from [`Host::new`]'s module.
+    pub fn metered() -> Self {
+        Self::with_module(&artifact_path(), true)
+    }
+
+    /// [`Host::metered`] for another module (e.g. the filter built with another profile).
+    pub fn metered_wasm(path: impl AsRef<Path>) -> Self {
+        Self::with_module(path.as_ref(), true)
+    }
+
+    fn with_module(path: &Path, metered: bool) -> Self {
         Self {
             state: Arc::new(Mutex::new(HostState::default())),
-            compiled: compiled(path.as_ref()),
+            compiled: compiled(path, metered),
         }
     }
 
@@ -298,6 +336,8 @@ pub struct Vm {
     instance: Instance,
     crashed: Option<String>,
     next_context: u32,
+    /// Fuel used by each export the host called, summed (metered Hosts only).
+    fuel_by_export: BTreeMap<String, u64>,
 }
 
 impl Vm {
@@ -308,7 +348,12 @@ impl Vm {
             (st.next_worker - 1, st.logs.len())
         };
         let data = VmState::new(host.state.clone(), worker, plugin_config.to_vec());
-        let mut store = Store::new(engine(), data);
+        let mut store = Store::new(host.compiled.pre.module().engine(), data);
+        if host.compiled.metered {
+            store
+                .set_fuel(FUEL)
+                .expect("the metered engine accepts fuel");
+        }
         let instance = host
             .compiled
             .pre
@@ -320,6 +365,7 @@ impl Vm {
             instance,
             crashed: None,
             next_context: 2,
+            fuel_by_export: BTreeMap::new(),
         };
         if vm
             .instance
@@ -371,6 +417,41 @@ impl Vm {
 
     pub fn root_id(&self) -> u32 {
         self.store.data().root_id
+    }
+
+    /// Wasm instructions this VM has run since it was created (wasmtime fuel: one unit per
+    /// instruction, except a few free ones such as `nop` and `drop`). `None` unless the Host
+    /// is [`Host::metered`]. Deterministic: the same calls always use the same fuel.
+    pub fn fuel_used(&self) -> Option<u64> {
+        self.store.get_fuel().ok().map(|left| FUEL - left)
+    }
+
+    /// Fuel used so far inside each export the host called (`proxy_on_request_headers`,
+    /// `proxy_on_log`, ...), including the guest allocator calls made by host functions
+    /// during it. Empty unless the Host is [`Host::metered`].
+    pub fn fuel_by_export(&self) -> BTreeMap<String, u64> {
+        self.fuel_by_export.clone()
+    }
+
+    /// How often the module called each imported host function since the VM started.
+    pub fn host_calls(&self) -> BTreeMap<String, u64> {
+        self.store
+            .data()
+            .host_calls
+            .iter()
+            .map(|(name, count)| (name.to_string(), *count))
+            .collect()
+    }
+
+    /// proxy_get_property calls by dotted path (`connection.mtls`) since the VM started.
+    pub fn property_reads(&self) -> BTreeMap<String, u64> {
+        self.store.data().property_reads.clone()
+    }
+
+    /// How often a host function handed the guest a value in memory from the guest's own
+    /// allocator (`proxy_on_memory_allocate`), as Envoy does for every value it returns.
+    pub fn guest_allocations(&self) -> u64 {
+        self.store.data().guest_allocations
     }
 
     /// The trap that killed this VM, if one did.
@@ -663,7 +744,11 @@ impl Vm {
         st.active = context;
         st.effective = None;
         st.last_critical = None;
+        let fuel_before = self.store.get_fuel().ok();
         let result = func.call(&mut self.store, params);
+        if let (Some(before), Ok(after)) = (fuel_before, self.store.get_fuel()) {
+            *self.fuel_by_export.entry(name.to_string()).or_default() += before - after;
+        }
         // The effective context lasts for one call from the host, as in Envoy.
         self.store.data_mut().effective = None;
         match result {

@@ -166,6 +166,12 @@ pub struct VmState {
     pub done_calls: u32,
     /// Last critical line of the current call: the SDK's panic hook logs the panic there.
     pub last_critical: Option<String>,
+    /// Calls of each imported host function, by import name, since the VM started.
+    pub host_calls: HashMap<Arc<str>, u64>,
+    /// Times the host called the guest's allocator to hand it a value (Envoy's copies).
+    pub guest_allocations: u64,
+    /// proxy_get_property calls by dotted path (`connection.mtls`), since the VM started.
+    pub property_reads: BTreeMap<String, u64>,
 }
 
 impl VmState {
@@ -202,11 +208,31 @@ impl VmState {
             tick_period_ms: None,
             done_calls: 0,
             last_critical: None,
+            host_calls: HashMap::new(),
+            guest_allocations: 0,
+            property_reads: BTreeMap::new(),
         }
     }
 
     pub fn host(&self) -> MutexGuard<'_, HostState> {
         lock(&self.host)
+    }
+
+    pub fn count_property_read(&mut self, segments: &[Vec<u8>]) {
+        let path: Vec<String> = segments
+            .iter()
+            .map(|s| String::from_utf8_lossy(s).into_owned())
+            .collect();
+        *self.property_reads.entry(path.join(".")).or_default() += 1;
+    }
+
+    pub fn count_host_call(&mut self, name: &Arc<str>) {
+        match self.host_calls.get_mut(&**name) {
+            Some(count) => *count += 1,
+            None => {
+                self.host_calls.insert(name.clone(), 1);
+            }
+        }
     }
 
     /// The context host calls act on (Envoy's contextOrEffectiveContext).
