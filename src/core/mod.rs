@@ -27,6 +27,7 @@ pub mod peer_certs;
 pub mod rate_limit;
 pub mod request;
 pub mod scope;
+pub mod slot_codec;
 pub mod store;
 pub mod telemetry;
 pub mod time;

@@ -7,15 +7,31 @@
 //! undercount but never fabricates a 429.
 
 use super::store::{SharedStore, StoreError};
-use serde::{Deserialize, Serialize};
 
 const WINDOW_S: i64 = 3600;
 const CAS_ATTEMPTS: usize = 8;
 
-#[derive(Serialize, Deserialize)]
+/// In shared data as 16 bytes: the window (i64) and the count in it (u64), little-endian.
 struct Counter {
     window: i64,
     count: u64,
+}
+
+impl Counter {
+    fn decode(bytes: &[u8]) -> Option<Counter> {
+        let (window, count) = bytes.split_at_checked(8)?;
+        Some(Counter {
+            window: i64::from_le_bytes(window.try_into().ok()?),
+            count: u64::from_le_bytes(count.try_into().ok()?),
+        })
+    }
+
+    fn encode(&self) -> [u8; 16] {
+        let mut out = [0; 16];
+        out[..8].copy_from_slice(&self.window.to_le_bytes());
+        out[8..].copy_from_slice(&self.count.to_le_bytes());
+        out
+    }
 }
 
 /// Counts one request. `Err(retry_after_s)` when the key has used up its window.
@@ -30,7 +46,7 @@ pub fn consume<S: SharedStore>(
         let current = store.get(key);
         let count = current
             .as_ref()
-            .and_then(|(bytes, _)| serde_json::from_slice::<Counter>(bytes).ok())
+            .and_then(|(bytes, _)| Counter::decode(bytes))
             .filter(|c| c.window == window)
             .map_or(0, |c| c.count);
         if count >= limit_per_hour {
@@ -41,10 +57,7 @@ pub fn consume<S: SharedStore>(
             window,
             count: count + 1,
         };
-        let Ok(bytes) = serde_json::to_vec(&next) else {
-            return Ok(());
-        };
-        match store.set(key, &bytes, current.map(|(_, cas)| cas)) {
+        match store.set(key, &next.encode(), current.map(|(_, cas)| cas)) {
             Ok(()) => return Ok(()),
             Err(StoreError::CasMismatch) => continue,
             Err(StoreError::Failed) => break,
@@ -78,6 +91,16 @@ mod tests {
         assert_eq!(consume(&store, "rl.b", 1, 0), Ok(()));
         assert_eq!(consume(&store, "rl.a", 1, 0), Err(3600));
         assert_eq!(consume(&store, "rl.b", 1, 0), Err(3600));
+    }
+
+    #[test]
+    fn a_counter_that_is_not_16_bytes_counts_as_empty() {
+        let store = MemoryStore::default();
+        store
+            .set("rl", b"{\"window\":0,\"count\":99}", None)
+            .unwrap();
+        assert_eq!(consume(&store, "rl", 1, 0), Ok(()));
+        assert_eq!(consume(&store, "rl", 1, 0), Err(3600));
     }
 
     #[test]

@@ -10,19 +10,9 @@
 
 use super::config::CacheConfig;
 use super::digest::KeyDigest;
+use super::slot_codec::{self, Slot};
 use super::store::{SharedStore, StoreError};
 use super::validation_reply::{KeyGrant, Verdict};
-use serde::{Deserialize, Serialize};
-
-#[derive(Serialize, Deserialize)]
-struct Entry {
-    /// Full key digest (hex), to tell slot collisions apart.
-    digest: String,
-    verdict: Verdict,
-    fresh_until: i64,
-    /// For allows: the end of the stale-if-error window. Equal to `fresh_until` for denials.
-    usable_until: i64,
-}
 
 /// What a lookup saw in the key's two slots, so that the write after a callout needs no
 /// second read; the CAS versions make it lose cleanly to a newer write by another worker
@@ -72,22 +62,21 @@ impl<'a, S: SharedStore> VerdictCache<'a, S> {
     /// A verdict still inside its TTL (with the end of that TTL), or what the slots held,
     /// for [`Self::remember`].
     pub fn lookup(&self, digest: &KeyDigest, now: i64) -> Result<(Verdict, i64), Probe> {
-        let hex = digest.hex();
         let mut seen = Vec::with_capacity(2);
         for key in self.slot_keys(digest) {
             let stored = self.store.get(&key);
-            let entry = stored
+            let slot = stored
                 .as_ref()
-                .and_then(|(bytes, _)| serde_json::from_slice::<Entry>(bytes).ok());
-            if let Some(entry) = &entry {
-                if entry.digest == hex && now < entry.fresh_until {
-                    return Ok((entry.verdict.clone(), entry.fresh_until));
+                .and_then(|(bytes, _)| slot_codec::decode(bytes));
+            if let Some(slot) = &slot {
+                if slot.digest == *digest && now < slot.fresh_until {
+                    return Ok((slot.verdict.clone(), slot.fresh_until));
                 }
             }
             seen.push(SlotSeen {
                 key,
                 cas: stored.map(|(_, cas)| cas),
-                holder: entry.map(|e| (e.digest == hex, e.usable_until)),
+                holder: slot.map(|s| (s.digest == *digest, s.usable_until)),
             });
         }
         let [a, b]: [SlotSeen; 2] = seen.try_into().expect("two slots");
@@ -97,12 +86,11 @@ impl<'a, S: SharedStore> VerdictCache<'a, S> {
     /// An allow verdict past its TTL but inside `stale_if_error_s` (and never past the key's
     /// own expiry): what we serve when the auth service is down.
     pub fn stale_allow(&self, digest: &KeyDigest, now: i64) -> Option<KeyGrant> {
-        let hex = digest.hex();
         self.slot_keys(digest).into_iter().find_map(|key| {
             let (bytes, _) = self.store.get(&key)?;
-            let entry: Entry = serde_json::from_slice(&bytes).ok()?;
-            match entry.verdict {
-                Verdict::Allow(grant) if entry.digest == hex && now < entry.usable_until => {
+            let slot = slot_codec::decode(&bytes)?;
+            match slot.verdict {
+                Verdict::Allow(grant) if slot.digest == *digest && now < slot.usable_until => {
                     Some(grant)
                 }
                 _ => None,
@@ -130,15 +118,12 @@ impl<'a, S: SharedStore> VerdictCache<'a, S> {
         if usable_until <= now {
             return fresh_until;
         }
-        let entry = Entry {
-            digest: digest.hex(),
+        let value = slot_codec::encode(&Slot {
+            digest: *digest,
             verdict: verdict.clone(),
             fresh_until,
             usable_until,
-        };
-        let Ok(value) = serde_json::to_vec(&entry) else {
-            return fresh_until;
-        };
+        });
         let slot = probe
             .slots
             .iter()

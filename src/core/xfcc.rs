@@ -31,20 +31,32 @@ pub fn parse(header: &[u8]) -> Option<Element<'_>> {
         return None;
     }
     let mut element = Element::default();
-    let (mut start, mut quoted, mut escaped) = (0, false, false);
-    for i in 0..=header.len() {
-        let b = header.get(i).copied();
-        match b {
-            _ if escaped => escaped = false,
-            Some(b'\\') if quoted => escaped = true,
-            Some(b'"') => quoted = !quoted,
-            Some(b',') if !quoted => return None,
-            Some(b';') | None if !quoted => {
+    let (mut start, mut quoted) = (0, false);
+    let mut i = 0;
+    while i <= header.len() {
+        if quoted {
+            // Inside quotes (the url-encoded certificate is most of the header) only a quote
+            // or an escape matters: jump to the next one.
+            match header[i..].iter().position(|b| *b == b'"' || *b == b'\\') {
+                Some(at) if header[i + at] == b'\\' => i += at + 2,
+                Some(at) => {
+                    quoted = false;
+                    i += at + 1;
+                }
+                None => return None,
+            }
+            continue;
+        }
+        match header.get(i) {
+            Some(b'"') => quoted = true,
+            Some(b',') => return None,
+            Some(b';') | None => {
                 field(&mut element, &header[start..i])?;
                 start = i + 1;
             }
             _ => {}
         }
+        i += 1;
     }
     if quoted {
         return None;

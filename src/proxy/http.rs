@@ -44,18 +44,7 @@ impl Context for HttpFilter {
         let Some(filter) = self.filter.clone() else {
             return;
         };
-        let reply = read_callout_reply(num_headers, body_size);
-        let reply = CalloutReply {
-            status: reply.0,
-            body: &reply.2,
-            retry_after: reply.1.as_deref(),
-        };
-        let resolved =
-            filter
-                .worker
-                .borrow_mut()
-                .on_callout_reply(token, reply, host::now_ms(), &mut Envoy);
-        if apply_resolved(&resolved, Some(self.id)) {
+        if callout_replied(&filter, token, num_headers, body_size, Some(self.id)) {
             self.waiting = false;
         }
     }
@@ -133,9 +122,32 @@ impl Drop for HttpFilter {
     }
 }
 
+/// A callout's reply reached `current` (a stream, or None for the root context): read it,
+/// let the worker settle it, apply every decision. True when `current` itself was decided.
+pub(super) fn callout_replied(
+    filter: &Filter,
+    token: u32,
+    num_headers: usize,
+    body_size: usize,
+    current: Option<u32>,
+) -> bool {
+    let (status, retry_after, body) = read_callout_reply(num_headers, body_size);
+    let reply = CalloutReply {
+        status,
+        body: &body,
+        retry_after: retry_after.as_deref(),
+    };
+    let resolved =
+        filter
+            .worker
+            .borrow_mut()
+            .on_callout_reply(token, reply, host::now_ms(), &mut Envoy);
+    apply_resolved(&resolved, current)
+}
+
 /// (status, retry-after, body). After a timeout or reset Envoy has no reply maps at all, and
 /// asking for one is a host error: only read what the host says exists.
-pub(super) fn read_callout_reply(
+fn read_callout_reply(
     num_headers: usize,
     body_size: usize,
 ) -> (Option<u16>, Option<Vec<u8>>, Vec<u8>) {

@@ -2,11 +2,11 @@
 //! metrics and looks after callouts; callouts it sent itself.
 
 use super::host::{self, Envoy};
-use super::http::{apply_resolved, HttpFilter};
+use super::http::{apply_resolved, callout_replied, HttpFilter};
 use super::metrics::Metrics;
 use crate::core::config::FilterConfig;
 use crate::core::decision::Policy;
-use crate::core::flow::{CalloutReply, Worker, TICK_MS};
+use crate::core::flow::{Worker, TICK_MS};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType};
@@ -35,19 +35,9 @@ impl Context for FilterRoot {
         body_size: usize,
         _: usize,
     ) {
-        let Some(filter) = &self.filter else { return };
-        let (status, retry_after, body) = super::http::read_callout_reply(num_headers, body_size);
-        let reply = CalloutReply {
-            status,
-            body: &body,
-            retry_after: retry_after.as_deref(),
-        };
-        let resolved =
-            filter
-                .worker
-                .borrow_mut()
-                .on_callout_reply(token, reply, host::now_ms(), &mut Envoy);
-        apply_resolved(&resolved, None);
+        if let Some(filter) = &self.filter {
+            callout_replied(filter, token, num_headers, body_size, None);
+        }
     }
 }
 

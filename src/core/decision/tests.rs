@@ -655,7 +655,8 @@ fn identity_facts_with_quotes_stay_valid_json_in_the_record() {
     let body = r#"{"valid": true, "key_id": "k\"1\\", "user_id": "o'neil \"the\" user", "scopes": ["mlflow:read"]}"#;
     let f = forwarded_final(validate(&mut p, &mut host, &req, 200, body));
     let record = access_log_record(&f.facts, f.identity.as_ref());
-    let json: serde_json::Value = serde_json::from_str(&record).unwrap_or_else(|e| panic!("{e}: {record}"));
+    let json: serde_json::Value =
+        serde_json::from_str(&record).unwrap_or_else(|e| panic!("{e}: {record}"));
     assert_eq!(json["key_id"], "k\"1\\");
     assert_eq!(json["user_id"], "o'neil \"the\" user");
 }
