@@ -40,15 +40,20 @@ async fn assert_serving(stack: &mut Stack) {
     assert_eq!(got.header("x-auth-stale"), None);
 }
 
-/// Injects `fault`, expects a 503, clears it, expects the same key to pass.
-async fn fault_then_recovery(fault: Fault) {
+/// Injects `fault`, expects a 503 after `calls` auth calls (2: the call and its one
+/// retry), clears it, expects the same key to pass.
+async fn fault_then_recovery(fault: Fault, calls: u64) {
     let mut stack = Stack::start().await;
     stack.auth().set_fault(fault);
     assert_unavailable(&stack).await;
-    assert_eq!(stack.auth().validate_calls(), 1);
+    assert_eq!(stack.auth().validate_calls(), calls);
     stack.auth().set_fault(Fault::None);
     assert_serving(&mut stack).await;
-    assert_eq!(stack.auth().validate_calls(), 2, "the error was not cached");
+    assert_eq!(
+        stack.auth().validate_calls(),
+        calls + 1,
+        "the error was not cached"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -66,20 +71,21 @@ async fn nothing_listening() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slower_than_timeout_ms() {
     // envoy.yaml sets timeout_ms 2000.
-    fault_then_recovery(Fault::Slow(Duration::from_secs(5))).await;
+    fault_then_recovery(Fault::Slow(Duration::from_secs(5)), 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_error() {
-    fault_then_recovery(Fault::Status(500)).await;
+    fault_then_recovery(Fault::Status(500), 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_reply() {
-    fault_then_recovery(Fault::Garbage).await;
+    fault_then_recovery(Fault::Garbage, 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_dropped() {
-    fault_then_recovery(Fault::CloseConnection).await;
+    // A connection closed before the reply is retried once (issue 9).
+    fault_then_recovery(Fault::CloseConnection, 2).await;
 }

@@ -53,6 +53,19 @@ async fn one_hundred_requests_with_one_key_make_one_callout() {
     }
     assert_eq!(stack.auth().validate_calls(), 1);
     assert_eq!(stack.auth_cluster_requests().await, 1);
+    // Both bounds: every request after the first was answered from the cache.
+    stack
+        .await_filter_counter("hokusai_auth.requests.path=external", 100)
+        .await;
+    assert_eq!(
+        stack.filter_counter("hokusai_auth.cache.result=hit").await,
+        99
+    );
+    assert_eq!(
+        stack.filter_counter("hokusai_auth.cache.result=miss").await,
+        1
+    );
+    assert_eq!(stack.filter_counter("hokusai_auth.callouts").await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -69,4 +82,21 @@ async fn a_refused_key_is_remembered_too() {
         assert_eq!(resp.status(), 401);
     }
     assert_eq!(stack.auth().validate_calls(), 1);
+    stack
+        .await_filter_counter("hokusai_auth.requests.path=external", 5)
+        .await;
+    assert_eq!(
+        stack.filter_counter("hokusai_auth.cache.result=hit").await,
+        4
+    );
+    assert_eq!(
+        stack.filter_counter("hokusai_auth.cache.result=miss").await,
+        1
+    );
+    assert_eq!(
+        stack
+            .filter_counter("hokusai_auth.decisions.outcome=401")
+            .await,
+        5
+    );
 }

@@ -5,7 +5,7 @@ mod e2e;
 
 use std::process::Command;
 
-use e2e::envoy::{render, Ports, Upstreams};
+use e2e::envoy::{render, render_with, EnvoyOptions, Ports, Tuning, Upstreams};
 use e2e::paths;
 
 #[test]
@@ -140,4 +140,76 @@ fn the_artifact_is_looked_for_under_cargo_target_dir() {
         let target = paths::target_dir_for(std::env::var_os("CARGO_TARGET_DIR"));
         assert_eq!(paths::wasm(), target.join(paths::WASM_IN_TARGET));
     }
+}
+
+/// The plugin configuration (the JSON block) of a rendered envoy.yaml.
+fn plugin_json(yaml: &str) -> String {
+    let mut lines = yaml
+        .lines()
+        .skip_while(|l| !l.trim_end().ends_with("value: |"));
+    let header = lines.next().expect("the plugin configuration block");
+    let indent = header.len() - header.trim_start().len();
+    lines
+        .take_while(|l| l.trim().is_empty() || l.len() - l.trim_start().len() > indent)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn tuning_changes_only_the_fields_it_names() {
+    let ports = Ports {
+        plain: 40001,
+        tls: 40002,
+        admin: 40003,
+    };
+    let up = Upstreams {
+        auth_port: 40004,
+        mlflow_port: 40005,
+    };
+    let tuning = Tuning {
+        timeout_ms: Some(300),
+        max_pending_callouts: Some(3),
+        ttl_s: Some(2),
+        negative_ttl_s: Some(1),
+        stale_if_error_s: Some(4),
+    };
+    let plain = render(ports, up);
+    let with = |tuning| {
+        render_with(
+            ports,
+            up,
+            EnvoyOptions {
+                tuning,
+                ..EnvoyOptions::default()
+            },
+        )
+    };
+    let tuned = with(tuning);
+    assert_eq!(with(Tuning::default()), plain);
+    let changed: Vec<(&str, &str)> = plain
+        .lines()
+        .zip(tuned.lines())
+        .filter(|(a, b)| a != b)
+        .collect();
+    assert_eq!(changed.len(), 4, "{changed:#?}");
+
+    // The filter itself reads the tuned JSON with exactly those values.
+    let json = plugin_json(&tuned);
+    let config = hokusai_auth_filter::core::config::FilterConfig::parse(json.as_bytes())
+        .unwrap_or_else(|e| panic!("the filter refuses the tuned config: {e}\n{json}"));
+    assert_eq!(config.timeout_ms, 300);
+    assert_eq!(config.max_pending_callouts, 3);
+    assert_eq!(
+        (
+            config.cache.ttl_s,
+            config.cache.negative_ttl_s,
+            config.cache.stale_if_error_s
+        ),
+        (2, 1, 4)
+    );
+    let committed =
+        hokusai_auth_filter::core::config::FilterConfig::parse(plugin_json(&plain).as_bytes())
+            .expect("committed config parses");
+    assert_eq!(committed.max_pending_callouts, 256, "the default");
+    assert_eq!(committed.cache.max_entries, config.cache.max_entries);
 }

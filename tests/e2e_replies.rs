@@ -111,14 +111,40 @@ async fn a_key_past_its_hourly_limit_gets_429() {
             .unwrap();
         echoed(resp).await;
     }
+    let before = unix_now();
     let resp = client
         .get(&url)
         .header("authorization", bearer(LIMITED_KEY))
         .send()
         .await
         .unwrap();
+    let after = unix_now();
     let (status, headers, body) = filter_reply(resp).await;
     assert_eq!(status, 429);
     assert_eq!(body["detail"], "Rate limit exceeded");
-    assert!(headers.contains_key("retry-after"));
+    // docs: the seconds left in the clock-aligned hour the filter counts in.
+    let retry: u64 = headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .expect("retry-after in whole seconds");
+    let left = |t: u64| 3600 - t % 3600;
+    let (earliest, latest) = (left(after), left(before));
+    let in_window = if before / 3600 == after / 3600 {
+        (earliest..=latest).contains(&retry)
+    } else {
+        // The hour turned during the request: either window's count is right.
+        retry <= latest || retry >= earliest
+    };
+    assert!(
+        in_window,
+        "retry-after {retry}, expected {earliest}..={latest}"
+    );
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }

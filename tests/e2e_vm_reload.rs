@@ -35,6 +35,7 @@ async fn start(legacy_fail_open_false: bool) -> Stack {
             workers: 1,
             trap_path: Some(TRAP),
             legacy_fail_open_false,
+            ..EnvoyOptions::default()
         },
         ..StackOptions::default()
     })

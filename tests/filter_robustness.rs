@@ -56,41 +56,134 @@ fn an_undispatchable_callout_is_503() {
     let host = Host::new();
     host.fail_dispatch(true);
     let mut vm = vm(&host);
-    assert_reply(
-        &vm.complete(keyed_get()),
-        503,
-        "Authentication service unavailable",
-    );
+    let outcome = vm.complete(keyed_get());
+    assert_reply(&outcome, 503, "Authentication service unavailable");
+    assert_eq!(outcome.header("retry-after").as_deref(), Some("1"));
+    vm.assert_alive();
+}
+
+const RUNS_GET: &str = "/api/2.0/mlflow/runs/get";
+const GARBAGE_XFCC: &str = "Cert=\"%ZZ\";;;,,,\"\"\"";
+
+#[test]
+fn hostile_request_headers_get_the_contracts_401() {
+    let host = Host::new();
+    let mut vm = vm(&host);
+    let get = || Request::get(RUNS_GET);
+    let cases = [
+        (
+            "binary x-user-id",
+            get().header_bytes("x-user-id", b"\xff\xfe"),
+            "API key required",
+        ),
+        (
+            "binary x-request-id",
+            get().header_bytes("x-request-id", b"\xc3\x28"),
+            "API key required",
+        ),
+        (
+            "binary :path",
+            get().header_bytes(":path", b"/api/2.0/mlflow/\xff"),
+            "API key required",
+        ),
+        (
+            "no :method",
+            get().without_header(":method"),
+            "API key required",
+        ),
+        (
+            "no :path",
+            get().without_header(":path"),
+            "API key required",
+        ),
+        (
+            "bare Bearer",
+            get().header("authorization", "Bearer"),
+            "Invalid API key format",
+        ),
+        // A verified connection with no identity at all is no internal caller.
+        (
+            "mtls, no identity",
+            get().property("connection.mtls", [1u8]),
+            "API key required",
+        ),
+        (
+            "mtls, garbage XFCC",
+            get().mtls_peer(None, None, Some("CN=")).xfcc(GARBAGE_XFCC),
+            "API key required",
+        ),
+        (
+            "mtls, binary XFCC",
+            get()
+                .mtls_peer(Some("\u{1F600}"), None, None)
+                .header_bytes("x-forwarded-client-cert", b"\xff"),
+            "API key required",
+        ),
+        // An allow-listed peer whose XFCC cannot be read is not let in on the internal path.
+        (
+            "allow-listed peer, garbage XFCC",
+            get()
+                .mtls_peer(Some(API_IDENTITY), None, None)
+                .xfcc(GARBAGE_XFCC),
+            "API key required",
+        ),
+        (
+            "garbage source.address",
+            get().source_address("garbage"),
+            "API key required",
+        ),
+    ];
+    for (label, request, detail) in cases {
+        let outcome = vm.complete(request);
+        assert!(!outcome.is_crashed(), "{label}: {outcome:?}");
+        assert_reply(&outcome, 401, detail);
+        assert!(vm.callout_history().is_empty(), "{label} made a callout");
+    }
     vm.assert_alive();
 }
 
 #[test]
-fn hostile_request_headers_never_crash_the_vm() {
+fn hostile_requests_with_a_key_take_the_external_path() {
     let host = Host::new();
     let mut vm = vm(&host);
-    let requests = [
-        Request::get("/api/2.0/mlflow/runs/get").header_bytes("x-user-id", b"\xff\xfe"),
-        Request::get("/api/2.0/mlflow/runs/get").header_bytes("x-request-id", b"\xc3\x28"),
-        Request::get("/api/2.0/mlflow/runs/get").header_bytes(":path", b"/api/2.0/mlflow/\xff"),
-        Request::get("/api/2.0/mlflow/runs/get").without_header(":method"),
-        Request::get("/api/2.0/mlflow/runs/get").without_header(":path"),
-        Request::get("/api/2.0/mlflow/runs/get").header("authorization", "Bearer"),
-        Request::get("/api/2.0/mlflow/runs/get").property("connection.mtls", [1u8]),
-        Request::get("/api/2.0/mlflow/runs/get")
-            .mtls_peer(None, None, Some("CN="))
-            .xfcc("Cert=\"%ZZ\";;;,,,\"\"\""),
-        Request::get("/api/2.0/mlflow/runs/get")
-            .mtls_peer(Some("\u{1F600}"), None, None)
-            .header_bytes("x-forwarded-client-cert", b"\xff"),
-        Request::get("/api/2.0/mlflow/runs/get").source_address("garbage"),
-    ];
-    for request in requests {
-        let outcome = vm.complete(request);
-        assert!(!outcome.is_crashed(), "{outcome:?}");
-        if outcome.is_paused() {
-            vm.answer_only(CalloutReply::new(401));
-        }
+    let get = || Request::get(RUNS_GET);
+    // A POST without :path names no endpoint, so no read: the write scope is needed.
+    let outcome = through_callout(
+        &mut vm,
+        Request::post(RUNS_GET)
+            .without_header(":path")
+            .bearer("hk_hostile_1"),
+        allow(&["mlflow:read"]),
+    );
+    let body = assert_reply(&outcome, 403, "Insufficient permissions");
+    assert_eq!(body["required_scope"], "mlflow:write");
+    // Verified mTLS but no identity, or an unreadable XFCC: the key decides, externally.
+    for (i, request) in [
+        get().property("connection.mtls", [1u8]),
+        get().mtls_peer(None, None, Some("CN=")).xfcc(GARBAGE_XFCC),
+        get().source_address("garbage"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let key = format!("hk_hostile_ok_{i}");
+        let upstream = through_callout(&mut vm, request.bearer(&key), read_write());
+        upstream.assert_forwarded();
+        assert_eq!(upstream.header("x-auth-path").as_deref(), Some("external"));
+        assert_eq!(upstream.header("x-auth-method").as_deref(), Some("api_key"));
+        assert_eq!(upstream.header("x-auth-identity"), None);
     }
+    // ...and when the auth service is down, the contract's 503.
+    let outcome = through_callout(
+        &mut vm,
+        get()
+            .mtls_peer(None, None, Some("CN="))
+            .xfcc(GARBAGE_XFCC)
+            .bearer("hk_hostile_2"),
+        CalloutReply::new(500),
+    );
+    assert_reply(&outcome, 503, "Authentication service unavailable");
+    assert_eq!(outcome.header("retry-after").as_deref(), Some("1"));
     vm.assert_alive();
 }
 

@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use harness::shared_data::{CasMismatch, SharedData};
 use harness::wire::{decode_pairs, decode_property_path, encode_pairs, HeaderMap};
-use harness::{CalloutReply, Host, LogLevel, Outcome, Request};
+use harness::{
+    CalloutReply, Host, LogLevel, Outcome, Request, ENVOY_REFUSED_BODY, ENVOY_RESET_BODY,
+    ENVOY_TIMEOUT_BODY,
+};
 
 const CONFIG: &str = r#"{"auth_cluster":"auth_service"}"#;
 
@@ -135,11 +138,31 @@ fn requests_look_like_what_envoy_hands_the_filter() {
 }
 
 #[test]
-fn timeout_replies_carry_nothing() {
-    let reply = CalloutReply::timeout();
-    assert!(format!("{reply:?}").contains("None"));
-    let ok = CalloutReply::json(200, "{}").header("retry-after", "3");
-    assert!(format!("{ok:?}").contains("retry-after"));
+fn failed_callouts_reach_the_filter_as_envoy_1_40_delivers_them() {
+    // Measured on Envoy 1.40: timeouts and broken connections are router local replies.
+    let local = |reply: &CalloutReply, status: &str, body: &str| {
+        let response = reply.response.as_ref().expect("a response");
+        assert_eq!(response.headers.get(":status"), Some(status.as_bytes()));
+        assert_eq!(
+            response.headers.get("content-type"),
+            Some(&b"text/plain"[..])
+        );
+        assert_eq!(response.headers.get("x-envoy-upstream-service-time"), None);
+        assert_eq!(response.body, body.as_bytes());
+    };
+    let timeout = CalloutReply::timeout();
+    local(&timeout, "504", ENVOY_TIMEOUT_BODY);
+    assert!(timeout.timed_out);
+    local(&CalloutReply::reset(), "503", ENVOY_RESET_BODY);
+    local(&CalloutReply::refused(), "503", ENVOY_REFUSED_BODY);
+    assert!(!CalloutReply::reset().timed_out && !CalloutReply::refused().timed_out);
+    // What the auth service itself says passes Envoy's router, which marks it.
+    let upstream = CalloutReply::json(503, "{}").header("retry-after", "3");
+    let headers = &upstream.response.as_ref().unwrap().headers;
+    assert!(headers.get("x-envoy-upstream-service-time").is_some());
+    assert_eq!(headers.get("retry-after"), Some(&b"3"[..]));
+    // onHttpCallFailure: nothing at all.
+    assert!(CalloutReply::failure().response.is_none());
 }
 
 // ---------------------------------------------------------------- driving the real filter
@@ -290,4 +313,83 @@ fn unused_proxy_wasm_imports_are_stubbed_not_missing() {
         !stubbed.iter().any(|n| n == "proxy_http_call"),
         "{stubbed:?}"
     );
+}
+
+#[test]
+fn a_timeout_reply_comes_when_the_callout_timeout_has_passed() {
+    let host = host();
+    let mut vm = host.vm(CONFIG).unwrap();
+    let start = host.now();
+    vm.send(Request::get("/api/2.0/mlflow/experiments/get").bearer("hk_test_1"));
+    let callout = vm.answer_only(CalloutReply::timeout());
+    let waited = host.now().duration_since(start).unwrap();
+    assert_eq!(waited, Duration::from_millis(callout.timeout_ms.into()));
+}
+
+#[test]
+fn a_stream_that_goes_away_takes_its_callouts_with_it() {
+    // Envoy's Context destructor cancels the HTTP calls the context made.
+    let host = host();
+    let mut vm = host.vm(CONFIG).unwrap();
+    let id = vm.send(Request::get("/api/2.0/mlflow/experiments/get").bearer("hk_test_1"));
+    let callout = vm.callouts_for(id).pop().expect("the stream's callout");
+    vm.reset_by_client(id);
+    assert!(
+        matches!(vm.outcome(id), Outcome::Abandoned),
+        "{:?}",
+        vm.outcome(id)
+    );
+    assert!(vm.callouts_for(id).is_empty(), "{:?}", vm.callouts());
+    let cancelled = vm.cancelled_callouts();
+    assert_eq!(cancelled.len(), 1);
+    assert_eq!(cancelled[0].token, callout.token);
+    assert_eq!(cancelled[0].context_id, id.context_id());
+    // finish() cancels the same way (a stream that ended while its call was pending).
+    let other = vm.send(Request::get("/api/2.0/mlflow/experiments/get").bearer("hk_test_2"));
+    vm.finish(other);
+    assert_eq!(vm.cancelled_callouts().len(), 2);
+    assert!(vm.callouts().is_empty());
+    vm.assert_alive();
+}
+
+#[test]
+fn a_callout_made_from_the_root_context_is_answered_there() {
+    // The filter's own lost-leader path makes a call from on_tick: the harness must
+    // record the root as its owner and deliver the reply to the root context.
+    let host = host();
+    let mut vm = host.vm(CONFIG).unwrap();
+    let leader = vm.send(Request::get("/api/2.0/mlflow/experiments/get").bearer("hk_test_1"));
+    let waiter = vm.send(Request::get("/api/2.0/mlflow/runs/get").bearer("hk_test_1"));
+    assert_eq!(vm.callouts().len(), 1, "{:?}", vm.callouts());
+    vm.reset_by_client(leader);
+    vm.tick();
+    let again = vm.callouts();
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert_eq!(again[0].context_id, vm.root_id());
+    vm.answer(
+        again[0].token,
+        CalloutReply::json(
+            200,
+            r#"{"valid":true,"key_id":"k1","user_id":"u1","scopes":["mlflow:read"]}"#,
+        ),
+    );
+    let outcome = vm.outcome(waiter);
+    outcome.assert_forwarded();
+    assert_eq!(outcome.header("x-user-id").as_deref(), Some("u1"));
+    vm.assert_alive();
+}
+
+#[test]
+fn a_stream_decided_during_on_tick_gets_its_reply() {
+    // Replies made through set_effective_context from the root's timer are sent when the
+    // VM call returns, as after any other callback.
+    let host = host();
+    let mut vm = host.vm(CONFIG).unwrap();
+    let leader = vm.send(Request::get("/api/2.0/mlflow/experiments/get").bearer("hk_test_1"));
+    let waiter = vm.send(Request::get("/api/2.0/mlflow/runs/get").bearer("hk_test_1"));
+    vm.reset_by_client(leader);
+    host.fail_dispatch(true);
+    vm.tick();
+    vm.outcome(waiter).assert_replied(503);
+    vm.assert_alive();
 }

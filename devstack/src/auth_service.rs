@@ -84,11 +84,22 @@ impl RecordedRequest {
     }
 }
 
+/// The fault in force, and for how many more calls (None: until changed).
+#[derive(Clone, Copy)]
+struct FaultSetting {
+    fault: Fault,
+    calls_left: Option<u64>,
+}
+
 pub(crate) struct State {
     keys: RwLock<KeyStore>,
     service_token: Option<String>,
-    fault: Mutex<Fault>,
+    fault: Mutex<FaultSetting>,
     validate_calls: AtomicU64,
+    /// Validate requests the service has finished with (answered or dropped).
+    validate_finished: AtomicU64,
+    /// `x-request-id` of each validate request, in order of arrival ("-" when absent).
+    validate_request_ids: Mutex<Vec<String>>,
     ext_authz_calls: AtomicU64,
     token_validate_calls: AtomicU64,
     last_validate: Mutex<Option<RecordedRequest>>,
@@ -103,7 +114,10 @@ impl State {
     // an await, and a panic elsewhere cannot leave them inconsistent, so a
     // poisoned lock is simply used as is.
     pub(crate) fn fault(&self) -> Fault {
-        *self.fault.lock().unwrap_or_else(PoisonError::into_inner)
+        self.fault
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .fault
     }
 
     pub(crate) fn count_token_validate(&self) {
@@ -118,7 +132,31 @@ impl State {
     }
 
     fn set_fault(&self, fault: Fault) {
-        *self.fault.lock().unwrap_or_else(PoisonError::into_inner) = fault;
+        self.set_fault_for(fault, None);
+    }
+
+    fn set_fault_for(&self, fault: Fault, calls: Option<u64>) {
+        *self.fault.lock().unwrap_or_else(PoisonError::into_inner) = FaultSetting {
+            fault,
+            calls_left: calls,
+        };
+    }
+
+    /// The fault for the call arriving now; a fault set for N calls counts one down.
+    pub(crate) fn fault_for_call(&self) -> Fault {
+        let mut setting = self.fault.lock().unwrap_or_else(PoisonError::into_inner);
+        let fault = setting.fault;
+        match setting.calls_left {
+            Some(0) => Fault::None,
+            Some(n) => {
+                setting.calls_left = Some(n - 1);
+                if n == 1 {
+                    setting.fault = Fault::None;
+                }
+                fault
+            }
+            None => fault,
+        }
     }
 
     fn check(&self, key: &str, service_id: Option<&str>) -> Verdict {
@@ -133,7 +171,12 @@ impl State {
 
     fn reset_counts(&self) {
         self.validate_calls.store(0, Ordering::Relaxed);
+        self.validate_finished.store(0, Ordering::Relaxed);
         self.ext_authz_calls.store(0, Ordering::Relaxed);
+        self.validate_request_ids
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
         self.token_validate_calls.store(0, Ordering::Relaxed);
     }
 
@@ -149,8 +192,16 @@ impl State {
 
 /// A running dev auth service. Dropping it stops the server too.
 pub struct DevAuth {
-    server: Running,
+    /// None while [`DevAuth::go_down`] has it stopped.
+    server: tokio::sync::Mutex<Option<Running>>,
+    addr: SocketAddr,
     state: Arc<State>,
+}
+
+/// Binds `addr` and serves `state` there.
+async fn serve(state: &Arc<State>, addr: SocketAddr) -> std::io::Result<Running> {
+    let state = Arc::clone(state);
+    server::spawn(addr, move |req| handle(Arc::clone(&state), req)).await
 }
 
 impl DevAuth {
@@ -166,8 +217,13 @@ impl DevAuth {
         let state = Arc::new(State {
             keys: RwLock::new(config.keys),
             service_token: config.service_token,
-            fault: Mutex::new(Fault::None),
+            fault: Mutex::new(FaultSetting {
+                fault: Fault::None,
+                calls_left: None,
+            }),
             validate_calls: AtomicU64::new(0),
+            validate_finished: AtomicU64::new(0),
+            validate_request_ids: Mutex::new(Vec::new()),
             ext_authz_calls: AtomicU64::new(0),
             token_validate_calls: AtomicU64::new(0),
             last_validate: Mutex::new(None),
@@ -176,16 +232,37 @@ impl DevAuth {
             control_api: options.control_api,
             login: options.login,
         });
-        let handler_state = Arc::clone(&state);
-        let server = server::spawn(config.listen, move |req| {
-            handle(Arc::clone(&handler_state), req)
+        let server = serve(&state, config.listen).await?;
+        Ok(DevAuth {
+            addr: server.addr(),
+            server: tokio::sync::Mutex::new(Some(server)),
+            state,
         })
-        .await?;
-        Ok(DevAuth { server, state })
     }
 
     pub fn addr(&self) -> SocketAddr {
-        self.server.addr()
+        self.addr
+    }
+
+    /// Stops listening and aborts open connections, so callers get connection refused;
+    /// faults, keys and counters stay as they are. No-op when already down.
+    pub async fn go_down(&self) {
+        if let Some(server) = self.server.lock().await.take() {
+            server.shutdown().await;
+        }
+    }
+
+    /// Listens again on the same address after [`DevAuth::go_down`]. No-op when up.
+    pub async fn come_up(&self) -> std::io::Result<()> {
+        let mut server = self.server.lock().await;
+        if server.is_none() {
+            *server = Some(serve(&self.state, self.addr).await?);
+        }
+        Ok(())
+    }
+
+    pub async fn is_up(&self) -> bool {
+        self.server.lock().await.is_some()
     }
 
     /// `http://ip:port`, no trailing slash.
@@ -203,6 +280,22 @@ impl DevAuth {
         self.state.ext_authz_calls.load(Ordering::Relaxed)
     }
 
+    /// Validate requests the service has finished with: answered, or dropped by a fault.
+    /// Those still being served (a `Slow` fault) are counted by `validate_calls` only.
+    pub fn validate_finished(&self) -> u64 {
+        self.state.validate_finished.load(Ordering::Relaxed)
+    }
+
+    /// The `x-request-id` of every validate request so far, in order of arrival ("-" for
+    /// a request without one).
+    pub fn validate_request_ids(&self) -> Vec<String> {
+        self.state
+            .validate_request_ids
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     /// Requests received on `/api/v1/validate` (user tokens), faulted ones included.
     pub fn token_validate_calls(&self) -> u64 {
         self.state.token_validate_calls.load(Ordering::Relaxed)
@@ -218,12 +311,19 @@ impl DevAuth {
         self.state.login.as_ref()
     }
 
+    /// Zeroes the counters and forgets the request ids.
     pub fn reset_counts(&self) {
         self.state.reset_counts();
     }
 
+    /// The fault for every call from now on, until changed.
     pub fn set_fault(&self, fault: Fault) {
         self.state.set_fault(fault);
+    }
+
+    /// The fault for the next `calls` calls (key and token validation, ext_authz), then none.
+    pub fn set_fault_for(&self, fault: Fault, calls: u64) {
+        self.state.set_fault_for(fault, Some(calls));
     }
 
     pub fn fault(&self) -> Fault {
@@ -271,7 +371,7 @@ impl DevAuth {
 
     /// Stops accepting, closes open connections and waits for that.
     pub async fn shutdown(self) {
-        self.server.shutdown().await;
+        self.go_down().await;
     }
 }
 
@@ -452,6 +552,21 @@ struct ValidReply<'a> {
 
 async fn validate(state: &State, req: Request<Incoming>) -> Outcome {
     state.validate_calls.fetch_add(1, Ordering::Relaxed);
+    let request_id = req.headers().get("x-request-id").map_or_else(
+        || "-".to_owned(),
+        |v| String::from_utf8_lossy(v.as_bytes()).into_owned(),
+    );
+    state
+        .validate_request_ids
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .push(request_id);
+    let outcome = validate_inner(state, req).await;
+    state.validate_finished.fetch_add(1, Ordering::Relaxed);
+    outcome
+}
+
+async fn validate_inner(state: &State, req: Request<Incoming>) -> Outcome {
     let (parts, body) = req.into_parts();
     let raw = match read_body(body, MAX_VALIDATE_BODY).await {
         Ok(raw) => raw,
@@ -492,7 +607,7 @@ async fn validate(state: &State, req: Request<Incoming>) -> Outcome {
     let header_key = bearer(&parts.headers);
     let key = body_key.or(header_key);
 
-    let fault = state.fault();
+    let fault = state.fault_for_call();
     if let Some(reply) = apply_fault(fault).await {
         return fault_outcome(reply, key, fault);
     }
@@ -589,7 +704,7 @@ async fn ext_authz(state: &State, req: Request<Incoming>) -> Outcome {
             .filter(|k| !k.is_empty())
     });
 
-    let fault = state.fault();
+    let fault = state.fault_for_call();
     if let Some(reply) = apply_fault(fault).await {
         return fault_outcome(reply, key, fault);
     }

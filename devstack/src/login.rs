@@ -187,7 +187,7 @@ async fn validate_token(state: &State, login: &DevLogin, req: Request<Incoming>)
     state.record_token_validate(record(&parts, raw));
     let token = bearer(&parts.headers);
 
-    let fault = state.fault();
+    let fault = state.fault_for_call();
     if let Some(reply) = apply_fault(fault).await {
         return fault_outcome(reply, token, fault);
     }

@@ -587,3 +587,100 @@ async fn key_file_loads_from_disk() -> TestResult {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn going_down_refuses_connections_and_coming_up_serves_the_same_port() -> TestResult {
+    let auth = start(None).await?;
+    let addr = auth.addr();
+    assert_eq!(
+        validate(&auth, body_for(dev_keys::READWRITE)).await?.0,
+        StatusCode::OK
+    );
+    auth.set_fault(Fault::Status(503));
+    auth.go_down().await;
+    assert!(!auth.is_up().await);
+    let err = validate(&auth, body_for(dev_keys::READWRITE))
+        .await
+        .expect_err("nothing listens");
+    assert!(err.is_connect(), "{err:?}");
+    auth.go_down().await; // already down: nothing happens
+
+    auth.come_up().await?;
+    assert!(auth.is_up().await);
+    assert_eq!(auth.addr(), addr);
+    // Counters and the fault survive the restart; the refused call never arrived.
+    assert_eq!(
+        validate(&auth, body_for(dev_keys::READWRITE)).await?.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(auth.validate_calls(), 2);
+    auth.set_fault(Fault::None);
+    auth.come_up().await?; // already up: nothing happens
+    assert_eq!(
+        validate(&auth, body_for(dev_keys::READWRITE)).await?.0,
+        StatusCode::OK
+    );
+    auth.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_fault_for_n_calls_ends_by_itself() -> TestResult {
+    let auth = start(None).await?;
+    auth.set_fault_for(Fault::Status(500), 2);
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        statuses.push(validate(&auth, body_for(dev_keys::READWRITE)).await?.0);
+    }
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::INTERNAL_SERVER_ERROR,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            StatusCode::OK
+        ]
+    );
+    assert_eq!(auth.fault(), Fault::None);
+
+    // Once, for a dropped connection: the next call is answered.
+    auth.set_fault_for(Fault::CloseConnection, 1);
+    assert!(validate(&auth, body_for(dev_keys::READWRITE))
+        .await
+        .is_err());
+    assert_eq!(
+        validate(&auth, body_for(dev_keys::READWRITE)).await?.0,
+        StatusCode::OK
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn counts_finished_calls_and_records_every_request_id() -> TestResult {
+    let auth = start(None).await?;
+    auth.set_fault(Fault::Slow(Duration::from_millis(300)));
+    let url = format!("{}/api/v1/keys/validate", auth.base_url());
+    let slow = tokio::spawn(
+        client()
+            .post(&url)
+            .header("x-request-id", "rid-slow")
+            .json(&body_for(dev_keys::READWRITE))
+            .send(),
+    );
+    // The call has arrived but is not finished while the fault holds it.
+    for _ in 0..100 {
+        if auth.validate_calls() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!((auth.validate_calls(), auth.validate_finished()), (1, 0));
+    assert_eq!(slow.await??.status(), StatusCode::OK);
+    assert_eq!(auth.validate_finished(), 1);
+    auth.set_fault(Fault::None);
+    validate(&auth, body_for(dev_keys::READONLY)).await?;
+    assert_eq!(auth.validate_request_ids(), ["rid-slow", "-"]);
+    auth.reset_counts();
+    assert!(auth.validate_request_ids().is_empty());
+    assert_eq!(auth.validate_finished(), 0);
+    Ok(())
+}

@@ -20,8 +20,8 @@ pub struct Ports {
     pub admin: u16,
 }
 
-/// Test-only departures from the committed config, for the one suite that needs them
-/// (`tests/e2e_vm_reload.rs`). Each is an exact-count text substitution like `render`'s.
+/// Test-only departures from the committed config. Each is an exact-count text
+/// substitution like `render`'s.
 #[derive(Debug, Clone, Copy)]
 pub struct EnvoyOptions {
     /// `--concurrency`: 2 by default; 1 pins every request to one worker and so one VM.
@@ -31,6 +31,8 @@ pub struct EnvoyOptions {
     pub trap_path: Option<&'static str>,
     /// Swaps the `failure_policy`/`reload_config` stanza for the legacy `fail_open: false`.
     pub legacy_fail_open_false: bool,
+    /// Filter settings instead of the committed ones (timeouts, TTLs, the in-flight cap).
+    pub tuning: Tuning,
 }
 
 impl Default for EnvoyOptions {
@@ -39,7 +41,53 @@ impl Default for EnvoyOptions {
             workers: 2,
             trap_path: None,
             legacy_fail_open_false: false,
+            tuning: Tuning::default(),
         }
+    }
+}
+
+/// Filter settings a test needs instead of envoy.yaml's, e.g. short TTLs so the expiry of
+/// a verdict happens within the test. Each becomes an exact edit of the plugin
+/// configuration's JSON (`max_pending_callouts`, absent from envoy.yaml, is added next to
+/// `timeout_ms`); `None` keeps the committed value.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tuning {
+    pub timeout_ms: Option<u64>,
+    pub max_pending_callouts: Option<u32>,
+    pub ttl_s: Option<u64>,
+    pub negative_ttl_s: Option<u64>,
+    pub stale_if_error_s: Option<u64>,
+}
+
+impl Tuning {
+    /// (committed text, replacement) pairs; each committed text occurs once in envoy.yaml.
+    fn edits(&self) -> Vec<(&'static str, String)> {
+        let mut edits = Vec::new();
+        if self.timeout_ms.is_some() || self.max_pending_callouts.is_some() {
+            let mut to = format!(r#""timeout_ms": {},"#, self.timeout_ms.unwrap_or(2000));
+            if let Some(n) = self.max_pending_callouts {
+                to.push_str(&format!(r#" "max_pending_callouts": {n},"#));
+            }
+            edits.push((r#""timeout_ms": 2000,"#, to));
+        }
+        for (from, field, value) in [
+            (r#""ttl_s": 300,"#, "ttl_s", self.ttl_s),
+            (
+                r#""negative_ttl_s": 30,"#,
+                "negative_ttl_s",
+                self.negative_ttl_s,
+            ),
+            (
+                r#""stale_if_error_s": 300,"#,
+                "stale_if_error_s",
+                self.stale_if_error_s,
+            ),
+        ] {
+            if let Some(value) = value {
+                edits.push((from, format!(r#""{field}": {value},"#)));
+            }
+        }
+        edits
     }
 }
 
@@ -106,6 +154,9 @@ pub fn render_with(ports: Ports, up: Upstreams, opts: EnvoyOptions) -> String {
     }
     if opts.legacy_fail_open_false {
         out = replace_exact(&out, FAILURE_POLICY_LINES, "fail_open: false\n", 1);
+    }
+    for (from, to) in opts.tuning.edits() {
+        out = replace_exact(&out, from, &to, 1);
     }
     out
 }
@@ -235,6 +286,28 @@ impl Envoy {
                 (key == name).then(|| value.trim().parse().ok()).flatten()
             })
             .unwrap_or(0)
+    }
+
+    /// Every stat whose name matches the regex `filter` (Envoy's admin syntax), as
+    /// (name, value) pairs in Envoy's order; histograms come with their summary text.
+    pub async fn stats_matching(&self, filter: &str) -> Vec<(String, String)> {
+        let url = format!("http://127.0.0.1:{}/stats", self.ports.admin);
+        let text = self
+            .admin
+            .get(&url)
+            .query(&[("filter", filter)])
+            .send()
+            .await
+            .expect("admin /stats")
+            .text()
+            .await
+            .expect("admin /stats body");
+        text.lines()
+            .filter_map(|line| {
+                let (key, value) = line.split_once(": ")?;
+                Some((key.to_owned(), value.trim().to_owned()))
+            })
+            .collect()
     }
 
     /// Resident set size of the Envoy process, from /proc.

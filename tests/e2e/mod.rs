@@ -18,4 +18,5 @@ pub mod mlflow;
 pub mod paths;
 pub mod pki;
 pub mod procs;
+pub mod raw_http;
 pub mod stack;

@@ -110,6 +110,28 @@ impl Stack {
         self.auth = Some(start_dev_auth(addr).await);
     }
 
+    /// One of the filter's counters as Envoy exports it, by the name the filter defines
+    /// (`hokusai_auth.callouts` is read as `wasmcustom.hokusai_auth.callouts`). Each worker
+    /// flushes its counts on its tick (200 ms), so a fresh count may lag: see
+    /// [`Stack::await_filter_counter`].
+    pub async fn filter_counter(&self, name: &str) -> u64 {
+        self.envoy.stat(&format!("wasmcustom.{name}")).await
+    }
+
+    /// Waits (bounded, ~3 s) for a filter counter to reach `want`, then asserts it is
+    /// exactly `want`; a counter that overshoots or never gets there fails.
+    pub async fn await_filter_counter(&self, name: &str, want: u64) {
+        let mut got = 0;
+        for _ in 0..60 {
+            got = self.filter_counter(name).await;
+            if got >= want {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert_eq!(got, want, "filter counter {name}");
+    }
+
     /// A valid dev token (the login service's issuer, audience and key) for `sub`.
     pub fn mint(&self, sub: &str, scopes: &[&str]) -> String {
         self.auth()

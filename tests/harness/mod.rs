@@ -30,7 +30,7 @@ pub mod wire;
 
 pub use model::{
     Callout, CalloutReply, LogLevel, LogLine, Outcome, Request, StreamId, DEFAULT_AUTHORITY,
-    DEFAULT_SOURCE_ADDRESS,
+    DEFAULT_SOURCE_ADDRESS, ENVOY_REFUSED_BODY, ENVOY_RESET_BODY, ENVOY_TIMEOUT_BODY,
 };
 pub use wire::Header;
 
@@ -47,7 +47,12 @@ use wire::HeaderMap;
 /// The artifact `make build` produces: under `$CARGO_TARGET_DIR` when that is set and not
 /// empty (relative to the repo root, as in the Makefile), else under `target/`. Read at
 /// run time, not compile time: cargo passes its environment on to the test binaries.
+/// `HOKUSAI_HARNESS_WASM` names another build of the filter instead (as
+/// `HOKUSAI_E2E_WASM` does for the end-to-end suite).
 pub fn artifact_path() -> PathBuf {
+    if let Some(path) = std::env::var_os("HOKUSAI_HARNESS_WASM").filter(|p| !p.is_empty()) {
+        return PathBuf::from(path);
+    }
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let target = match std::env::var_os("CARGO_TARGET_DIR") {
         Some(dir) if !dir.is_empty() => root.join(dir),
@@ -539,10 +544,16 @@ impl Vm {
         self.store.data().callout_history.clone()
     }
 
+    /// Callouts Envoy cancelled because the context that made them went away.
+    pub fn cancelled_callouts(&self) -> Vec<Callout> {
+        self.store.data().cancelled_callouts.clone()
+    }
+
     /// Delivers the upstream's reply to a callout through
-    /// proxy_on_http_call_response. Like Envoy, the callback goes to the root
-    /// context (calls belong to it); the SDK routes it to the stream that made the
-    /// call. A stream that has finished meanwhile is not told, as in Envoy.
+    /// proxy_on_http_call_response. Like Envoy, the callback goes to the context that
+    /// made the call (the stream, or the root context for calls made from on_tick or
+    /// from the root's own callback), with that context current. A callout whose
+    /// context went away was cancelled with it and cannot be answered (panics here).
     #[track_caller]
     pub fn answer(&mut self, token: u32, reply: CalloutReply) {
         let st = self.store.data_mut();
@@ -571,12 +582,12 @@ impl Vm {
         };
         st.delivering = Some(delivery);
         st.call_status = status;
-        let root = self.root_id();
+        let owner = callout.context_id;
         self.call_as::<(i32, i32, i32, i32, i32), ()>(
-            root,
+            owner,
             "proxy_on_http_call_response",
             (
-                root as i32,
+                owner as i32,
                 token as i32,
                 counts.0 as i32,
                 counts.1 as i32,
@@ -634,8 +645,9 @@ impl Vm {
 
     /// Ends the stream as Envoy 1.40 does: the access log first (proxy_on_log,
     /// request and response headers readable), then the filter is destroyed
-    /// (proxy_on_done, proxy_on_delete). Callouts still pending stay pending:
-    /// they belong to the root context, so Envoy does not cancel them.
+    /// (proxy_on_done, proxy_on_delete), then the context itself, which cancels every
+    /// callout it made and has not had answered (Envoy's `Context::~Context`): those
+    /// move to [`Vm::cancelled_callouts`] and are never delivered.
     #[track_caller]
     pub fn finish(&mut self, id: StreamId) {
         assert!(!self.stream(id).deleted, "stream {id:?} finished twice");
@@ -649,12 +661,35 @@ impl Vm {
         stream.deleted = true;
         stream.request_live = false;
         stream.response_live = false;
+        let st = self.store.data_mut();
+        let (cancelled, kept) = std::mem::take(&mut st.pending_callouts)
+            .into_iter()
+            .partition(|c| c.context_id == id.0);
+        st.pending_callouts = kept;
+        st.cancelled_callouts.extend::<Vec<Callout>>(cancelled);
     }
 
-    /// Fires the root context's timer once (proxy_on_tick).
+    /// The client resets a stream the filter has not answered (or closes its
+    /// connection): Envoy ends the stream just as [`Vm::finish`] does, without a
+    /// response, and the stream's callouts are cancelled. Outcome: `Abandoned`.
+    #[track_caller]
+    pub fn reset_by_client(&mut self, id: StreamId) {
+        let outcome = self.outcome(id);
+        assert!(
+            outcome.is_paused(),
+            "stream {id:?} was already decided: {outcome:?}"
+        );
+        self.stream_mut(id).outcome = Some(Outcome::Abandoned);
+        self.finish(id);
+    }
+
+    /// Fires the root context's timer once (proxy_on_tick). Whatever the filter did to
+    /// streams meanwhile (resumed one, answered one through set_effective_context) takes
+    /// effect when the call returns, as Envoy's deferred after-VM-call actions do.
     pub fn tick(&mut self) {
         let root = self.root_id();
         self.call_as::<i32, ()>(root, "proxy_on_tick", root as i32);
+        self.settle(None);
     }
 
     /// The period the filter asked for with proxy_set_tick_period_milliseconds.

@@ -246,13 +246,18 @@ impl fmt::Debug for Callout {
 }
 
 /// What the test makes the upstream answer to a callout.
+///
+/// Measured on Envoy 1.40 (V8): the async client turns a timeout, a refused connection
+/// and a connection closed before the response into local replies of Envoy's router
+/// (504/503, `text/plain`, no `x-envoy-upstream-service-time`), delivered like any
+/// response. Only [`CalloutReply::failure`] reaches the filter with no response at all.
 #[derive(Clone, Debug)]
 pub struct CalloutReply {
-    /// `None`: no response at all (timeout, reset, refused connection). Envoy then
-    /// calls back with 0 headers, 0 body bytes and no response maps.
+    /// `None`: no response at all (Envoy's onHttpCallFailure): 0 headers, 0 body bytes,
+    /// no response maps, proxy_get_status BrokenConnection "reset".
     pub(crate) response: Option<CalloutResponse>,
     /// A timeout: Envoy calls back `timeout_ms` after the dispatch, so the harness moves
-    /// the clock there first. A reset or refused connection calls back at once.
+    /// the clock there first. Everything else calls back at once.
     pub(crate) timed_out: bool,
 }
 
@@ -263,11 +268,22 @@ pub(crate) struct CalloutResponse {
     pub trailers: HeaderMap,
 }
 
+/// Envoy's router, when the connection to the auth service failed or broke before a
+/// response: `upstream connect error or disconnect/reset before headers. reset reason: ...`.
+pub const ENVOY_RESET_BODY: &str =
+    "upstream connect error or disconnect/reset before headers. reset reason: connection termination";
+pub const ENVOY_REFUSED_BODY: &str =
+    "upstream connect error or disconnect/reset before headers. reset reason: remote connection failure";
+/// Envoy's router, when the callout's timeout fired first.
+pub const ENVOY_TIMEOUT_BODY: &str = "upstream request timeout";
+
 impl CalloutReply {
-    /// A response with just `:status`.
+    /// A response with just `:status`, as the auth service's answer reaches the filter
+    /// through Envoy's router (which adds `x-envoy-upstream-service-time`).
     pub fn new(status: u32) -> Self {
         let mut headers = HeaderMap::new();
         headers.add(":status", status.to_string().as_bytes());
+        headers.add("x-envoy-upstream-service-time", b"1");
         Self {
             response: Some(CalloutResponse {
                 headers,
@@ -285,17 +301,45 @@ impl CalloutReply {
             .body(body)
     }
 
-    /// The upstream never answered in time: Envoy calls back with nothing, `timeout_ms`
-    /// after the dispatch (the harness clock moves there).
-    pub fn timeout() -> Self {
+    /// A local reply of Envoy's router, as the async client hands it to the filter.
+    fn envoy_local(status: u32, body: &str) -> Self {
+        let mut headers = HeaderMap::new();
+        headers.add(":status", status.to_string().as_bytes());
+        headers.add("content-length", body.len().to_string().as_bytes());
+        headers.add("content-type", b"text/plain");
         Self {
-            response: None,
-            timed_out: true,
+            response: Some(CalloutResponse {
+                headers,
+                body: body.as_bytes().to_vec(),
+                trailers: HeaderMap::new(),
+            }),
+            timed_out: false,
         }
     }
 
-    /// The connection was refused or reset: Envoy calls back with nothing, at once.
+    /// The auth service did not answer within `timeout_ms`: Envoy's 504 `upstream request
+    /// timeout`, `timeout_ms` after the dispatch (the harness clock moves there).
+    pub fn timeout() -> Self {
+        Self {
+            timed_out: true,
+            ..Self::envoy_local(504, ENVOY_TIMEOUT_BODY)
+        }
+    }
+
+    /// The auth service closed or reset the connection before answering: Envoy's 503
+    /// (`reset reason: connection termination`), at once.
     pub fn reset() -> Self {
+        Self::envoy_local(503, ENVOY_RESET_BODY)
+    }
+
+    /// Nothing listens on the auth service's port: Envoy's 503 (`reset reason: remote
+    /// connection failure`), at once.
+    pub fn refused() -> Self {
+        Self::envoy_local(503, ENVOY_REFUSED_BODY)
+    }
+
+    /// No response at all (Envoy's onHttpCallFailure), at once.
+    pub fn failure() -> Self {
         Self {
             response: None,
             timed_out: false,
@@ -325,7 +369,7 @@ impl CalloutReply {
     fn response_mut(&mut self) -> &mut CalloutResponse {
         self.response
             .as_mut()
-            .expect("a timeout reply has no headers or body")
+            .expect("a failure() reply has no headers or body")
     }
 }
 
@@ -347,6 +391,9 @@ pub enum Outcome {
     Paused,
     /// The filter reset the stream (`proxy_close_stream`).
     Reset,
+    /// The client went away (reset the stream or closed the connection) before the
+    /// filter decided; see [`super::Vm::reset_by_client`].
+    Abandoned,
     /// The VM trapped; Envoy answers 503 until failure_policy FAIL_RELOAD replaces it.
     Crashed(String),
 }
@@ -474,6 +521,7 @@ impl fmt::Debug for Outcome {
             ),
             Outcome::Paused => write!(f, "Paused"),
             Outcome::Reset => write!(f, "Reset"),
+            Outcome::Abandoned => write!(f, "Abandoned"),
             Outcome::Crashed(msg) => write!(f, "Crashed({msg:?})"),
         }
     }

@@ -154,6 +154,8 @@ pub struct VmState {
     pub root_properties: Vec<(String, Vec<u8>)>,
     pub pending_callouts: Vec<Callout>,
     pub callout_history: Vec<Callout>,
+    /// Callouts whose context went away before their answer (Envoy cancels them).
+    pub cancelled_callouts: Vec<Callout>,
     pub next_token: u32,
     pub delivering: Option<Delivery>,
     /// proxy_get_status: Envoy reports (BrokenConnection, "reset") during a failed callout.
@@ -197,6 +199,7 @@ impl VmState {
             root_properties,
             pending_callouts: Vec::new(),
             callout_history: Vec::new(),
+            cancelled_callouts: Vec::new(),
             next_token: 0,
             delivering: None,
             call_status: (0, String::new()),
