@@ -370,6 +370,8 @@ fn no_http_status_is_retried() {
         // The auth service's own 503 (it passed Envoy's router), not a broken connection.
         CalloutReply::json(503, r#"{"detail": "overloaded"}"#),
         CalloutReply::new(504),
+        // The auth service echoing Envoy's words still answered: it is a 5xx, not a reset.
+        CalloutReply::new(503).body(harness::ENVOY_RESET_BODY),
     ];
     for (i, reply) in replies.into_iter().enumerate() {
         let rid = format!("rid-{i}");
@@ -380,11 +382,11 @@ fn no_http_status_is_retried() {
         assert!(vm.callouts().is_empty(), "reply {i} was retried");
         vm.finish(id);
     }
-    assert_eq!(counter(&mut vm, "hokusai_auth.callouts"), 4);
+    assert_eq!(counter(&mut vm, "hokusai_auth.callouts"), 5);
     assert_eq!(counter(&mut vm, "hokusai_auth.callout_retries"), 0);
     assert_eq!(
         counter(&mut vm, "hokusai_auth.callout_failures.reason=5xx"),
-        4
+        5
     );
 }
 

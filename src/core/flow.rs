@@ -78,12 +78,39 @@ pub struct Resolved {
     pub decision: Final,
 }
 
-/// The auth service's reply as Envoy delivered it; `status` None after a timeout or reset.
+/// The auth service's reply as Envoy delivered it; `status` None when Envoy delivered no
+/// response at all.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CalloutReply<'a> {
     pub status: Option<u16>,
     pub body: &'a [u8],
     pub retry_after: Option<&'a [u8]>,
+    /// The reply carries `x-envoy-upstream-service-time`: it came from the auth service.
+    pub from_upstream: bool,
+}
+
+impl CalloutReply<'_> {
+    /// Envoy 1.40 answers for an auth service it could not reach: a refused, reset or
+    /// closed connection becomes its router's 503 (`upstream connect error or disconnect/
+    /// reset before headers...`) and a timeout its 504 (`upstream request timeout`), both
+    /// without the `x-envoy-upstream-service-time` every real response through the router
+    /// carries. Those mean "no reply", so a reset can be retried and a timeout told apart.
+    pub fn is_envoys_own(&self) -> bool {
+        let generated = match self.status {
+            Some(503) => self
+                .body
+                .starts_with(b"upstream connect error or disconnect/reset before headers"),
+            Some(504) => self.body == b"upstream request timeout",
+            _ => false,
+        };
+        generated && !self.from_upstream
+    }
+
+    /// Does the adapter need to look for `x-envoy-upstream-service-time`? Only for the
+    /// statuses Envoy answers with itself.
+    pub fn may_be_envoys_own(status: Option<u16>) -> bool {
+        matches!(status, Some(503 | 504))
+    }
 }
 
 type FlightKey = (AuthMethod, KeyDigest);
@@ -261,8 +288,13 @@ impl Worker {
         flight.token = None;
         let elapsed = now_ms - flight.attempt_started_ms;
         self.policy.tally.latency(elapsed.max(0) as u64);
+        let status = if reply.is_envoys_own() {
+            None
+        } else {
+            reply.status
+        };
         let mut failure = None;
-        if reply.status.is_none() {
+        if status.is_none() {
             let timed_out = elapsed + TIMEOUT_SLACK_MS >= flight.attempt_timeout_ms;
             let remaining = flight.deadline_ms - now_ms;
             if !timed_out && !flight.retried && remaining >= MIN_RETRY_MS {
@@ -285,8 +317,8 @@ impl Worker {
             });
         }
         let now = now_ms.div_euclid(1000);
-        let outcome = interpret(reply.status, reply.body, reply.retry_after, now);
-        let failure = failure.or(match (&outcome, reply.status) {
+        let outcome = interpret(status, reply.body, reply.retry_after, now);
+        let failure = failure.or(match (&outcome, status) {
             (ValidationOutcome::Unavailable(_), Some(500..=599)) => {
                 Some(CalloutFailure::ServerError)
             }

@@ -132,10 +132,13 @@ pub(super) fn callout_replied(
     current: Option<u32>,
 ) -> bool {
     let (status, retry_after, body) = read_callout_reply(num_headers, body_size);
+    let from_upstream = CalloutReply::may_be_envoys_own(status)
+        && host::call_response_header("x-envoy-upstream-service-time").is_some();
     let reply = CalloutReply {
         status,
         body: &body,
         retry_after: retry_after.as_deref(),
+        from_upstream,
     };
     let resolved =
         filter

@@ -90,6 +90,7 @@ fn ok(body: &[u8]) -> CalloutReply<'_> {
         status: Some(200),
         body,
         retry_after: None,
+        from_upstream: true,
     }
 }
 
@@ -97,7 +98,22 @@ const NO_REPLY: CalloutReply<'static> = CalloutReply {
     status: None,
     body: b"",
     retry_after: None,
+    from_upstream: false,
 };
+
+/// What Envoy's router hands back when the auth service never answered.
+fn envoys_own(status: u16, body: &'static [u8]) -> CalloutReply<'static> {
+    CalloutReply {
+        status: Some(status),
+        body,
+        retry_after: None,
+        from_upstream: false,
+    }
+}
+
+const ENVOY_RESET: &[u8] =
+    b"upstream connect error or disconnect/reset before headers. reset reason: connection termination";
+const ENVOY_TIMEOUT: &[u8] = b"upstream request timeout";
 
 fn status_of(r: &Resolved) -> u16 {
     match &r.decision {
@@ -223,12 +239,66 @@ fn a_timeout_or_an_http_status_is_never_retried() {
             status: Some(status),
             body: b"",
             retry_after: None,
+            from_upstream: true,
         };
         let resolved = w.on_callout_reply(token, reply, T0 + 1, &mut envoy);
         assert_eq!(status_of(&resolved[0]), 503);
     }
     assert_eq!(envoy.sent.len(), 4, "no retries");
     assert_eq!(w.policy.tally.callout_failures, [1, 0, 2, 1, 0]);
+}
+
+#[test]
+fn envoys_own_reset_reply_is_retried_like_no_reply() {
+    let (mut w, mut envoy) = (worker(), FakeEnvoy::default());
+    w.on_request(1, &read("hk_1"), T0, &mut envoy);
+    let reset = envoys_own(503, ENVOY_RESET);
+    assert!(w
+        .on_callout_reply(envoy.sent[0].0, reset, T0 + 1, &mut envoy)
+        .is_empty());
+    assert_eq!(envoy.sent.len(), 2, "retried");
+    let resolved = w.on_callout_reply(envoy.sent[1].0, reset, T0 + 2, &mut envoy);
+    assert_eq!(status_of(&resolved[0]), 503);
+    assert_eq!(
+        w.policy.tally.callout_failures,
+        [0, 1, 0, 0, 0],
+        "a reset, not a 5xx"
+    );
+}
+
+#[test]
+fn envoys_own_timeout_reply_counts_as_a_timeout() {
+    let (mut w, mut envoy) = (worker(), FakeEnvoy::default());
+    w.on_request(1, &read("hk_1"), T0, &mut envoy);
+    let timeout = envoys_own(504, ENVOY_TIMEOUT);
+    let resolved = w.on_callout_reply(envoy.sent[0].0, timeout, T0 + 2000, &mut envoy);
+    assert_eq!((status_of(&resolved[0]), envoy.sent.len()), (503, 1));
+    assert_eq!(w.policy.tally.callout_failures, [1, 0, 0, 0, 0]);
+}
+
+#[test]
+fn the_auth_service_cannot_pass_for_envoy() {
+    // The same body from the auth service itself (it carries Envoy's upstream timing
+    // header) is a 5xx: never retried, never confused with a reset.
+    let mut reply = envoys_own(503, ENVOY_RESET);
+    reply.from_upstream = true;
+    assert!(!reply.is_envoys_own());
+    assert!(envoys_own(503, ENVOY_RESET).is_envoys_own());
+    assert!(envoys_own(504, ENVOY_TIMEOUT).is_envoys_own());
+    assert!(
+        !envoys_own(503, b"busy").is_envoys_own(),
+        "other bodies are the service's"
+    );
+    assert!(
+        !envoys_own(500, ENVOY_RESET).is_envoys_own(),
+        "only 503 and 504"
+    );
+    assert!(!envoys_own(504, b"upstream request timeout, more").is_envoys_own());
+    let (mut w, mut envoy) = (worker(), FakeEnvoy::default());
+    w.on_request(1, &read("hk_1"), T0, &mut envoy);
+    w.on_callout_reply(envoy.sent[0].0, reply, T0 + 1, &mut envoy);
+    assert_eq!(envoy.sent.len(), 1, "no retry");
+    assert_eq!(w.policy.tally.callout_failures, [0, 0, 1, 0, 0], "a 5xx");
 }
 
 #[test]
