@@ -163,16 +163,19 @@ pub enum Kind {
     Jwt,
 }
 
-/// The contract's reading of the credential headers: Ok(None) for no credential, Err(()) for
-/// a malformed or repeated one.
+/// A credential header that is malformed or repeated (contract: 401, no callout).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Malformed;
+
+/// The contract's reading of the credential headers: Ok(None) for no credential.
 pub fn reference_credential(
     authorization: &[&[u8]],
     x_api_key: &[&[u8]],
-) -> Result<Option<(Kind, String)>, ()> {
-    let usable = |value: &[u8], max: usize| -> Result<String, ()> {
+) -> Result<Option<(Kind, String)>, Malformed> {
+    let usable = |value: &[u8], max: usize| -> Result<String, Malformed> {
         let ok = !value.is_empty() && value.len() <= max && value.iter().all(u8::is_ascii_graphic);
         ok.then(|| String::from_utf8(value.to_vec()).unwrap())
-            .ok_or(())
+            .ok_or(Malformed)
     };
     match authorization {
         [] => {}
@@ -185,12 +188,12 @@ pub fn reference_credential(
                 };
             }
         }
-        _ => return Err(()),
+        _ => return Err(Malformed),
     }
     match x_api_key {
         [] => Ok(None),
         [one] => usable(trim_blanks(one), MAX_KEY_LEN).map(|v| Some((Kind::ApiKey, v))),
-        _ => Err(()),
+        _ => Err(Malformed),
     }
 }
 
@@ -200,7 +203,7 @@ pub fn credential(authorization: &[&[u8]], x_api_key: &[&[u8]]) {
     let expected = reference_credential(authorization, x_api_key);
     let got = match &found {
         Lookup::Missing => Ok(None),
-        Lookup::Malformed => Err(()),
+        Lookup::Malformed => Err(Malformed),
         Lookup::Found(Credential::ApiKey(s)) => Ok(Some((Kind::ApiKey, s.expose().to_string()))),
         Lookup::Found(Credential::Jwt(s)) => Ok(Some((Kind::Jwt, s.expose().to_string()))),
     };
@@ -230,7 +233,8 @@ pub fn jwt_shape(value: &[u8]) {
         let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(h)
             .ok()?;
-        let header: Value = serde_json::from_slice(&json).ok()?;
+        // serde_json skips the strings of fields it ignores without checking their UTF-8.
+        let header: Value = serde_json::from_str(&String::from_utf8_lossy(&json)).ok()?;
         header.get("alg")?.as_str().map(|a| !a.is_empty())
     });
     let expected = segments.len() == 3

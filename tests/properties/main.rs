@@ -521,6 +521,8 @@ mod regressions {
     #[test]
     fn array_headers_and_claims_are_not_a_jwt() {
         checks::jwt_shape(b"WyJSUzI1NiJd.eyJzdWIiOiJ1In0.c2ln");
+        // {"alg": "RS256", "typ": "K\xd7..."}: an ignored field with invalid UTF-8 (fuzz).
+        checks::jwt_shape(b"eyJhbGciOiAiUlMyNTYiLCAidHlwIjogIkvXVCJ9.eyJzdWIiOiJ1In0.c2ln");
         checks::jwt_claims("eyJhbGciOiJSUzI1NiJ9.WyJ1IixudWxsLFsibWxmbG93OndyaXRlIl1d.c2ln");
     }
 
@@ -531,6 +533,23 @@ mod regressions {
         let body = b"{\"key_id\":\"k\",\"user_id\":\"u\",\"service_id\":\"ml-\xc1\"}";
         checks::validation_reply(Some(200), body, None, 0);
         checks::jwt_claims("eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ1IiwieCI6IsOpIn0.c2ln");
+    }
+
+    /// An escaped character in Envoy's quoted Subject still names the listed CN (the model
+    /// once read the XFCC without its escapes).
+    #[test]
+    fn an_escaped_subject_names_its_cn() {
+        let mut request = Request::with(&[
+            (":method", "GET"),
+            (":path", "/api/2.0/mlflow/experiments/get"),
+            (
+                "x-forwarded-client-cert",
+                r#"Subject="O=Hokusai,CN=hokus\ai-cn-service""#,
+            ),
+        ]);
+        request.mtls = true;
+        let stats = model::run(&Scenario::with(vec![Event::Request { worker: 0, request }]));
+        assert_eq!(stats.internal, 1);
     }
 
     /// `{"": 1}` is refused naming the field it has: the empty one.

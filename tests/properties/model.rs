@@ -17,7 +17,7 @@
 //! - every request that waits gets exactly one decision, unless it goes away first;
 //! - the auth service's statuses map as contract section 5 says; the counts match the events.
 
-use super::checks::{reference_bearer, reference_credential, reference_payload, Kind};
+use super::checks::{reference_bearer, reference_credential, reference_payload, Kind, Malformed};
 use arbitrary::Unstructured;
 use base64::Engine;
 use hokusai_auth_filter::core::callout::ValidationCall;
@@ -760,7 +760,7 @@ enum State {
 struct Info {
     worker: usize,
     state: State,
-    presented: Result<Option<(Kind, String)>, ()>,
+    presented: Result<Option<(Kind, String)>, Malformed>,
     method: String,
     path: String,
     method_override: bool,
@@ -1471,7 +1471,7 @@ impl World {
         assert_eq!(r.facts.outcome, Outcome::of_status(reply.status));
         match (&info.presented, reply.status) {
             (_, 403) => {}
-            (Err(()), status) => {
+            (Err(Malformed), status) => {
                 assert_eq!((status, reply.detail), (401, "Invalid API key format"))
             }
             (Ok(None), status) => assert_eq!((status, reply.detail), (401, "API key required")),
@@ -1530,10 +1530,17 @@ impl World {
                     c.allowed_identities.iter().any(|a| a == peer),
                     "{peer} is not listed"
                 );
-                let xfcc = &info.xfcc[0];
+                // Backslashes escape, in the quoted value and in the DN (`CN=a\,b`).
+                let xfcc: Vec<u8> = info.xfcc[0]
+                    .iter()
+                    .copied()
+                    .filter(|b| *b != b'\\')
+                    .collect();
+                let xfcc = &xfcc;
                 assert!(
                     xfcc.windows(peer.len()).any(|w| w == peer.as_bytes()),
-                    "{peer} is not in the XFCC"
+                    "{peer} is not in the XFCC {:?}",
+                    Shown(xfcc)
                 );
                 assert!(identity.key_id.is_none() && !identity.stale);
                 let user = (!info.has_user_id).then_some("internal_service");
