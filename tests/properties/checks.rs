@@ -233,9 +233,9 @@ pub fn jwt_shape(value: &[u8]) {
         let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(h)
             .ok()?;
-        // serde_json skips the strings of fields it ignores without checking their UTF-8.
-        let header: Value = serde_json::from_str(&String::from_utf8_lossy(&json)).ok()?;
-        header.get("alg")?.as_str().map(|a| !a.is_empty())
+        read_object::<SaidHeader>(&json)?
+            .alg
+            .map(|alg| !alg.is_empty())
     });
     let expected = segments.len() == 3
         && !segments[0].is_empty()
@@ -423,17 +423,44 @@ fn token_safe(value: &str) -> bool {
     !value.is_empty() && value.len() <= 256 && value.bytes().all(|b| b.is_ascii_graphic())
 }
 
-/// The payload object of a JWT-shaped token, read independently of `jwt::claims`.
-pub fn reference_payload(token: &str) -> Option<serde_json::Map<String, Value>> {
+/// A JSON object read as any reader that ignores unknown members reads it: only the members
+/// asked for must be well-formed (serde_json skips the others without checking their UTF-8 or
+/// their numbers' range, and so do we). None for anything but an object.
+pub fn read_object<T: serde::de::DeserializeOwned>(json: &[u8]) -> Option<T> {
+    if json.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return None;
+    }
+    serde_json::from_slice(json).ok()
+}
+
+#[derive(serde::Deserialize)]
+struct SaidHeader {
+    alg: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct SaidClaims {
+    sub: Option<String>,
+}
+
+/// What an auth service's reply body says, member by member (contract section 6).
+#[derive(serde::Deserialize)]
+pub struct SaidReply {
+    pub valid: Option<bool>,
+    pub key_id: Option<String>,
+    pub user_id: Option<String>,
+    pub scopes: Option<Vec<String>>,
+    pub rate_limit_per_hour: Option<u64>,
+    pub expires_at: Option<String>,
+}
+
+/// The `sub` of a token's payload object, read independently of `jwt::claims`.
+pub fn reference_sub(token: &str) -> Option<String> {
     let payload = token.split('.').nth(1)?;
     let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(payload)
         .ok()?;
-    // serde_json skips the strings of fields it ignores without checking their UTF-8.
-    match serde_json::from_str(&String::from_utf8_lossy(&json)).ok()? {
-        Value::Object(map) => Some(map),
-        _ => None,
-    }
+    read_object::<SaidClaims>(&json)?.sub
 }
 
 /// `jwt::claims` yields header-safe claims taken from the payload object, or nothing.
@@ -443,34 +470,22 @@ pub fn jwt_claims(token: &str) {
     };
     assert!(header_safe(&claims.sub), "sub {:?}", claims.sub);
     assert!(claims.scopes.iter().all(|s| token_safe(s)));
-    let payload = reference_payload(token).expect("claims from a payload that is a JSON object");
-    assert_eq!(
-        payload.get("sub").and_then(Value::as_str),
-        Some(&*claims.sub)
-    );
+    let sub = reference_sub(token).expect("claims from a payload object with a sub");
+    assert_eq!(sub, claims.sub);
 }
 
 /// What an auth-service reply may become (contract section 5): an allow only from a 200 whose
 /// body is a JSON object naming usable ids, a denial only from what says so.
 pub fn validation_reply(status: Option<u16>, body: &[u8], retry_after: Option<&[u8]>, now: i64) {
     let outcome = interpret(status, body, retry_after, now);
-    // serde_json skips the strings of fields it ignores without checking their UTF-8.
-    let object = || match serde_json::from_str::<Value>(&String::from_utf8_lossy(body)) {
-        Ok(Value::Object(map)) if body.len() <= MAX_REPLY_BYTES => Some(map),
-        _ => None,
-    };
+    let object = || read_object::<SaidReply>(body).filter(|_| body.len() <= MAX_REPLY_BYTES);
     match (&outcome, status) {
         (ValidationOutcome::Verdict(Verdict::Allow(grant)), Some(200)) => {
-            let body = object().expect("an allow from a body that is a JSON object");
-            assert_ne!(body.get("valid"), Some(&Value::Bool(false)));
-            assert_eq!(
-                body.get("key_id").and_then(Value::as_str),
-                Some(&*grant.key_id)
-            );
-            assert_eq!(
-                body.get("user_id").and_then(Value::as_str),
-                Some(&*grant.user_id)
-            );
+            let said = object().expect("an allow from a body that is a JSON object");
+            assert_ne!(said.valid, Some(false));
+            assert_eq!(said.key_id.as_deref(), Some(&*grant.key_id));
+            assert_eq!(said.user_id.as_deref(), Some(&*grant.user_id));
+            assert_eq!(said.scopes.unwrap_or_default(), grant.scopes);
             assert!(header_safe(&grant.key_id) && header_safe(&grant.user_id));
             assert!(grant.scopes.iter().all(|s| token_safe(s)));
             assert!(grant.expires_at.is_none_or(|at| at > now), "expired allow");

@@ -493,6 +493,7 @@ fn scenarios_reach_every_kind_of_decision() {
 mod regressions {
     use super::checks;
     use super::model::{self, Event, Reply, Request, Scenario};
+    use base64::Engine;
 
     fn keyed(key: &str) -> Event {
         Event::Request {
@@ -533,6 +534,12 @@ mod regressions {
         let body = b"{\"key_id\":\"k\",\"user_id\":\"u\",\"service_id\":\"ml-\xc1\"}";
         checks::validation_reply(Some(200), body, None, 0);
         checks::jwt_claims("eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ1IiwieCI6IsOpIn0.c2ln");
+        // Found by the fuzz targets: a number beyond f64 in an ignored member, and invalid
+        // UTF-8 in a member that is used (`alg`), which must not count.
+        let payload = br#"{"sub": "user-2", "exp": 19.0e051615}"#;
+        let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(payload);
+        checks::jwt_claims(&format!("eyJhbGciOiJSUzI1NiJ9.{payload}.c2ln"));
+        checks::jwt_shape(b"eyJhbGciOiAibm7uZSJ9.eZZZZZZZiOiAidSJ9.");
     }
 
     /// An escaped character in Envoy's quoted Subject still names the listed CN (the model

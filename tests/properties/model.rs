@@ -17,7 +17,9 @@
 //! - every request that waits gets exactly one decision, unless it goes away first;
 //! - the auth service's statuses map as contract section 5 says; the counts match the events.
 
-use super::checks::{reference_bearer, reference_credential, reference_payload, Kind, Malformed};
+use super::checks::{
+    read_object, reference_bearer, reference_credential, reference_sub, Kind, Malformed, SaidReply,
+};
 use arbitrary::Unstructured;
 use base64::Engine;
 use hokusai_auth_filter::core::callout::ValidationCall;
@@ -838,38 +840,21 @@ fn possible_allow(reply: &Reply, at_s: i64) -> Option<Answer> {
     if reply.status != Some(200) {
         return None;
     }
-    // serde_json skips the strings of fields it ignores without checking their UTF-8.
-    let text = String::from_utf8_lossy(&reply.body);
-    let Value::Object(body) = serde_json::from_str(&text).ok()? else {
-        return None;
-    };
-    if body.get("valid") == Some(&Value::Bool(false)) {
+    let said: SaidReply = read_object(&reply.body)?;
+    if said.valid == Some(false) {
         return None;
     }
-    let text = |name: &str| body.get(name)?.as_str().map(String::from);
-    let scopes = match body.get("scopes") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(list) => list
-            .as_array()?
-            .iter()
-            .map(|s| s.as_str().map(String::from))
-            .collect::<Option<Vec<_>>>()?,
-    };
-    let expires_at = match body.get("expires_at") {
-        None | Some(Value::Null) => None,
-        Some(at) => Some(parse_rfc3339(at.as_str()?)?),
-    };
-    let limit = match body.get("rate_limit_per_hour") {
-        None | Some(Value::Null) => None,
-        Some(n) => Some(n.as_u64()?),
+    let expires_at = match &said.expires_at {
+        None => None,
+        Some(at) => Some(parse_rfc3339(at)?),
     };
     Some(Answer {
         at_s,
-        key_id: text("key_id")?,
-        user_id: text("user_id")?,
-        scopes: scopes.join(" "),
+        key_id: said.key_id?,
+        user_id: said.user_id?,
+        scopes: said.scopes.unwrap_or_default().join(" "),
         expires_at,
-        limit,
+        limit: said.rate_limit_per_hour,
     })
 }
 
@@ -1051,8 +1036,8 @@ impl World {
             Subject::Other(bytes) => Some(bytes.clone()),
             Subject::TokensOwn => bearer
                 .and_then(|t| std::str::from_utf8(t).ok())
-                .and_then(reference_payload)
-                .and_then(|p| p.get("sub")?.as_str().map(|s| s.as_bytes().to_vec())),
+                .and_then(reference_sub)
+                .map(String::into_bytes),
         };
         let now = self.wall_ms();
         let (worker, host) = &mut self.workers[w];
@@ -1562,8 +1547,7 @@ impl World {
                     subject.as_slice(),
                     "not the verified subject"
                 );
-                let own =
-                    reference_payload(token).and_then(|p| p.get("sub")?.as_str().map(String::from));
+                let own = reference_sub(token);
                 assert_eq!(own.as_deref(), Some(user), "not the token's own sub");
                 self.stats.local_jwt += 1;
             }
