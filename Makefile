@@ -8,7 +8,7 @@ WASM := $(or $(CARGO_TARGET_DIR),target)/$(WASM_TARGET)/release/hokusai_auth_fil
 VENV := .venv
 PY := python3
 
-.PHONY: all build toolchain venv certs lint unit observability-check test run bench bench-smoke clean \
+.PHONY: all build toolchain venv certs lint unit observability-check test run bench bench-smoke fuzz clean \
   cost-model cost-model-opt-levels cost-model-envoy
 
 all: build
@@ -37,6 +37,7 @@ $(CERT_FILES) &: certs/generate.sh
 
 lint:
 	cargo fmt --all -- --check
+	cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy --release --target $(WASM_TARGET) -p hokusai-auth-filter --lib -- -D warnings
 
@@ -120,6 +121,20 @@ cost-model-envoy: build venv certs
 	$(VENV)/bin/python bench/cost_model.py envoy $(BENCH_ARGS) \
 	  --hostcall-wasm $(BENCH_TARGET_DIR)/bench-hostcall/$(WASM_TARGET)/release/bench_hostcall_cost.wasm \
 	  $(foreach l,$(COST_MODEL_VARIANTS),--variant opt-$(l)=$(call opt_wasm,$(l)))
+
+# Fuzzing (fuzz/README.md): every cargo-fuzz target for FUZZ_SECONDS each (default 60, so
+# ~17 min plus a first build of ~8), seeded with real inputs by fuzz/seed.sh; the table of
+# executions lands in fuzz/artifacts/summary.txt. Not part of `make test` (too slow; the same
+# checks run there as proptest properties, tests/properties/). cargo-fuzz uses nightly-only
+# rustc flags: on stable 1.95 they are allowed by RUSTC_BOOTSTRAP=1, set here and in fuzz/run.sh.
+FUZZ_SECONDS ?= 60
+CARGO_FUZZ_VERSION := 0.13.2
+fuzz: certs venv
+	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --version $(CARGO_FUZZ_VERSION)
+	cargo build --release -p hokusai-devstack --bin dev-auth-service
+	bash fuzz/seed.sh $(BENCH_TARGET_DIR)/release/dev-auth-service
+	cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz build
+	bash fuzz/run.sh $(FUZZ_SECONDS)
 
 clean:
 	cargo clean

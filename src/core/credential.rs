@@ -187,6 +187,8 @@ pub fn is_jwt_shaped(value: &[u8]) -> bool {
     base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(header)
         .ok()
+        // serde also reads a struct from a JSON array: a JOSE header is an object.
+        .filter(|json| json.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{'))
         .and_then(|json| serde_json::from_slice::<Header>(&json).ok())
         .is_some_and(|h| !h.alg.is_empty())
 }
@@ -296,6 +298,7 @@ mod tests {
             "eyJhbGciOiJSUzI1NiJ9..c2ln",            // empty payload
             "eyJhbGciOiJSUzI1NiJ9.e+J9.c2ln",        // not base64url
             "eyJhbGciOiJSUzI1NiJ9.a.b.c",            // four segments
+            "WyJSUzI1NiJd.eyJzdWIiOiJ1In0.c2ln",     // header ["RS256"]: not an object
         ] {
             assert!(!is_jwt_shaped(value.as_bytes()), "{value}");
         }

@@ -30,6 +30,10 @@ pub fn claims(token: &str) -> Option<Claims> {
     let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(payload)
         .ok()?;
+    // serde also reads a struct from a JSON array, field by field: claims are an object.
+    if json.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return None;
+    }
     let p: Payload = serde_json::from_slice(&json).ok()?;
     let sub = p.sub.filter(|s| header_safe(s))?;
     let mut scopes: Vec<String> = match (p.scope, p.scopes) {
@@ -89,6 +93,7 @@ mod tests {
             r#"{"sub":"u","scopes":["a b"]}"#,
             r#"{"sub":"u","scopes":"mlflow:read"}"#,
             "not json",
+            r#"["u", null, ["mlflow:write"]]"#,
         ] {
             assert_eq!(claims(&token(payload)), None, "{payload}");
         }

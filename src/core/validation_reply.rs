@@ -81,6 +81,10 @@ fn interpret_ok(body: &[u8], now: i64) -> ValidationOutcome {
     if body.len() > MAX_REPLY_BYTES {
         return Unavailable("reply too large");
     }
+    // serde also reads a struct from a JSON array, field by field: only an object is a reply.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Unavailable("reply is not a JSON object");
+    }
     let Ok(reply) = serde_json::from_slice::<ReplyBody>(body) else {
         return Unavailable("unparseable reply");
     };
@@ -226,6 +230,9 @@ mod tests {
             ok(r#"{"key_id": "k", "user_id": "u", "rate_limit_per_hour": -1}"#),
             ok(r#"{"key_id": "k", "user_id": "u", "expires_at": "tomorrow"}"#),
             ok(&huge),
+            // An array would fill the fields by position.
+            ok(r#"[true, "k", "u", ["mlflow:write"], null, null]"#),
+            ok(r#"[false]"#),
         ];
         for (i, out) in cases.into_iter().enumerate() {
             assert!(matches!(out, Unavailable(_)), "case {i}: {out:?}");

@@ -1,0 +1,606 @@
+//! Properties of the core on any input (issue 9): every parser against its promises, and the
+//! whole decision, run as event scenarios against real workers, against the contract (see
+//! `properties/model.rs` for what is checked at every step). The fuzz targets in `fuzz/` call
+//! the same checks; these runs are bounded so the suite stays a few seconds.
+
+mod checks;
+mod model;
+
+use base64::Engine;
+use checks::quote;
+use hokusai_auth_filter::core::config::CredentialTransport;
+use hokusai_auth_filter::core::header_map::serialize;
+use model::{Profile, Scenario};
+use proptest::prelude::*;
+
+/// `n` cases, or `PROPTEST_CASES` when set (more for a soak, fewer in a debug build).
+fn cases(n: u32) -> ProptestConfig {
+    let n = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(n);
+    ProptestConfig {
+        cases: n,
+        ..ProptestConfig::default()
+    }
+}
+
+fn any_bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {
+    prop::collection::vec(any::<u8>(), 0..max)
+}
+
+fn b64url(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Header names the core reads, and some it does not.
+fn header_name() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        prop::sample::select(vec![
+            ":method",
+            ":path",
+            "authorization",
+            "x-api-key",
+            "x-forwarded-client-cert",
+            "x-user-id",
+            "access-control-request-method",
+            "x-http-method-override",
+            "x-http-method",
+            "x-method-override",
+            "x-request-id",
+        ])
+        .prop_map(|n| n.as_bytes().to_vec()),
+        any_bytes(6),
+    ]
+}
+
+fn bearer_value() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        "(?i:bearer)[ \t]{0,3}[!-~]{0,24}[ \t]{0,2}".prop_map(String::into_bytes),
+        "[ \t]{0,2}(Basic|Bearer|Token)[ \t][ -~]{0,12}".prop_map(String::into_bytes),
+        jwt_like().prop_map(|t| format!("Bearer {t}").into_bytes()),
+        any_bytes(24),
+    ]
+}
+
+fn api_key_value() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        "[ \t]{0,2}[!-~]{0,30}[ \t]{0,2}".prop_map(String::into_bytes),
+        "[!-~]{250,260}".prop_map(String::into_bytes),
+        any_bytes(24),
+    ]
+}
+
+/// Three dot-separated segments, the first a base64url JSON header of some kind.
+fn jwt_like() -> impl Strategy<Value = String> {
+    let header = prop_oneof![
+        Just(r#"{"alg":"RS256","typ":"JWT"}"#.to_string()),
+        Just(r#"{"alg":"none"}"#.to_string()),
+        Just(r#"{"alg":""}"#.to_string()),
+        Just(r#"{"alg":5}"#.to_string()),
+        Just(r#"{"typ":"JWT"}"#.to_string()),
+        Just(r#"["RS256"]"#.to_string()),
+        "[ -~]{0,16}",
+    ];
+    let segment = "[A-Za-z0-9_-]{0,12}";
+    (
+        header,
+        segment,
+        segment,
+        prop::option::of("[.A-Za-z0-9_+-]{0,4}"),
+    )
+        .prop_map(|(h, p, s, extra)| {
+            format!(
+                "{}.{p}.{s}{}",
+                b64url(h.as_bytes()),
+                extra.unwrap_or_default()
+            )
+        })
+}
+
+/// An XFCC element as Envoy writes one, field by field.
+fn xfcc_fields() -> impl Strategy<Value = Vec<(String, String)>> {
+    let key = prop::sample::select(vec!["Hash", "Cert", "Subject", "URI", "DNS", "By", "Chain"]);
+    let value = prop_oneof![
+        "[A-Za-z0-9:/._%-]{0,24}",
+        "[ -~]{0,24}".prop_map(|v| quote(&v)),
+        "\\PC{0,8}".prop_map(|v| quote(&v)),
+        prop::sample::select(vec![
+            "spiffe://hokusai.internal/ns/development/sa/hokusai-api",
+            "\"CN=hokusai-api-client\"",
+            "\"O=Hokusai,CN=hokusai-batch-runner\"",
+        ])
+        .prop_map(String::from),
+    ];
+    prop::collection::vec((key.prop_map(String::from), value), 1..6)
+}
+
+fn join_fields(fields: &[(String, String)]) -> String {
+    fields
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
+fn fixture_der() -> Vec<u8> {
+    let pem = include_str!("../../src/core/testdata/multi-san.crt");
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .unwrap()
+}
+
+proptest! {
+    #![proptest_config(cases(1024))]
+
+    #[test]
+    fn header_map_reads_the_pairs_format(bytes in any_bytes(96)) {
+        checks::header_map(&bytes);
+    }
+
+    #[test]
+    fn header_map_round_trips_and_refuses_damage(
+        pairs in prop::collection::vec((any_bytes(8), any_bytes(8)), 0..8),
+        at in any::<prop::sample::Index>(),
+        byte in any::<u8>(),
+    ) {
+        let refs: Vec<(&[u8], &[u8])> = pairs.iter().map(|(n, v)| (&n[..], &v[..])).collect();
+        let mut bytes = serialize(&refs);
+        checks::header_map(&bytes);
+        prop_assert!(hokusai_auth_filter::core::header_map::HeaderMap::parse(&bytes).is_some());
+        if !bytes.is_empty() {
+            let i = at.index(bytes.len());
+            bytes[i] = byte;
+            checks::header_map(&bytes);
+            bytes.truncate(i);
+            checks::header_map(&bytes);
+        }
+    }
+
+    #[test]
+    fn request_facts_are_what_the_headers_say(
+        pairs in prop::collection::vec((header_name(), any_bytes(12)), 0..10),
+    ) {
+        checks::request(&pairs);
+    }
+
+    #[test]
+    fn credentials_are_found_as_the_contract_says(
+        auth in prop::collection::vec(bearer_value(), 0..3),
+        keys in prop::collection::vec(api_key_value(), 0..3),
+    ) {
+        let auth: Vec<&[u8]> = auth.iter().map(Vec::as_slice).collect();
+        let keys: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+        checks::credential(&auth, &keys);
+    }
+
+    #[test]
+    fn jwt_shape_is_three_segments_and_an_alg(value in prop_oneof![
+        jwt_like().prop_map(String::into_bytes),
+        any_bytes(32),
+    ]) {
+        checks::jwt_shape(&value);
+    }
+
+    #[test]
+    fn xfcc_keeps_every_field_envoy_writes(fields in xfcc_fields()) {
+        let header = join_fields(&fields);
+        prop_assert!(hokusai_auth_filter::core::xfcc::parse(header.as_bytes()).is_some());
+        checks::xfcc(header.as_bytes());
+        checks::xfcc(format!("{header},{header}").as_bytes());
+    }
+
+    #[test]
+    fn xfcc_judges_any_bytes(bytes in prop_oneof![
+        any_bytes(64),
+        "[A-Za-z=;,\"\\\\ ]{0,32}".prop_map(String::into_bytes),
+    ]) {
+        checks::xfcc(&bytes);
+    }
+
+    #[test]
+    fn unquote_inverts_quote(text in "\\PC{0,24}", bytes in any_bytes(24)) {
+        checks::unquote(text.as_bytes());
+        checks::unquote(&bytes);
+    }
+
+    #[test]
+    fn certificates_survive_damage(
+        flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let mut der = fixture_der();
+        for (at, byte) in flips {
+            let i = at.index(der.len());
+            der[i] = byte;
+        }
+        checks::certificate(&der);
+        der.truncate(cut.index(der.len()));
+        checks::certificate(&der);
+    }
+
+    #[test]
+    fn peers_match_only_listed_identities(
+        fields in xfcc_fields(),
+        allowed in prop::collection::vec(prop::sample::select(vec![
+            "spiffe://hokusai.internal/ns/development/sa/hokusai-api",
+            "hokusai-api-client",
+            "hokusai-batch-runner",
+            "x",
+        ]).prop_map(String::from), 0..3),
+    ) {
+        checks::peer(join_fields(&fields).as_bytes(), &allowed);
+    }
+
+    #[test]
+    fn common_names_are_trimmed_and_non_empty(subject in prop_oneof![
+        "(([A-Za-z]{1,3}) ?= ?[ -+\\--~]{0,8}[,+]){0,3}[A-Za-z]{1,3}=[ -~]{0,8}",
+        "\\PC{0,16}",
+    ]) {
+        checks::common_name_check(subject.as_bytes());
+    }
+
+    #[test]
+    fn jwt_claims_are_header_safe(
+        sub in prop_oneof![Just(None), "[ -~]{0,12}".prop_map(Some), "\\PC{0,6}".prop_map(Some)],
+        scope in prop_oneof![
+            Just(serde_json::Value::Null),
+            "[ -~]{0,20}".prop_map(serde_json::Value::from),
+            prop::collection::vec("[ -~]{0,8}", 0..3).prop_map(serde_json::Value::from),
+        ],
+        array_form in any::<bool>(),
+        raw in "[ -~]{0,24}",
+    ) {
+        let payload = if array_form {
+            serde_json::json!([sub, scope])
+        } else {
+            serde_json::json!({"sub": sub, "scope": scope, "scopes": scope})
+        };
+        let token = format!("eyJhbGciOiJSUzI1NiJ9.{}.c2ln", b64url(payload.to_string().as_bytes()));
+        checks::jwt_claims(&token);
+        checks::jwt_claims(&raw);
+    }
+
+    #[test]
+    fn auth_replies_map_as_the_contract_says(
+        status in prop_oneof![
+            Just(None),
+            prop::sample::select(vec![200u16, 200, 401, 403, 429, 500, 503, 404]).prop_map(Some),
+            any::<u16>().prop_map(Some),
+        ],
+        valid in prop_oneof![Just(None), any::<bool>().prop_map(Some)],
+        key_id in prop::option::of("[ -~]{0,10}|\\PC{0,4}"),
+        user_id in prop::option::of("[ -~]{0,10}|[a-z]{1,4}[\\x00-\\x1f][a-z]{0,3}"),
+        scopes in prop::option::of(prop::collection::vec("[ -~]{0,10}", 0..3)),
+        expires in prop::option::of("20[0-9]{2}-(0[1-9]|1[0-2])-[0-2][1-9]T[01][0-9]:[0-5][0-9]:[0-5][0-9]Z|[ -~]{0,6}"),
+        limit in prop::option::of(any::<i64>()),
+        shape in 0..4u8,
+        raw in any_bytes(32),
+        retry_after in prop::option::of(any_bytes(6)),
+    ) {
+        let fields = serde_json::json!({
+            "valid": valid, "key_id": key_id, "user_id": user_id, "scopes": scopes,
+            "expires_at": expires, "rate_limit_per_hour": limit,
+        });
+        let body = match shape {
+            0 => fields.to_string().into_bytes(),
+            1 => serde_json::json!([valid, key_id, user_id, scopes, limit, expires]).to_string().into_bytes(),
+            2 => {
+                let mut map = fields.as_object().unwrap().clone();
+                map.retain(|_, v| !v.is_null());
+                serde_json::Value::Object(map).to_string().into_bytes()
+            }
+            _ => raw,
+        };
+        checks::validation_reply(status, &body, retry_after.as_deref(), model::T0_MS / 1000);
+    }
+
+    #[test]
+    fn configs_load_in_range_or_name_the_field(
+        fields in prop::collection::vec((
+            prop::sample::select(vec![
+                "auth_cluster", "auth_authority", "validate_path", "service_id", "timeout_ms",
+                "max_pending_callouts", "credential_transport", "auth_service_token_env",
+                "exempt_paths", "cache", "internal", "scopes", "jwt", "testing", "timeout",
+            ]),
+            prop_oneof![
+                Just(serde_json::json!(null)),
+                any::<i64>().prop_map(serde_json::Value::from),
+                (0u64..70_000).prop_map(serde_json::Value::from),
+                "[ -~]{0,8}".prop_map(serde_json::Value::from),
+                "/[!-~]{0,8}".prop_map(serde_json::Value::from),
+                Just(serde_json::json!(["/health", "/x"])),
+                Just(serde_json::json!({"ttl_s": 5, "max_entries": 0})),
+                Just(serde_json::json!({"allowed_identities": ["a"], "scopes": []})),
+                Just(serde_json::json!({"read": ["r"], "write": ["w"]})),
+                Just(serde_json::json!({"mode": "callout"})),
+                Just(serde_json::json!("bearer")),
+            ],
+        ), 0..6),
+        raw in any_bytes(24),
+    ) {
+        let object: serde_json::Map<String, serde_json::Value> =
+            fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        checks::config(serde_json::Value::Object(object).to_string().as_bytes());
+        checks::config(&raw);
+    }
+
+    #[test]
+    fn scope_ignores_query_and_fragment(
+        method in prop_oneof![
+            prop::sample::select(vec!["GET", "POST", "PUT", "DELETE", "HEAD", "PATCH", "get"]).prop_map(String::from),
+            "[ -~]{0,6}",
+        ],
+        prefix in prop::sample::select(vec![
+            "/api/2.0/mlflow/", "/ajax-api/2.0/mlflow/", "/api/3.0/mlflow/",
+            "/api/2.0/mlflow-artifacts/", "/api/mlflow/api/2.0/mlflow/", "/",
+        ]),
+        rest in "([a-z0-9._-]{0,10}/?){0,4}",
+        query in prop::option::of("[ -~]{0,12}"),
+        suffix in "[ -~]{0,12}",
+    ) {
+        let path = match query {
+            Some(q) => format!("{prefix}{rest}?{q}"),
+            None => format!("{prefix}{rest}"),
+        };
+        checks::scope(&method, &path, &suffix);
+    }
+
+    #[test]
+    fn timestamps_mean_what_the_reference_says(
+        (year, month, day) in (0i64..=9999, 1u32..=12, 1u32..=31),
+        (hour, minute, second) in (0u32..=23, 0u32..=59, 0u32..=60),
+        frac in prop::option::of("[0-9]{1,9}"),
+        offset in prop_oneof![
+            Just(String::new()), Just("Z".to_string()), Just("z".to_string()),
+            (any::<bool>(), 0u32..=23, 0u32..=59).prop_map(|(plus, h, m)| {
+                format!("{}{h:02}:{m:02}", if plus { '+' } else { '-' })
+            }),
+        ],
+        separator in prop::sample::select(vec!['T', 't', ' ']),
+        garbage in "[0-9T:. +Zz-]{0,28}",
+    ) {
+        let frac = frac.map(|f| format!(".{f}")).unwrap_or_default();
+        let text = format!("{year:04}-{month:02}-{day:02}{separator}{hour:02}:{minute:02}:{second:02}{frac}{offset}");
+        checks::time(&text);
+        let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+        let days = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+        if day <= days[month as usize - 1] {
+            prop_assert!(hokusai_auth_filter::core::time::parse_rfc3339(&text).is_some(), "{text}");
+        }
+        checks::time(&garbage);
+    }
+
+    #[test]
+    fn callouts_carry_exactly_the_credential(
+        transport in prop::sample::select(vec![
+            CredentialTransport::Body, CredentialTransport::Bearer, CredentialTransport::Both,
+        ]),
+        jwt_callout in any::<bool>(),
+        authorization in bearer_value(),
+        source in prop_oneof![
+            Just("203.0.113.7:40000".to_string()), Just("[::1]:8080".to_string()), "\\PC{0,16}",
+        ],
+        request_id in prop::option::of("[ -~]{0,12}"),
+        service_token in prop::option::of("[!-~]{1,12}"),
+    ) {
+        checks::callout(
+            transport, jwt_callout, &authorization, &source,
+            request_id.as_deref(), service_token.as_deref(),
+        );
+    }
+}
+
+/// Runs a scenario; a broken promise fails the case with the scenario spelled out.
+fn run_reported(bytes: &[u8], profile: Profile) -> Result<(), TestCaseError> {
+    let scenario = Scenario::from_bytes(bytes, profile);
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| model::run(&scenario)));
+    outcome.map(|_| ()).map_err(|panic| {
+        let message = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        TestCaseError::fail(format!("{message}\nin {scenario:#?}"))
+    })
+}
+
+proptest! {
+    #![proptest_config(cases(6000))]
+
+    /// The decision: one worker, rich headers and replies.
+    #[test]
+    fn no_forward_without_a_reason_decision(bytes in any_bytes(1536)) {
+        run_reported(&bytes, Profile::Decision)?;
+    }
+
+    /// The flow: two workers, streams going away, clock jumps, failing dispatches and store.
+    #[test]
+    fn no_forward_without_a_reason_flow(bytes in any_bytes(1536)) {
+        run_reported(&bytes, Profile::Flow)?;
+    }
+}
+
+/// Held back until the endpoint table (scope-table branch) replaces the name heuristics:
+/// today `PUT .../artifacts/<run>/artifacts/get_model.pkl` is a read.
+#[test]
+#[ignore = "fails until the scope-table branch lands: artifact file names decide read/write"]
+fn artifact_routes_read_only_on_get_and_head() {
+    proptest!(cases(256), |(
+        method in prop::sample::select(vec!["PUT", "POST", "DELETE", "PATCH"]),
+        rest in "([a-z0-9._-]{0,10}/){0,4}(get|list|search|download)[a-z0-9._-]{0,8}",
+    )| {
+        checks::artifact_scope(method, &rest);
+    });
+}
+
+/// The scenarios reach every kind of decision: without this, the properties above could pass
+/// on inputs that never get past a 401.
+#[test]
+fn scenarios_reach_every_kind_of_decision() {
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut total = model::Stats::default();
+    for i in 0..1500 {
+        let len = 200 + (i % 7) * 200;
+        let bytes: Vec<u8> = (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 24) as u8
+            })
+            .collect();
+        let profile = if i % 2 == 0 {
+            Profile::Decision
+        } else {
+            Profile::Flow
+        };
+        let s = model::run(&Scenario::from_bytes(&bytes, profile));
+        total.exempt += s.exempt;
+        total.internal += s.internal;
+        total.external += s.external;
+        total.stale += s.stale;
+        total.local_jwt += s.local_jwt;
+        total.refusals += s.refusals;
+        total.waits += s.waits;
+        total.retries += s.retries;
+        total.resolved += s.resolved;
+        total.gone_while_waiting += s.gone_while_waiting;
+        total.cap_hits += s.cap_hits;
+    }
+    println!("{total:?}");
+    let reached = [
+        ("exempt", total.exempt),
+        ("internal", total.internal),
+        ("external", total.external),
+        ("stale", total.stale),
+        ("local_jwt", total.local_jwt),
+        ("refusals", total.refusals),
+        ("waits", total.waits),
+        ("retries", total.retries),
+        ("resolved", total.resolved),
+        ("gone_while_waiting", total.gone_while_waiting),
+        ("cap_hits", total.cap_hits),
+    ];
+    for (what, count) in reached {
+        assert!(count >= 5, "scenarios barely reach {what}: {total:?}");
+    }
+}
+
+/// Inputs the fuzz targets and properties found; each failed before its fix (or still fails,
+/// where marked ignored).
+mod regressions {
+    use super::checks;
+    use super::model::{self, Event, Reply, Request, Scenario};
+    use base64::Engine;
+
+    fn keyed(key: &str) -> Event {
+        Event::Request {
+            worker: 0,
+            request: Request::with(&[
+                (":method", "GET"),
+                (":path", "/api/2.0/mlflow/experiments/get"),
+                ("x-api-key", key),
+            ]),
+        }
+    }
+
+    /// serde read `[true, "k", "u", [...], null, null]` as a reply object: an allow.
+    #[test]
+    fn an_array_reply_is_no_allow() {
+        let array = r#"[true,"key-arr","dev-user-arr",["mlflow:read","mlflow:write"],null,null]"#;
+        let reply = Event::Reply {
+            pick: 0,
+            reply: Reply::with(Some(200), array),
+        };
+        let stats = model::run(&Scenario::with(vec![keyed("hk_dev_readwrite_0001"), reply]));
+        assert_eq!((stats.external, stats.refusals), (0, 1));
+    }
+
+    /// The same serde leniency in the JOSE header and the claims.
+    #[test]
+    fn array_headers_and_claims_are_not_a_jwt() {
+        checks::jwt_shape(b"WyJSUzI1NiJd.eyJzdWIiOiJ1In0.c2ln");
+        // {"alg": "RS256", "typ": "K\xd7..."}: an ignored field with invalid UTF-8 (fuzz).
+        checks::jwt_shape(b"eyJhbGciOiAiUlMyNTYiLCAidHlwIjogIkvXVCJ9.eyJzdWIiOiJ1In0.c2ln");
+        checks::jwt_claims("eyJhbGciOiJSUzI1NiJ9.WyJ1IixudWxsLFsibWxmbG93OndyaXRlIl1d.c2ln");
+    }
+
+    /// serde_json skips ignored strings without checking their UTF-8; the fields we use are
+    /// checked, so such a reply still counts (the checks read the body the same way).
+    #[test]
+    fn ignored_fields_may_hold_invalid_utf8() {
+        let body = b"{\"key_id\":\"k\",\"user_id\":\"u\",\"service_id\":\"ml-\xc1\"}";
+        checks::validation_reply(Some(200), body, None, 0);
+        checks::jwt_claims("eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ1IiwieCI6IsOpIn0.c2ln");
+        // Found by the fuzz targets: a number beyond f64 in an ignored member, and invalid
+        // UTF-8 in a member that is used (`alg`), which must not count.
+        let payload = br#"{"sub": "user-2", "exp": 19.0e051615}"#;
+        let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(payload);
+        checks::jwt_claims(&format!("eyJhbGciOiJSUzI1NiJ9.{payload}.c2ln"));
+        checks::jwt_shape(b"eyJhbGciOiAibm7uZSJ9.eZZZZZZZiOiAidSJ9.");
+    }
+
+    /// An escaped character in Envoy's quoted Subject still names the listed CN (the model
+    /// once read the XFCC without its escapes).
+    #[test]
+    fn an_escaped_subject_names_its_cn() {
+        let mut request = Request::with(&[
+            (":method", "GET"),
+            (":path", "/api/2.0/mlflow/experiments/get"),
+            (
+                "x-forwarded-client-cert",
+                r#"Subject="O=Hokusai,CN=hokus\ai-cn-service""#,
+            ),
+        ]);
+        request.mtls = true;
+        let stats = model::run(&Scenario::with(vec![Event::Request { worker: 0, request }]));
+        assert_eq!(stats.internal, 1);
+    }
+
+    /// `{"": 1}` is refused naming the field it has: the empty one.
+    #[test]
+    fn an_empty_field_name_is_refused() {
+        checks::config(br#"{"": 1}"#);
+        let error = hokusai_auth_filter::core::config::FilterConfig::parse(br#"{"": 1}"#);
+        assert!(error.is_err());
+    }
+
+    /// The leader goes, then the last waiter: the flight is kept (only the owner leaving last
+    /// drops it) and the next tick sends its callout again, for nobody, holding a cap slot.
+    /// Suggested fix: in `on_request_gone`, drop a flight left with no waiters and no owner.
+    #[test]
+    #[ignore = "open finding: a flight with no waiters left is sent again on the next tick"]
+    fn no_callout_is_sent_for_nobody() {
+        let scenario = Scenario::with(vec![
+            keyed("hk_dev_readwrite_0001"),
+            keyed("hk_dev_readwrite_0001"),
+            Event::Gone { pick: 0 },
+            Event::Gone { pick: 0 },
+            Event::Tick { worker: 0 },
+        ]);
+        assert_eq!(model::run(&scenario).callouts, 1);
+    }
+
+    /// After the wall clock steps back an hour, a callout sent again (leader gone, from the
+    /// root context) gets what is left of its deadline on the new clock: about an hour, and
+    /// its waiter hangs that long. Suggested fix: cap the remaining time at `timeout_ms`
+    /// (flow.rs, `on_tick` and the retry in `on_callout_reply`).
+    #[test]
+    #[ignore = "open finding: flow measures its deadline on the wall clock"]
+    fn callouts_never_outlast_timeout_ms() {
+        let scenario = Scenario::with(vec![
+            keyed("hk_dev_readwrite_0001"),
+            keyed("hk_dev_readwrite_0001"),
+            Event::WallJump { ms: -3_600_000 },
+            Event::Gone { pick: 0 },
+            Event::Tick { worker: 0 },
+        ]);
+        let stats = model::run(&scenario);
+        assert!(
+            stats.max_timeout_ms <= scenario.config.timeout_ms,
+            "{stats:?}"
+        );
+    }
+}
