@@ -65,30 +65,33 @@ impl<'a> RequestFacts<'a> {
     /// Reads the facts from Envoy's pairs buffer in one pass, without allocating; None when
     /// the buffer is malformed.
     pub fn from_pairs(bytes: &'a [u8]) -> Option<Self> {
-        let mut facts = RequestFacts::default();
-        for_each_pair(bytes, |name, value| facts.take(name, value))?;
+        let (mut facts, mut seen) = (RequestFacts::default(), 0);
+        for_each_pair(bytes, |name, value| facts.take(&mut seen, name, value))?;
         Some(facts)
     }
 
     pub fn read(headers: &HeaderMap<'a>) -> Self {
-        let mut facts = RequestFacts::default();
+        let (mut facts, mut seen) = (RequestFacts::default(), 0);
         for (name, value) in headers.pairs() {
-            facts.take(name, value);
+            facts.take(&mut seen, name, value);
         }
         facts
     }
 
-    fn take(&mut self, name: &'a [u8], value: &'a [u8]) {
+    /// `seen` marks the single-valued headers already read: the first one counts, as it does
+    /// for Envoy's own lookups (its codecs refuse repeated pseudo-headers anyway).
+    fn take(&mut self, seen: &mut u8, name: &'a [u8], value: &'a [u8]) {
         let text = || std::str::from_utf8(value).unwrap_or_default();
+        let mut first = |bit: u8| std::mem::replace(seen, *seen | bit) & bit == 0;
         match name {
-            b":method" => self.method = text(),
-            b":path" => self.path = text(),
+            b":method" if first(1) => self.method = text(),
+            b":path" if first(2) => self.path = text(),
             b"authorization" => self.authorization.add(value),
             b"x-api-key" => self.x_api_key.add(value),
             b"access-control-request-method" => self.cors_request_method = true,
             b"x-user-id" => self.has_user_id = true,
             b"x-forwarded-client-cert" => self.xfcc.add(value),
-            b"x-request-id" => self.request_id = std::str::from_utf8(value).ok(),
+            b"x-request-id" if first(4) => self.request_id = std::str::from_utf8(value).ok(),
             b"x-http-method-override" | b"x-http-method" | b"x-method-override" => {
                 self.method_override = true
             }
@@ -140,6 +143,20 @@ mod tests {
         assert_eq!(f.x_api_key, Single::Absent);
         assert_eq!(f.request_id, Some("rid"));
         assert!(f.has_user_id && !f.method_override && !f.cors_request_method);
+    }
+
+    #[test]
+    fn the_first_of_a_repeated_single_valued_header_counts() {
+        let f = facts(&[
+            (":method", "GET"),
+            (":path", "/api/2.0/mlflow/runs/get"),
+            ("x-request-id", "first"),
+            (":method", "POST"),
+            (":path", "/api/2.0/mlflow/runs/delete"),
+            ("x-request-id", "second"),
+        ]);
+        assert_eq!((f.method, f.path), ("GET", "/api/2.0/mlflow/runs/get"));
+        assert_eq!(f.request_id, Some("first"));
     }
 
     #[test]
