@@ -135,6 +135,15 @@ struct Flight {
     waiters: Vec<Waiter>,
 }
 
+impl Flight {
+    /// What is left of the deadline, never more than `timeout_ms`: the clock is Envoy's wall
+    /// clock, and a step back must not stretch a callout (the deadline is re-anchored).
+    fn remaining_ms(&mut self, now_ms: i64, timeout_ms: i64) -> i64 {
+        self.deadline_ms = self.deadline_ms.min(now_ms + timeout_ms);
+        self.deadline_ms - now_ms
+    }
+}
+
 pub struct Worker {
     pub policy: Policy,
     /// The auth service's own bearer token, from the VM environment; never logged.
@@ -296,7 +305,7 @@ impl Worker {
         let mut failure = None;
         if status.is_none() {
             let timed_out = elapsed + TIMEOUT_SLACK_MS >= flight.attempt_timeout_ms;
-            let remaining = flight.deadline_ms - now_ms;
+            let remaining = flight.remaining_ms(now_ms, self.policy.config().timeout_ms as i64);
             if !timed_out && !flight.retried && remaining >= MIN_RETRY_MS {
                 flight.retried = true;
                 self.policy.tally.callout_retries += 1;
@@ -372,18 +381,23 @@ impl Worker {
             return;
         };
         flight.waiters.retain(|w| w.request != request);
-        if flight.owner != Some(request) {
-            return;
+        if flight.owner == Some(request) {
+            // Envoy cancels a stream's callouts with the stream.
+            flight.owner = None;
+            if let Some(token) = flight.token.take() {
+                self.tokens.remove(&token);
+            }
         }
-        // Envoy cancels a stream's callouts with the stream.
-        flight.owner = None;
-        if let Some(token) = flight.token.take() {
-            self.tokens.remove(&token);
-        }
-        if flight.waiters.is_empty() {
-            self.flights.remove(&key);
-        } else {
-            log::debug!("the request leading a callout went away; sending it again for the rest");
+        // A lost callout is sent again only for someone still waiting; one in flight from
+        // the root context is left to land in the cache.
+        if flight.token.is_none() {
+            if flight.waiters.is_empty() {
+                self.flights.remove(&key);
+            } else {
+                log::debug!(
+                    "the request leading a callout went away; sending it again for the rest"
+                );
+            }
         }
     }
 
@@ -391,11 +405,12 @@ impl Worker {
     /// is long past. Returns the requests decided.
     pub fn on_tick<H: CalloutHost>(&mut self, now_ms: i64, host: &mut H) -> Vec<Resolved> {
         let now = now_ms.div_euclid(1000);
+        let timeout_ms = self.policy.config().timeout_ms as i64;
         let mut given_up = Vec::new();
         for (key, flight) in self.flights.iter_mut() {
+            let remaining = flight.remaining_ms(now_ms, timeout_ms);
             match flight.token {
-                None if now_ms < flight.deadline_ms => {
-                    let remaining = flight.deadline_ms - now_ms;
+                None if remaining > 0 => {
                     self.policy.tally.callouts += 1;
                     match host.dispatch(&flight.call, remaining as u64) {
                         Ok(token) => {

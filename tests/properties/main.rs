@@ -422,10 +422,9 @@ proptest! {
     }
 }
 
-/// Held back until the endpoint table (scope-table branch) replaces the name heuristics:
-/// today `PUT .../artifacts/<run>/artifacts/get_model.pkl` is a read.
+/// Issue 7: `PUT .../artifacts/<run>/artifacts/get_model.pkl` was a read while file names
+/// decided read/write.
 #[test]
-#[ignore = "fails until the scope-table branch lands: artifact file names decide read/write"]
 fn artifact_routes_read_only_on_get_and_head() {
     proptest!(cases(256), |(
         method in prop::sample::select(vec!["PUT", "POST", "DELETE", "PATCH"]),
@@ -488,8 +487,7 @@ fn scenarios_reach_every_kind_of_decision() {
     }
 }
 
-/// Inputs the fuzz targets and properties found; each failed before its fix (or still fails,
-/// where marked ignored).
+/// Inputs the fuzz targets and properties found; each failed before its fix.
 mod regressions {
     use super::checks;
     use super::model::{self, Event, Reply, Request, Scenario};
@@ -569,9 +567,8 @@ mod regressions {
 
     /// The leader goes, then the last waiter: the flight is kept (only the owner leaving last
     /// drops it) and the next tick sends its callout again, for nobody, holding a cap slot.
-    /// Suggested fix: in `on_request_gone`, drop a flight left with no waiters and no owner.
+    /// Fixed in `on_request_gone`: a lost flight with no waiters left is dropped.
     #[test]
-    #[ignore = "open finding: a flight with no waiters left is sent again on the next tick"]
     fn no_callout_is_sent_for_nobody() {
         let scenario = Scenario::with(vec![
             keyed("hk_dev_readwrite_0001"),
@@ -585,10 +582,9 @@ mod regressions {
 
     /// After the wall clock steps back an hour, a callout sent again (leader gone, from the
     /// root context) gets what is left of its deadline on the new clock: about an hour, and
-    /// its waiter hangs that long. Suggested fix: cap the remaining time at `timeout_ms`
-    /// (flow.rs, `on_tick` and the retry in `on_callout_reply`).
+    /// its waiter hung that long. Fixed: flow re-anchors the deadline at most `timeout_ms`
+    /// ahead whenever it dispatches again.
     #[test]
-    #[ignore = "open finding: flow measures its deadline on the wall clock"]
     fn callouts_never_outlast_timeout_ms() {
         let scenario = Scenario::with(vec![
             keyed("hk_dev_readwrite_0001"),

@@ -363,6 +363,36 @@ fn a_leader_gone_alone_leaves_nothing_behind() {
 }
 
 #[test]
+fn no_callout_is_sent_again_once_everyone_has_gone() {
+    let (mut w, mut envoy) = (worker(), FakeEnvoy::default());
+    w.on_request(1, &read("hk_1"), T0, &mut envoy);
+    w.on_request(2, &read("hk_1"), T0, &mut envoy);
+    w.on_request_gone(1);
+    w.on_request_gone(2);
+    assert_eq!(
+        w.callouts_in_flight(),
+        0,
+        "no slot of max_pending_callouts held"
+    );
+    assert!(w.on_tick(T0 + 1, &mut envoy).is_empty());
+    assert_eq!(envoy.sent.len(), 1, "nothing sent for nobody");
+}
+
+#[test]
+fn a_wall_clock_step_back_never_stretches_a_callout() {
+    let (mut w, mut envoy) = (worker(), FakeEnvoy::default());
+    w.on_request(1, &read("hk_1"), T0, &mut envoy);
+    w.on_request(2, &read("hk_1"), T0, &mut envoy);
+    w.on_request_gone(1);
+    // Envoy's clock is the wall clock: an hour back, the deadline is not an hour away.
+    w.on_tick(T0 - 3_600_000, &mut envoy);
+    assert_eq!(envoy.sent[1].2, 2000, "at most timeout_ms");
+    let resolved = w.on_callout_reply(envoy.sent[1].0, NO_REPLY, T0 - 3_600_000 + 5, &mut envoy);
+    assert!(resolved.is_empty(), "a reset is retried");
+    assert_eq!(envoy.sent[2].2, 1995, "within the re-anchored deadline");
+}
+
+#[test]
 fn a_waiter_gone_is_simply_forgotten() {
     let (mut w, mut envoy) = (worker(), FakeEnvoy::default());
     w.on_request(1, &read("hk_1"), T0, &mut envoy);
