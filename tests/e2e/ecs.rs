@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use hokusai_devstack::{DevAuth, DevAuthConfig, Echo, EchoHandle, KeyStore};
 
+use super::admin::Admin;
 use super::paths::{self, TempDir};
 use super::pki::{Ca, Pair};
 use super::procs::ProcessGroup;
@@ -317,7 +318,7 @@ pub struct EcsEnvoy {
     // Field order is drop order: the process before its directory.
     proc: ProcessGroup,
     pub admin_port: u16,
-    admin: reqwest::Client,
+    admin: Admin,
     dir: TempDir,
 }
 
@@ -351,36 +352,14 @@ impl EcsEnvoy {
             ])
             .current_dir(dir.path());
         let proc = ProcessGroup::spawn(label, cmd, &dir.join("access.log"), &dir.join("envoy.log"));
-        let admin = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_secs(5))
-            .build()
-            .expect("admin client");
         let mut envoy = EcsEnvoy {
             proc,
             admin_port,
-            admin,
+            admin: Admin::new(admin_port),
             dir,
         };
-        envoy.wait_ready().await;
+        envoy.admin.wait_ready(&mut envoy.proc).await;
         envoy
-    }
-
-    async fn wait_ready(&mut self) {
-        let url = format!("http://127.0.0.1:{}/ready", self.admin_port);
-        for _ in 0..300 {
-            self.proc.assert_running();
-            if let Ok(resp) = self.admin.get(&url).send().await {
-                if resp.status().is_success() {
-                    return;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!(
-            "e2e: Envoy not ready after 30 s\n{}",
-            self.proc.log_tail(40)
-        );
     }
 
     pub fn pid(&self) -> u32 {
@@ -393,23 +372,7 @@ impl EcsEnvoy {
 
     /// A counter or gauge from admin `/stats`; 0 when Envoy has not created it yet.
     pub async fn stat(&self, name: &str) -> u64 {
-        let url = format!("http://127.0.0.1:{}/stats", self.admin_port);
-        let text = self
-            .admin
-            .get(&url)
-            .query(&[("filter", format!("^{}$", name.replace('.', "\\.")))])
-            .send()
-            .await
-            .expect("admin /stats")
-            .text()
-            .await
-            .expect("admin /stats body");
-        text.lines()
-            .find_map(|line| {
-                let (key, value) = line.split_once(": ")?;
-                (key == name).then(|| value.trim().parse().ok()).flatten()
-            })
-            .unwrap_or(0)
+        self.admin.stat(name).await
     }
 
     /// Envoy's stderr (and the entrypoint's).

@@ -1,8 +1,8 @@
 //! Envoy from `envoy/envoy.yaml`, with only its ports and file paths changed.
 
 use std::process::Command;
-use std::time::Duration;
 
+use super::admin::Admin;
 use super::paths::{self, TempDir};
 use super::procs::ProcessGroup;
 
@@ -165,7 +165,7 @@ pub struct Envoy {
     // Field order is drop order: stop the process before its directory goes.
     proc: ProcessGroup,
     pub ports: Ports,
-    admin: reqwest::Client,
+    admin: Admin,
     dir: TempDir,
 }
 
@@ -222,37 +222,14 @@ impl Envoy {
             &dir.join("access.log"),
             &dir.join("envoy.log"),
         );
-        let admin_client = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_secs(5))
-            .build()
-            .expect("admin client");
         let mut envoy = Envoy {
             proc,
             ports,
-            admin: admin_client,
+            admin: Admin::new(admin),
             dir,
         };
-        envoy.wait_ready().await;
+        envoy.admin.wait_ready(&mut envoy.proc).await;
         envoy
-    }
-
-    async fn wait_ready(&mut self) {
-        let url = format!("http://127.0.0.1:{}/ready", self.ports.admin);
-        // ~0.5 s is typical; 30 s allows for a cold V8 compile on a busy machine.
-        for _ in 0..300 {
-            self.proc.assert_running();
-            if let Ok(resp) = self.admin.get(&url).send().await {
-                if resp.status().is_success() {
-                    return;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!(
-            "e2e: Envoy not ready after 30 s\n{}",
-            self.proc.log_tail(40)
-        );
     }
 
     pub fn pid(&self) -> u32 {
@@ -269,45 +246,13 @@ impl Envoy {
 
     /// A counter or gauge from the admin endpoint; 0 when Envoy has not created it yet.
     pub async fn stat(&self, name: &str) -> u64 {
-        let url = format!("http://127.0.0.1:{}/stats", self.ports.admin);
-        let text = self
-            .admin
-            .get(&url)
-            .query(&[("filter", format!("^{}$", name.replace('.', "\\.")))])
-            .send()
-            .await
-            .expect("admin /stats")
-            .text()
-            .await
-            .expect("admin /stats body");
-        text.lines()
-            .find_map(|line| {
-                let (key, value) = line.split_once(": ")?;
-                (key == name).then(|| value.trim().parse().ok()).flatten()
-            })
-            .unwrap_or(0)
+        self.admin.stat(name).await
     }
 
     /// Every stat whose name matches the regex `filter` (Envoy's admin syntax), as
     /// (name, value) pairs in Envoy's order; histograms come with their summary text.
     pub async fn stats_matching(&self, filter: &str) -> Vec<(String, String)> {
-        let url = format!("http://127.0.0.1:{}/stats", self.ports.admin);
-        let text = self
-            .admin
-            .get(&url)
-            .query(&[("filter", filter)])
-            .send()
-            .await
-            .expect("admin /stats")
-            .text()
-            .await
-            .expect("admin /stats body");
-        text.lines()
-            .filter_map(|line| {
-                let (key, value) = line.split_once(": ")?;
-                Some((key.to_owned(), value.trim().to_owned()))
-            })
-            .collect()
+        self.admin.stats_matching(filter).await
     }
 
     /// Resident set size of the Envoy process, from /proc.
@@ -334,15 +279,7 @@ impl Envoy {
 
     /// `/stats/prometheus` as text.
     pub async fn prometheus(&self) -> String {
-        let url = format!("http://127.0.0.1:{}/stats/prometheus", self.ports.admin);
-        self.admin
-            .get(&url)
-            .send()
-            .await
-            .expect("admin /stats/prometheus")
-            .text()
-            .await
-            .expect("admin /stats/prometheus body")
+        self.admin.prometheus().await
     }
 
     pub fn assert_running(&mut self) {

@@ -11,6 +11,7 @@
 //!
 //! Run one suite with `cargo test --release --test e2e_headers` (or all via `make test`).
 
+pub mod admin;
 pub mod clients;
 pub mod ecs;
 pub mod envoy;
