@@ -47,7 +47,7 @@ pub fn sha256_hex(key: &str) -> String {
 
 /// Short fingerprint for logs: enough to tell keys apart, useless for recovering one.
 pub fn fingerprint(key: &str) -> String {
-    sha256_hex(key)[..12].to_owned()
+    sha256_hex(key)[..8].to_owned()
 }
 
 /// What the service knows about one key, minus the key itself.
@@ -343,7 +343,7 @@ mod tests {
             sha256_hex("abc"),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
-        assert_eq!(fingerprint("abc"), "ba7816bf8f01");
+        assert_eq!(fingerprint("abc"), "ba7816bf");
     }
 
     #[test]

@@ -15,9 +15,9 @@ impl KeyDigest {
         hex(&self.0)
     }
 
-    /// Short, non-reversible name for logs: `sha256:` and the first 6 bytes in hex.
+    /// Short, non-reversible name for logs: `sha256:` and the first 8 hex digits (4 bytes).
     pub fn fingerprint(&self) -> String {
-        format!("sha256:{}", hex(&self.0[..6]))
+        format!("sha256:{}", hex(&self.0[..4]))
     }
 
     /// Two independent slot numbers in `0..slots`, from two slices of the digest.
@@ -58,8 +58,8 @@ mod tests {
             d.hex(),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
-        assert_eq!(d.fingerprint(), "sha256:ba7816bf8f01");
-        assert_eq!(format!("{d:?}"), "sha256:ba7816bf8f01");
+        assert_eq!(d.fingerprint(), "sha256:ba7816bf");
+        assert_eq!(format!("{d:?}"), "sha256:ba7816bf");
     }
 
     #[test]
