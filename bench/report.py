@@ -143,18 +143,20 @@ def likely_cause(t: dict, s: dict, filter_cache: dict) -> str:
     if key in (("B", "A", "cpu"), ("B", "A_wasm", "cpu_delta")):
         own = f"adds {b - aw:+.1f} µs on top" if "A_wasm" in s else "adds the rest"
         return (f"{bottleneck}: A {a:.1f} µs, B {b:.1f} µs ({b - a:+.1f}).{floor} "
-                f"The filter's own work {own}: its host calls (header reads, removals and writes, connection "
-                "properties, the shared-data cache read), each crossing the wasm boundary, and every value "
-                "returned also calls back into the VM to allocate.")
+                f"The filter's own work {own}. The Cost model section splits it: the warm request's host "
+                "calls (one read of all request headers, the clock, five identity-header writes, the "
+                "filter-state write for the access log), each crossing the wasm boundary, and the VM running "
+                "the decision. Each request-header write also makes Envoy pick the route again; proxy-wasm "
+                "ABI 0.2.1 has no header write that keeps the route, so that part needs Envoy, not the filter.")
     if key == ("B", "A", "p99"):
         return (f"each request spends the filter's CPU time (about {b - a:.0f} µs of Envoy CPU on this machine) "
                 "in the worker before it is forwarded; on a small shared machine scheduling adds to the tail.")
     if key == ("C", "A_tls", "cpu"):
         return (f"{bottleneck}: A_tls {a_tls:.1f} µs, C {c:.1f} µs ({c - a_tls:+.1f}).{floor} "
-                "The internal path reads the peer's identity from connection properties and Envoy's "
-                "x-forwarded-client-cert header (the url-encoded certificate, a few KB) across the wasm "
-                "boundary on every request. The client-side Envoy shares the other CPU(s) with wrk and the "
-                "upstream, which can cap both A_tls and C.")
+                "The internal path copies Envoy's x-forwarded-client-cert (the URL-encoded certificate, a few "
+                "KB) into the VM with the other request headers, reads connection.mtls once and writes the "
+                "identity headers (see the Cost model section). The client-side Envoy shares the other CPU(s) "
+                "with wrk and the upstream, which can cap both A_tls and C.")
     if key == ("B", "E", "rps"):
         return (f"on loopback, ext_authz's per-request callout costs Envoy only {e - a:+.1f} µs over bare Envoy, "
                 f"not much more than the wasm filter's warm-cache path ({b - a:+.1f} µs), and the dev auth "
@@ -164,8 +166,9 @@ def likely_cause(t: dict, s: dict, filter_cache: dict) -> str:
         return (f"a miss costs the filter {d - a:+.1f} µs of Envoy CPU per request against {e - a:+.1f} µs for "
                 f"ext_authz.{floor} On top of that floor the filter builds a JSON body in the VM, dispatches "
                 "the call through the wasm ABI, copies the reply's headers and body back into the VM, parses "
-                "the JSON and writes the verdict to shared data; ext_authz makes the same HTTP call natively "
-                f"and copies three headers. The auth service also spends more per call on the JSON body "
+                "the JSON, writes the verdict to shared data and resumes the request, which then pays the warm "
+                "path's header writes too; ext_authz makes the same HTTP call natively and copies three "
+                f"headers. The auth service also spends more per call on the JSON body "
                 f"({s['D']['auth_cpu_us_per_req']:.0f} vs {s['E']['auth_cpu_us_per_req']:.0f} µs CPU), on "
                 "the same two cores.")
     return "not analysed."
