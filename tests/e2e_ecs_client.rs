@@ -199,3 +199,57 @@ async fn mlflow_client_over_plain_http_through_both_sidecars() {
     );
     assert_eq!(stack.auth_cluster_requests().await, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alb_listener_verifies_user_jwts_with_the_fetched_jwks() {
+    let stack = EcsStack::start_dev(None).await;
+    // jwt_authn fetches the JWKS from "auth.hokus.ai" in the background (fast_listener);
+    // wait for that event, bounded, before the first token.
+    let fetched = "http.hokusai_alb.jwt_authn.jwks_fetch_success";
+    for _ in 0..100 {
+        if stack.sidecar.stat(fetched).await >= 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        stack.sidecar.stat(fetched).await >= 1,
+        "{}",
+        stack.sidecar.log()
+    );
+    let login = e2e::stack::dev_login();
+    let app = plain_client();
+
+    let token = login.mint("user_123", &["mlflow:read"]);
+    let got = echoed(
+        app.get(stack.alb_url(SEARCH))
+            .header("authorization", format!("Bearer {token}"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(got.header("x-auth-method"), Some("jwt"));
+    assert_eq!(got.header("x-user-id"), Some("user_123"));
+
+    // Signed by another key: refused by Envoy with the contract's body, no callout.
+    let other = hokusai_devstack::DevLogin::new(hokusai_devstack::JwtKey::generate());
+    let forged = other.mint("user_123", &["mlflow:read"]);
+    let resp = app
+        .get(stack.alb_url(SEARCH))
+        .header("authorization", format!("Bearer {forged}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    assert_eq!(
+        resp.json::<serde_json::Value>().await.unwrap(),
+        serde_json::json!({"detail": "Invalid or expired token"})
+    );
+    assert_eq!(stack.auth.validate_calls(), 0);
+    assert_eq!(
+        stack.auth_cluster_requests().await,
+        0,
+        "the JWKS has its own cluster"
+    );
+}

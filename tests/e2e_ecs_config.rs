@@ -204,28 +204,50 @@ fn hcms(config: &Value) -> Vec<&Value> {
         .collect()
 }
 
-/// The HTTP filter chain with the two fields that differ by deployment blanked out, and the
-/// plugin configuration parsed (so its formatting does not matter); returns what was blanked.
-fn normalise_filters(filters: &Value) -> (Value, Value, String) {
+/// What an HTTP filter chain may set differently per deployment, taken out of it.
+struct Deployed {
+    /// The chain without those fields, the plugin configuration parsed (so its formatting
+    /// does not matter).
+    filters: Value,
+    wasm_file: Value,
+    auth_authority: String,
+    /// The login provider's key source: `local_jwks` or `remote_jwks`, as an object.
+    jwks: Value,
+}
+
+fn normalise_filters(filters: &Value) -> Deployed {
     let mut filters = filters.clone();
-    let wasm = filters
-        .as_array_mut()
-        .unwrap()
+    let list = filters.as_array_mut().unwrap();
+    let wasm = list
         .iter_mut()
         .find(|f| f["name"] == "envoy.filters.http.wasm")
         .expect("the wasm filter");
     let config = &mut wasm["typed_config"]["config"];
-    let filename = config["vm_config"]["code"]["local"]["filename"].take();
+    let wasm_file = config["vm_config"]["code"]["local"]["filename"].take();
     let plugin_text = config["configuration"]["value"].take();
     let mut plugin: Value =
         serde_json::from_str(plugin_text.as_str().expect("plugin JSON string")).unwrap();
     let authority = plugin["auth_authority"].take();
     config["configuration"]["value"] = plugin;
-    (
+    let jwt = list
+        .iter_mut()
+        .find(|f| f["name"] == "envoy.filters.http.jwt_authn")
+        .expect("the jwt_authn filter");
+    let provider = jwt["typed_config"]["providers"]["hokusai_login"]
+        .as_object_mut()
+        .expect("the hokusai_login provider");
+    let mut jwks = serde_json::Map::new();
+    for source in ["local_jwks", "remote_jwks"] {
+        if let Some(v) = provider.remove(source) {
+            jwks.insert(source.to_owned(), v);
+        }
+    }
+    Deployed {
         filters,
-        filename,
-        authority.as_str().unwrap_or_default().to_owned(),
-    )
+        wasm_file,
+        auth_authority: authority.as_str().unwrap_or_default().to_owned(),
+        jwks: Value::Object(jwks),
+    }
 }
 
 #[test]
@@ -233,22 +255,40 @@ fn ecs_filter_stanza_and_routes_match_the_local_config() {
     let local = yaml_to_json(&paths::envoy_yaml());
     let ecs = yaml_to_json(&ecs_dir().join("envoy.yaml"));
     let local_hcm = hcms(&local)[0];
-    let (want_filters, local_wasm, local_authority) = normalise_filters(&local_hcm["http_filters"]);
-    assert_eq!(local_wasm, paths::WASM_REL);
-    assert_eq!(local_authority, "127.0.0.1:8000");
+    let want = normalise_filters(&local_hcm["http_filters"]);
+    assert_eq!(want.wasm_file, paths::WASM_REL);
+    assert_eq!(want.auth_authority, "127.0.0.1:8000");
+    assert_eq!(want.jwks["local_jwks"]["filename"], "certs/jwks.json");
 
     let ecs_hcms = hcms(&ecs);
     assert_eq!(ecs_hcms.len(), 2, "the ALB and the internal listener");
     for hcm in ecs_hcms {
         let prefix = hcm["stat_prefix"].as_str().unwrap_or_default();
-        let (filters, wasm, authority) = normalise_filters(&hcm["http_filters"]);
-        // Allowed differences: where the image keeps the .wasm, and the auth service's
-        // public name as the callout authority. Everything else in the filter chain, the
-        // plugin configuration included, must be envoy/envoy.yaml's.
-        assert_eq!(wasm, IMAGE_WASM, "{prefix}");
-        assert_eq!(authority, AUTH_HOST, "{prefix}");
+        let got = normalise_filters(&hcm["http_filters"]);
+        // Allowed differences: where the image keeps the .wasm, the auth service's public
+        // name as the callout authority, and the login service's keys fetched from it
+        // instead of a local file. Everything else in the filter chain, the plugin
+        // configuration and jwt_authn's rules included, must be envoy/envoy.yaml's.
+        assert_eq!(got.wasm_file, IMAGE_WASM, "{prefix}");
+        assert_eq!(got.auth_authority, AUTH_HOST, "{prefix}");
+        let remote = &got.jwks["remote_jwks"];
         assert_eq!(
-            filters, want_filters,
+            got.jwks.as_object().unwrap().len(),
+            1,
+            "{prefix}: one key source"
+        );
+        assert_eq!(
+            remote["http_uri"]["uri"],
+            format!("https://{AUTH_HOST}/.well-known/jwks.json"),
+            "{prefix}"
+        );
+        assert_eq!(remote["http_uri"]["cluster"], "login_jwks", "{prefix}");
+        assert_eq!(
+            remote["async_fetch"]["fast_listener"], true,
+            "{prefix}: listeners must not wait for the JWKS"
+        );
+        assert_eq!(
+            got.filters, want.filters,
             "{prefix}: the HTTP filters drifted from envoy/envoy.yaml (re-sync the stanza)"
         );
         assert_eq!(
@@ -279,6 +319,24 @@ fn ecs_filter_stanza_and_routes_match_the_local_config() {
             "{prefix}: connection manager settings drifted from envoy/envoy.yaml"
         );
     }
+    // The JWKS comes from the auth service's host, over the same verified TLS.
+    let cluster = |name: &str| {
+        ecs["static_resources"]["clusters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("cluster {name}"))
+            .clone()
+    };
+    let (auth, jwks) = (cluster("auth_service"), cluster("login_jwks"));
+    for field in ["transport_socket", "type", "dns_lookup_family"] {
+        assert_eq!(jwks[field], auth[field], "login_jwks {field}");
+    }
+    assert_eq!(
+        jwks["load_assignment"]["endpoints"],
+        auth["load_assignment"]["endpoints"]
+    );
 }
 
 #[test]

@@ -7,13 +7,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use hokusai_devstack::{DevAuth, DevAuthConfig, Echo, EchoHandle, KeyStore};
+use hokusai_devstack::{DevAuth, DevAuthConfig, Echo, EchoHandle, KeyStore, ServeOptions};
 
 use super::admin::Admin;
 use super::paths::{self, TempDir};
 use super::pki::{Ca, Pair};
 use super::procs::ProcessGroup;
-use super::stack::SERVICE_TOKEN;
+use super::stack::{dev_login, SERVICE_TOKEN};
 
 /// The name internal callers use (Cloud Map), the SNI and the SAN the client checks.
 pub const SERVER_NAME: &str = "mlflow.hokusai-development.local";
@@ -409,13 +409,19 @@ impl EcsStack {
         let public_ca = Ca::new(pki.path(), "public-ca", "Test Public Root CA");
         let auth_cert = public_ca.server("auth-hokus-ai", AUTH_HOST, &[AUTH_HOST]);
 
-        let auth = DevAuth::start(DevAuthConfig {
+        // Also the login service, whose JWKS the sidecar's jwt_authn fetches.
+        let options = ServeOptions {
+            login: Some(dev_login()),
+            ..ServeOptions::default()
+        };
+        let config = DevAuthConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             keys: KeyStore::dev_keys(),
             service_token: Some(SERVICE_TOKEN.to_owned()),
-        })
-        .await
-        .expect("start dev auth service");
+        };
+        let auth = DevAuth::start_with(config, options)
+            .await
+            .expect("start dev auth service");
         auth.set_request_logging(false);
         let echo = match mlflow_port {
             Some(_) => None,
