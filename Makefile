@@ -87,12 +87,12 @@ bench-smoke: build venv certs
 # Cost model (bench/README.md, "Cost model"): where a request's cost goes.
 # `cost-model` (~1 min after the builds, needs valgrind): wasm instructions and host calls per
 # request path of the release .wasm, and a callgrind view of the core's warm decision.
-# `cost-model-opt-levels`: the warm request's fuel and the .wasm size at opt-level z, s and 3
-# (built in their own target dirs; Cargo.toml's profile is not touched).
+# `cost-model-opt-levels`: the warm request's fuel and the .wasm size at opt-level 3 (the
+# committed profile) and z and s (built in their own target dirs; Cargo.toml is not touched).
 # `cost-model-envoy` (~8 min, needs wrk): Envoy CPU per host call, per wasm filter and per
-# request; add COST_MODEL_VARIANTS="s 3" to measure those builds of the filter in Envoy too.
+# request; add COST_MODEL_VARIANTS="z s" to measure those builds of the filter in Envoy too.
 # Each prints its tables and updates bench/raw/ and the Cost model section of bench/results.md.
-OPT_LEVELS := s 3
+OPT_LEVELS := z s
 COST_MODEL_VARIANTS ?=
 opt_wasm = $(BENCH_TARGET_DIR)/opt-$(1)/$(WASM_TARGET)/release/hokusai_auth_filter.wasm
 
@@ -107,7 +107,7 @@ cost-model-opt-levels: build venv
 	    -p hokusai-auth-filter --target-dir $(BENCH_TARGET_DIR)/opt-$$level || exit 1; \
 	done
 	cargo bench --profile ci --bench wasm_cost -- --json bench/raw/wasm_cost_opt_levels.json \
-	  --compare z=$(WASM) $(foreach l,$(OPT_LEVELS),--compare $(l)=$(call opt_wasm,$(l)))
+	  --compare 3=$(WASM) $(foreach l,$(OPT_LEVELS),--compare $(l)=$(call opt_wasm,$(l)))
 	$(VENV)/bin/python bench/cost_model.py render
 
 cost-model-envoy: build venv certs

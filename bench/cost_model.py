@@ -758,7 +758,7 @@ def wasm_markdown(w: dict, opt: dict | None) -> list[str]:
                       f"probe's), and {own:,} the filter's own logic."]
     if opt:
         lines += ["", "Warm external request by build of the filter (`make cost-model-opt-levels`; the committed "
-                  "profile is `z`; nothing else changed):", "",
+                  "profile is `3`; nothing else changed):", "",
                   "| opt-level | .wasm bytes | fuel / request | on_request_headers |", "|---|---:|---:|---:|"]
         for b in opt["builds"]:
             lines.append(f"| {b['label']} | {b['bytes']:,} | {b['fuel']:,} | {b['fuel_on_request_headers']:,} |")
