@@ -13,23 +13,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use e2e::clients::*;
-use e2e::envoy::{EnvoyOptions, Tuning};
+use e2e::envoy::Tuning;
 use e2e::stack::*;
 use hokusai_devstack::{EchoReply, Fault, KeySpec};
 use tokio::task::JoinSet;
 
 const READ: &str = "/api/2.0/mlflow/experiments/search";
 const WRITE: &str = "/api/2.0/mlflow/runs/create";
-
-fn tuned(tuning: Tuning) -> StackOptions {
-    StackOptions {
-        envoy: EnvoyOptions {
-            tuning,
-            ..EnvoyOptions::default()
-        },
-        ..StackOptions::default()
-    }
-}
 
 /// Envoy's own failure signals for the wasm VM, to compare before and after a run:
 /// reload counters (non-zero only after a crash) and the VMs V8 has created.
@@ -165,7 +155,7 @@ struct Case {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_fault_keeps_cached_keys_working_and_refuses_new_keys_with_503() {
-    let mut stack = Stack::start_with(tuned(Tuning {
+    let mut stack = Stack::start_with(StackOptions::tuned(Tuning {
         timeout_ms: Some(400),
         ..Tuning::default()
     }))
@@ -344,7 +334,7 @@ async fn each_fault_keeps_cached_keys_working_and_refuses_new_keys_with_503() {
 async fn a_stale_verdict_is_served_only_within_stale_if_error_s() {
     const TTL: Duration = Duration::from_secs(1);
     const STALE: Duration = Duration::from_secs(2);
-    let mut stack = Stack::start_with(tuned(Tuning {
+    let mut stack = Stack::start_with(StackOptions::tuned(Tuning {
         timeout_ms: Some(300),
         ttl_s: Some(TTL.as_secs()),
         stale_if_error_s: Some(STALE.as_secs()),
@@ -535,7 +525,7 @@ fn judge(kind: Kind, index: usize, sent: &Sent, tally: &mut Tally) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_flapping_auth_service_under_load_gets_only_contract_statuses() {
     let stack = Arc::new(
-        Stack::start_with(tuned(Tuning {
+        Stack::start_with(StackOptions::tuned(Tuning {
             timeout_ms: Some(300),
             ttl_s: Some(2),
             negative_ttl_s: Some(2),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use e2e::clients::*;
-use e2e::envoy::{EnvoyOptions, Tuning};
+use e2e::envoy::Tuning;
 use e2e::raw_http::RawRequest;
 use e2e::stack::*;
 use hokusai_devstack::{EchoReply, Fault, KeySpec};
@@ -16,16 +16,6 @@ use tokio::task::JoinSet;
 const SEARCH: &str = "/api/2.0/mlflow/experiments/search";
 /// Envoy's worker threads in the suite; at most one callout per key per worker.
 const WORKERS: u64 = 2;
-
-fn tuned(tuning: Tuning) -> StackOptions {
-    StackOptions {
-        envoy: EnvoyOptions {
-            tuning,
-            ..EnvoyOptions::default()
-        },
-        ..StackOptions::default()
-    }
-}
 
 #[track_caller]
 fn assert_readwrite_identity(got: &EchoReply) {
@@ -114,7 +104,7 @@ async fn fifty_concurrent_requests_with_one_new_key_make_one_callout_per_worker_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiter_whose_leader_went_away_still_gets_its_answer() {
     // A long deadline: the lost callout is sent again with what is left of it.
-    let stack = Stack::start_with(tuned(Tuning {
+    let stack = Stack::start_with(StackOptions::tuned(Tuning {
         timeout_ms: Some(10_000),
         ..Tuning::default()
     }))
@@ -194,7 +184,7 @@ async fn a_waiter_whose_leader_went_away_still_gets_its_answer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn past_the_in_flight_cap_new_keys_get_503_at_once() {
     let stack = Arc::new(
-        Stack::start_with(tuned(Tuning {
+        Stack::start_with(StackOptions::tuned(Tuning {
             max_pending_callouts: Some(2),
             timeout_ms: Some(5000),
             ..Tuning::default()
@@ -338,7 +328,7 @@ async fn a_refused_connection_is_retried_once_then_answered_503() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timeouts_and_error_statuses_are_not_retried() {
-    let stack = Stack::start_with(tuned(Tuning {
+    let stack = Stack::start_with(StackOptions::tuned(Tuning {
         timeout_ms: Some(400),
         ..Tuning::default()
     }))

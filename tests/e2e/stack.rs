@@ -7,7 +7,7 @@ use hokusai_devstack::{
     DevAuth, DevAuthConfig, DevLogin, Echo, EchoHandle, KeyStore, ServeOptions,
 };
 
-use super::envoy::{Envoy, EnvoyOptions, Upstreams};
+use super::envoy::{Envoy, EnvoyOptions, Tuning, Upstreams};
 use super::paths;
 
 /// The token the dev auth service demands and the filter forwards (via Envoy's env).
@@ -36,6 +36,19 @@ impl Default for StackOptions {
             auth: AuthMode::Dev,
             upstream_port: None,
             envoy: EnvoyOptions::default(),
+        }
+    }
+}
+
+impl StackOptions {
+    /// The default stack with the plugin configuration tuned (limits, timeouts).
+    pub fn tuned(tuning: Tuning) -> StackOptions {
+        StackOptions {
+            envoy: EnvoyOptions {
+                tuning,
+                ..EnvoyOptions::default()
+            },
+            ..StackOptions::default()
         }
     }
 }
