@@ -8,7 +8,7 @@ WASM := $(or $(CARGO_TARGET_DIR),target)/$(WASM_TARGET)/release/hokusai_auth_fil
 VENV := .venv
 PY := python3
 
-.PHONY: all build toolchain venv certs lint unit observability-check test run bench bench-smoke fuzz clean \
+.PHONY: all build build-testing toolchain venv certs lint unit observability-check test run bench bench-smoke fuzz clean \
   cost-model cost-model-opt-levels cost-model-envoy
 
 all: build
@@ -19,6 +19,14 @@ toolchain:
 build: toolchain
 	cargo build --release --target $(WASM_TARGET) -p hokusai-auth-filter
 	@echo "built $(WASM): $$(stat -c %s $(WASM)) bytes"
+
+# The test build of the filter, with the `testing` feature (the `testing.trap_path` switch that
+# crashes the VM on purpose, for tests/e2e_vm_reload.rs), in its own target directory: it can
+# never be mistaken for, or overwrite, the artifact `make build` writes.
+TESTING_WASM_DIR := $(or $(CARGO_TARGET_DIR),target)/testing
+build-testing: toolchain
+	cargo build --release --target $(WASM_TARGET) -p hokusai-auth-filter --features testing \
+	  --target-dir $(TESTING_WASM_DIR)
 
 # The venv is rebuilt only when the pinned requirements change.
 venv: $(VENV)/.installed
@@ -40,6 +48,8 @@ lint:
 	cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy --release --target $(WASM_TARGET) -p hokusai-auth-filter --lib -- -D warnings
+	cargo clippy --release --target $(WASM_TARGET) -p hokusai-auth-filter --lib --features testing \
+	  --target-dir $(TESTING_WASM_DIR) -- -D warnings
 
 unit:
 	cargo test -p hokusai-auth-filter --lib
@@ -55,7 +65,7 @@ observability-check: venv
 
 # Unit tests, the wasm harness stories, the end-to-end suite (real Envoy and MLflow), the
 # observability checks, and a few seconds of every benchmark scenario so the benchmark never rots.
-test: toolchain lint observability-check build venv certs
+test: toolchain lint observability-check build build-testing venv certs
 	cargo test --workspace --profile ci -- --test-threads=2
 	$(MAKE) bench-smoke
 

@@ -70,7 +70,11 @@ impl RequestHost for Host {
         false
     }
 
-    fn verified_jwt_subject(&mut self, _: &str, _: &str) -> Option<Vec<u8>> {
+    fn peer_certificate_digest(&mut self) -> Option<Vec<u8>> {
+        None
+    }
+
+    fn verified_jwt_payload(&mut self, _: &str, _: &str) -> Option<Vec<u8>> {
         None
     }
 }
@@ -129,7 +133,12 @@ fn main() {
         panic!("the first request must miss the cache");
     };
     let reply = br#"{"valid":true,"key_id":"key-bench-0000","user_id":"bench-user-0000","service_id":"ml-platform","scopes":["mlflow:read","mlflow:write"],"rate_limit_per_hour":null,"expires_at":null}"#;
-    let settled = policy.settle(&pending, interpret(Some(200), reply, None, NOW), &host, NOW);
+    let settled = policy.settle(
+        &pending,
+        interpret(Some(200), reply, None, NOW, "ml-platform"),
+        &host,
+        NOW,
+    );
     let _ = policy.conclude(&settled, &pending, pending.access, &host, NOW);
     warm_requests(&mut policy, &mut host, &buffer, 100);
 

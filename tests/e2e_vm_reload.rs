@@ -20,6 +20,7 @@ use reqwest::{Client, Response};
 /// would show up at the echo server.
 const TRAP: &str = "/api/2.0/mlflow/testing/trap";
 const SEARCH: &str = "/api/2.0/mlflow/experiments/search?max_results=5";
+const TRAP_REQUEST_ID: &str = "rid-trap";
 /// `reload_config.backoff.base_interval` in envoy.yaml.
 const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -63,7 +64,13 @@ async fn serve_then_trap(client: &Client, stack: &Stack) {
     assert_eq!(stack.auth().validate_calls(), 1);
     assert_eq!(upstream_requests(stack), 1);
 
-    let resp = get(client, stack, &format!("{TRAP}?query=ignored")).await;
+    let resp = client
+        .get(stack.envoy.plain_url(&format!("{TRAP}?query=ignored")))
+        .header("authorization", bearer(READWRITE_KEY))
+        .header("x-request-id", TRAP_REQUEST_ID)
+        .send()
+        .await
+        .expect("request through Envoy");
     let status = resp.status().as_u16();
     let body = resp.text().await.expect("body");
     assert_eq!(status, 503, "a crashed VM must fail closed; body: {body}");
@@ -155,12 +162,16 @@ async fn a_crashed_vm_fails_closed_then_a_fresh_vm_serves_with_the_cache_intact(
         "proxy_on_request_headers failed: Uncaught RuntimeError: unreachable",
     )
     .await;
-    wait_for_log(
-        "the access log",
-        || stack.envoy.access_log(),
-        &format!("GET {TRAP} HTTP/1.1 503 wasm_fail_stream"),
-    )
-    .await;
+    let trapped = stack.envoy.access_record(TRAP_REQUEST_ID).await;
+    assert_eq!(
+        (&trapped["path"], &trapped["status"], &trapped["details"]),
+        (
+            &serde_json::json!(TRAP),
+            &serde_json::json!(503),
+            &serde_json::json!("wasm_fail_stream")
+        ),
+        "{trapped}"
+    );
 
     // Healed for good: later requests are served without another reload.
     for _ in 0..3 {

@@ -4,7 +4,7 @@ mod filter_support;
 mod harness;
 
 use filter_support::*;
-use harness::{Host, Request};
+use harness::{Host, PeerCert, Request};
 
 #[test]
 fn allow_listed_peer_passes_with_internal_identity_and_no_callout() {
@@ -76,30 +76,90 @@ fn identity_properties_on_a_plain_connection_are_not_trusted() {
 }
 
 #[test]
-fn a_later_san_in_envoys_xfcc_can_match() {
+fn a_later_san_of_the_certificate_can_match() {
     let host = Host::new();
     let batch = "spiffe://hokusai.internal/ns/development/sa/batch";
     let config = format!(r#"{{"internal": {{"allowed_identities": ["{batch}"]}}}}"#);
     let mut vm = host.vm(&config).unwrap();
-    let pem = include_str!("../src/core/testdata/multi-san.crt");
-    let encoded: String = pem
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect();
-    // Envoy writes one URI= field per URI SAN of the certificate.
-    let request = Request::get("/api/2.0/mlflow/runs/get")
-        .mtls_peer(
-            Some("spiffe://hokusai.internal/ns/development/sa/first"),
-            None,
-            None,
-        )
-        .xfcc(&format!(
-            "Hash=00;Cert=\"{encoded}\";URI=spiffe://hokusai.internal/ns/development/sa/first;URI={batch}"
-        ));
-    let upstream = vm.complete(request);
+    let cert = PeerCert::new(
+        &["spiffe://hokusai.internal/ns/development/sa/first", batch],
+        &["batch.local"],
+        Some("batch"),
+    );
+    let upstream = vm.complete(Request::get("/api/2.0/mlflow/runs/get").mtls_cert(&cert));
     upstream.assert_forwarded();
     assert_eq!(upstream.header("x-auth-identity").as_deref(), Some(batch));
+}
+
+/// Characters that mean something in Envoy's XFCC, and its field names.
+const XFCC_SPECIALS: [&str; 10] = [
+    ";", ",", "\"", "=", "URI=", "DNS=", "Cert=", "Hash=", "By=", "Subject=",
+];
+
+/// Certificates whose one SAN or CN holds an allow-listed identity next to XFCC syntax, as
+/// a private CA that signs the SANs a CSR asks for would issue them.
+fn posers() -> Vec<PeerCert> {
+    let mut certs = Vec::new();
+    for special in XFCC_SPECIALS {
+        for (before, after) in [
+            (format!("{NOTEBOOK_IDENTITY}{special}"), String::new()),
+            (format!("{NOTEBOOK_IDENTITY};{special}"), String::new()),
+            (String::new(), format!("{special}x")),
+            (format!("x{special}"), format!(";{special}")),
+        ] {
+            let id = format!("{before}{API_IDENTITY}{after}");
+            certs.push(PeerCert::new(&[&id], &[], Some("hokusai-notebook")));
+            certs.push(PeerCert::new(&[NOTEBOOK_IDENTITY], &[&id], None));
+            certs.push(PeerCert::new(&[], &[], Some(&id)));
+        }
+    }
+    certs
+}
+
+#[test]
+fn a_san_or_cn_that_only_carries_an_allow_listed_id_gets_the_key_path() {
+    let host = Host::new();
+    let mut vm = vm(&host);
+    for cert in posers() {
+        assert!(
+            cert.xfcc().contains(API_IDENTITY),
+            "the XFCC text names the listed id"
+        );
+        let write = Request::post("/api/2.0/mlflow/runs/create").mtls_cert(&cert);
+        let outcome = vm.complete(write);
+        assert_reply(&outcome, 401, "API key required");
+    }
+    assert!(vm.callout_history().is_empty());
+    // With a key, such a peer is an external caller like any other.
+    let cert = &posers()[0];
+    let upstream = through_callout(&mut vm, keyed_get().mtls_cert(cert), read_write());
+    assert_eq!(upstream.header("x-auth-path").as_deref(), Some("external"));
+    assert_eq!(upstream.header("x-auth-identity"), None);
+    vm.assert_alive();
+}
+
+#[test]
+fn the_certificate_in_the_header_must_be_the_connections() {
+    let host = Host::new();
+    let mut vm = vm(&host);
+    let listed = PeerCert::new(&[API_IDENTITY], &[], Some("hokusai-api-client"));
+    let unlisted = PeerCert::new(&[NOTEBOOK_IDENTITY], &[], None);
+    // The unlisted peer's connection, with the listed certificate's XFCC: Envoy never writes
+    // this, but nothing but the digest may be trusted to say whose certificate it is.
+    let swapped = Request::get("/api/2.0/mlflow/runs/get")
+        .mtls_cert(&unlisted)
+        .xfcc(&listed.xfcc());
+    assert_reply(&vm.complete(swapped), 401, "API key required");
+    // A SAN whose text appends the listed certificate as a second Cert= field.
+    let appended = Request::get("/api/2.0/mlflow/runs/get")
+        .mtls_cert(&unlisted)
+        .xfcc(&format!("{};{}", unlisted.xfcc(), listed.xfcc()));
+    assert_reply(&vm.complete(appended), 401, "API key required");
+    // No digest from Envoy: no internal path.
+    let no_digest = Request::get("/api/2.0/mlflow/runs/get")
+        .mtls_cert(&listed)
+        .without_property("connection.sha256_peer_certificate_digest");
+    assert_reply(&vm.complete(no_digest), 401, "API key required");
+    vm.complete(Request::get("/api/2.0/mlflow/runs/get").mtls_cert(&listed))
+        .assert_forwarded();
 }

@@ -1,6 +1,6 @@
 #![no_main]
 
-//! `xfcc::certificate` on a `Cert=` value, and on the input as DER inside a PEM.
+//! `PeerCertificate::from_der` on the input as DER, and the input inside a PEM in a `Cert=`.
 use hokusai_auth_filter_fuzz::checks;
 use libfuzzer_sys::fuzz_target;
 

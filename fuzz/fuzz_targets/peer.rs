@@ -1,27 +1,28 @@
 #![no_main]
 
-//! `match_peer` on an XFCC (the input after its first byte) and an allow-list: the
-//! project's own when the first byte is even, else the XFCC's first `;`-separated words.
+//! `peer::verified_certificate` and the allow-list match on an XFCC (the input after its
+//! first byte). The connection's digest is that of the first `Cert=` field's DER when the
+//! first byte is even (so a real certificate gets matched), else of the input itself; the
+//! allow-list is the project's own plus the header's first `;`/`=`-separated words.
+use hokusai_auth_filter::core::xfcc;
 use hokusai_auth_filter_fuzz::checks;
 use libfuzzer_sys::fuzz_target;
+use sha2::{Digest, Sha256};
 
 fuzz_target!(|data: &[u8]| {
     let Some((first, header)) = data.split_first() else {
         return;
     };
-    let allowed: Vec<String> = if first % 2 == 0 {
-        [
-            "spiffe://hokusai.internal/ns/development/sa/hokusai-api",
-            "hokusai-api-client",
-        ]
-        .map(String::from)
-        .to_vec()
-    } else {
-        header
-            .split(|b| *b == b';' || *b == b'=')
-            .take(4)
-            .map(|w| String::from_utf8_lossy(w).into_owned())
-            .collect()
+    let der = xfcc::cert_fields(header).next().and_then(xfcc::der_of);
+    let digest: [u8; 32] = match (first % 2, der) {
+        (0, Some(der)) => Sha256::digest(der).into(),
+        _ => Sha256::digest(data).into(),
     };
-    checks::peer(header, &allowed);
+    let mut allowed: Vec<String> = header
+        .split(|b| *b == b';' || *b == b'=')
+        .take(4)
+        .map(|w| String::from_utf8_lossy(w).into_owned())
+        .collect();
+    allowed.push("spiffe://hokusai.internal/ns/development/sa/hokusai-api".into());
+    checks::peer(header, &digest, &allowed);
 });

@@ -1,6 +1,6 @@
 #![no_main]
 
-//! `xfcc::parse` (and, on what it accepts, `unquote`, `common_name`, `certificate`).
+//! `xfcc::cert_fields` against a reference reading, and `der_of` on what it finds.
 use hokusai_auth_filter_fuzz::checks;
 use libfuzzer_sys::fuzz_target;
 

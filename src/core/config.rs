@@ -24,6 +24,9 @@ pub struct FilterConfig {
     pub internal: InternalConfig,
     pub scopes: ScopeSets,
     pub jwt: JwtConfig,
+    /// Only in a test build of the filter (cargo feature `testing`): the production artifact
+    /// refuses a configuration that names it.
+    #[cfg(feature = "testing")]
     pub testing: TestingConfig,
 }
 
@@ -48,7 +51,9 @@ pub enum JwtMode {
     Callout,
 }
 
-/// Switches for tests of Envoy's own behaviour around the filter; never set in production.
+/// Switches for tests of Envoy's own behaviour around the filter, compiled into the test
+/// build only (`--features testing`), never into `make build`'s artifact.
+#[cfg(feature = "testing")]
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct TestingConfig {
@@ -111,6 +116,7 @@ impl Default for FilterConfig {
             internal: InternalConfig::default(),
             scopes: ScopeSets::default(),
             jwt: JwtConfig::default(),
+            #[cfg(feature = "testing")]
             testing: TestingConfig::default(),
         }
     }
@@ -244,6 +250,7 @@ impl FilterConfig {
         non_empty_token("jwt.metadata_namespace", &self.jwt.metadata_namespace)?;
         non_empty_token("jwt.payload_key", &self.jwt.payload_key)?;
         http_path("jwt.validate_path", &self.jwt.validate_path)?;
+        #[cfg(feature = "testing")]
         if let Some(path) = &self.testing.trap_path {
             http_path("testing.trap_path", path)?;
         }
@@ -354,9 +361,16 @@ mod tests {
             refused_field(r#"{"cache": {"max_entries": 0}}"#),
             "cache.max_entries"
         );
+        #[cfg(feature = "testing")]
         assert_eq!(
             refused_field(r#"{"testing": {"trap_path": "x"}}"#),
             "testing.trap_path"
+        );
+        // Without the test build, the switch does not exist at all.
+        #[cfg(not(feature = "testing"))]
+        assert_eq!(
+            refused_field(r#"{"testing": {"trap_path": "/x"}}"#),
+            "testing"
         );
         assert_eq!(
             refused_field(r#"{"max_pending_callouts": 0}"#),

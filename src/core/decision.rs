@@ -14,16 +14,15 @@ use super::json;
 use super::jwt;
 use super::local_reply::LocalReply;
 use super::local_verdicts::{Grant, Known, LocalVerdicts};
-use super::peer::{match_peer, PeerMatch};
+use super::peer::parse_digest;
 use super::peer_certs::PeerCerts;
-use super::rate_limit;
+use super::rate_limit::{Count, RateCounters};
 use super::request::{RequestFacts, Single};
 use super::scope::{required_access, Access};
 use super::store::SharedStore;
 use super::telemetry::{AuthMethod, AuthPath, CacheUse, Facts, Outcome, Tally};
 use super::validation_reply::{Denial, ValidationOutcome};
 use super::verdict_cache::{Probe, VerdictCache};
-use super::xfcc;
 use std::rc::Rc;
 
 /// What the decision may ask of Envoy while deciding, beyond the request headers. Each is a
@@ -31,9 +30,13 @@ use std::rc::Rc;
 pub trait RequestHost: SharedStore {
     /// `connection.mtls`: Envoy validated the client's certificate chain on this connection.
     fn peer_verified(&mut self) -> bool;
-    /// `sub` of the payload jwt_authn verified for this request, from Envoy's dynamic metadata
-    /// (`metadata.filter_metadata.<namespace>.<payload_key>.sub`), never from a header.
-    fn verified_jwt_subject(&mut self, namespace: &str, payload_key: &str) -> Option<Vec<u8>>;
+    /// `connection.sha256_peer_certificate_digest`: the hex SHA-256 of the certificate the
+    /// peer presented on this connection, as Envoy computed it.
+    fn peer_certificate_digest(&mut self) -> Option<Vec<u8>>;
+    /// The payload jwt_authn verified for this request, from Envoy's dynamic metadata
+    /// (`metadata.filter_metadata.<namespace>.<payload_key>`, a map in proxy-wasm's pairs
+    /// format), never from a header.
+    fn verified_jwt_payload(&mut self, namespace: &str, payload_key: &str) -> Option<Vec<u8>>;
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -187,6 +190,7 @@ pub struct Policy {
     /// API keys and (callout-mode) tokens never share a slot.
     key_prefix: String,
     token_prefix: String,
+    rate_counters: RateCounters,
     internal_scopes: Rc<str>,
     /// Per allow-listed identity: its name, and its access-log fields with and without the
     /// `internal_service` user id.
@@ -230,6 +234,7 @@ impl Policy {
         Self {
             key_prefix: base.clone(),
             token_prefix: format!("{base}jwt."),
+            rate_counters: RateCounters::new(format!("{base}rate."), config.cache.max_entries),
             internal_scopes: config.internal.scopes.join(" ").into(),
             internal_identities: config
                 .internal
@@ -255,6 +260,25 @@ impl Policy {
 
     pub fn config(&self) -> &FilterConfig {
         &self.config
+    }
+
+    /// Shared state that must exist before the first request: the rate counters' slots.
+    /// The adapter calls it when the VM is configured; an error refuses the configuration.
+    pub fn prepare<S: SharedStore>(&self, store: &S) -> Result<(), String> {
+        let counters = &self.rate_counters;
+        match counters.prepare(store) {
+            Ok(0) => Ok(()),
+            Ok(created) => {
+                log::info!(
+                    "created {created} of {} rate counter slots",
+                    counters.slots()
+                );
+                Ok(())
+            }
+            Err(error) => Err(format!(
+                "could not create the rate counter slots in shared data: {error:?}"
+            )),
+        }
     }
 
     pub fn decide<H: RequestHost>(
@@ -283,7 +307,7 @@ impl Policy {
         } else {
             required_access(req.method, req.path)
         };
-        if let Some(decision) = self.internal(req, access, host, now) {
+        if let Some(decision) = self.internal(req, access, host) {
             return decision;
         }
         let presented = match find_credential(req.authorization, req.x_api_key) {
@@ -304,7 +328,7 @@ impl Policy {
             }
         };
         if (presented.kind, self.config.jwt.mode) == (Kind::Jwt, JwtMode::Local) {
-            return self.admit_verified_jwt(presented.expose(), access, host);
+            return self.admit_verified_jwt(access, host);
         }
         self.lookup(presented, access, host, now)
     }
@@ -315,7 +339,6 @@ impl Policy {
         req: &RequestFacts,
         access: Access,
         host: &mut H,
-        now: i64,
     ) -> Option<Decision> {
         // Envoy writes its XFCC only for a verified peer (SANITIZE_SET), so a plain request
         // costs no property read at all.
@@ -331,31 +354,30 @@ impl Policy {
             log::warn!("x-forwarded-client-cert on a connection without verified mTLS: ignored; is forward_client_cert_details SANITIZE_SET?");
             return None;
         }
-        let matched = match xfcc::parse(header) {
-            Some(element) => {
-                let matched = match_peer(&element, &self.config.internal.allowed_identities);
-                if let PeerMatch::Allowed(id) = matched {
-                    self.peer_certs.seen(id, &element, now);
-                }
-                matched
-            }
-            None => PeerMatch::Unlisted("(unreadable x-forwarded-client-cert)".into()),
+        let Some(digest) = host
+            .peer_certificate_digest()
+            .as_deref()
+            .and_then(parse_digest)
+        else {
+            log::warn!("mTLS connection without a readable peer certificate digest: ignored");
+            return None;
         };
-        let index = match matched {
-            PeerMatch::Allowed(id) => self
-                .config
-                .internal
-                .allowed_identities
-                .iter()
-                .position(|a| a == id)?,
-            PeerMatch::Unlisted(label) => {
-                log::info!("mTLS peer {label} is not allow-listed; a credential is required");
-                self.tally.mtls_fallbacks += 1;
-                return None;
-            }
-            PeerMatch::NotMtls => return None,
+        let allowed = &self.config.internal.allowed_identities;
+        let Some(peer) = self.peer_certs.peer(digest, header, allowed) else {
+            log::warn!("x-forwarded-client-cert holds no certificate with the connection's digest; a credential is required");
+            self.tally.mtls_fallbacks += 1;
+            return None;
+        };
+        let Some(index) = peer.allowed_as else {
+            log::info!(
+                "mTLS peer {} is not allow-listed; a credential is required",
+                json::quoted(peer.certificate.label())
+            );
+            self.tally.mtls_fallbacks += 1;
+            return None;
         };
         let (identity, with_user, without_user) = self.internal_identities.get(index)?.clone();
+        self.peer_certs.seen(&identity, peer.certificate.not_after);
         if !access.is_granted_by(&self.config.internal.scopes, &self.config.scopes) {
             let reply = LocalReply::scope_missing(access.canonical_scope(&self.config.scopes));
             return Some(Decision::Refuse(Refusal {
@@ -409,34 +431,25 @@ impl Policy {
         })
     }
 
-    /// A JWT that Envoy's jwt_authn verified. The metadata proves verification; the claims
-    /// come from the very token, and must name the same subject as the metadata.
-    fn admit_verified_jwt<H: RequestHost>(
-        &mut self,
-        token: &str,
-        access: Access,
-        host: &mut H,
-    ) -> Decision {
+    /// A JWT that Envoy's jwt_authn verified: its metadata proves the verification and is
+    /// the only source of the claims (the token's own text is never read for them).
+    fn admit_verified_jwt<H: RequestHost>(&mut self, access: Access, host: &mut H) -> Decision {
         let jwt_config = &self.config.jwt;
-        let verified =
-            host.verified_jwt_subject(&jwt_config.metadata_namespace, &jwt_config.payload_key);
-        let claims = jwt::claims(token);
-        let claims = match (verified, claims) {
-            (Some(subject), Some(claims)) if subject == claims.sub.as_bytes() => claims,
-            (None, _) => {
-                return self.refuse_early(
-                    LocalReply::token_invalid(),
-                    "token not verified by jwt_authn",
-                    AuthMethod::Jwt,
-                )
-            }
-            _ => {
-                return self.refuse_early(
-                    LocalReply::token_invalid(),
-                    "token claims unusable or not the verified ones",
-                    AuthMethod::Jwt,
-                )
-            }
+        let payload =
+            host.verified_jwt_payload(&jwt_config.metadata_namespace, &jwt_config.payload_key);
+        let Some(payload) = payload else {
+            return self.refuse_early(
+                LocalReply::token_invalid(),
+                "token not verified by jwt_authn",
+                AuthMethod::Jwt,
+            );
+        };
+        let Some(claims) = jwt::verified_claims(&payload) else {
+            return self.refuse_early(
+                LocalReply::token_invalid(),
+                "verified token's claims unusable",
+                AuthMethod::Jwt,
+            );
         };
         if !access.is_granted_by(&claims.scopes, &self.config.scopes) {
             let reply = LocalReply::scope_missing(access.canonical_scope(&self.config.scopes));
@@ -705,12 +718,24 @@ impl Policy {
             );
         }
         if let Some(limit) = grant.rate_limit_per_hour {
-            let counter = format!("{}rate.{}", self.key_prefix, digest.hex());
-            if let Err(retry_after_s) = rate_limit::consume(store, &counter, limit, now) {
-                return refuse(
-                    LocalReply::rate_limited(retry_after_s),
-                    "hourly rate limit spent",
-                );
+            match self.rate_counters.consume(store, digest, limit, now) {
+                Count::Counted => {}
+                Count::NoSlot => {
+                    self.tally.rate_limit_uncounted += 1;
+                    log::warn!(
+                        "no free rate counter slot for {} this hour: let through uncounted",
+                        digest.fingerprint()
+                    );
+                }
+                Count::Spent { retry_after_s } => {
+                    return refuse(
+                        LocalReply::rate_limited(retry_after_s),
+                        "hourly rate limit spent",
+                    )
+                }
+                Count::Unavailable => {
+                    return refuse(LocalReply::unavailable(), "rate counter unavailable")
+                }
             }
         }
         let stale = cache == CacheUse::Stale;

@@ -326,7 +326,8 @@ impl Worker {
             });
         }
         let now = now_ms.div_euclid(1000);
-        let outcome = interpret(status, reply.body, reply.retry_after, now);
+        let service_id = &self.policy.config().service_id;
+        let outcome = interpret(status, reply.body, reply.retry_after, now, service_id);
         let failure = failure.or(match (&outcome, status) {
             (ValidationOutcome::Unavailable(_), Some(500..=599)) => {
                 Some(CalloutFailure::ServerError)
@@ -459,11 +460,13 @@ impl Worker {
             } else {
                 log::Level::Info
             };
+            // The request id is the client's (preserve_external_request_id): quoted, so it
+            // can never pose as another field of this line.
             log::log!(
                 level,
                 "denied {} request_id={} reason=\"{}\" path={} method={} key={}",
                 refusal.reply.status,
-                request_id.unwrap_or("-"),
+                request_id.map_or_else(|| "-".to_string(), super::json::quoted),
                 refusal.reason,
                 facts.path.label(),
                 facts.method.label(),

@@ -35,6 +35,14 @@ pub fn push_string(out: &mut String, value: &str) {
     out.push('"');
 }
 
+/// `value` as a quoted and escaped JSON string: how the filter's log lines show anything a
+/// request or a certificate holder chose, so it can never pose as another field or line.
+pub fn quoted(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 2);
+    push_string(&mut out, value);
+    out
+}
+
 /// An object of string fields, written in the order given.
 pub struct Object {
     out: String,
@@ -76,5 +84,14 @@ mod tests {
         let parsed: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(parsed, serde_json::json!({"k": tricky, "empty": ""}));
         assert_eq!(Object::with_capacity(0).finish(), "{}");
+    }
+
+    #[test]
+    fn quoted_values_cannot_end_early_or_break_a_line() {
+        let forged = "x\" reason=\"internal peer\"\nauth={}";
+        let q = quoted(forged);
+        assert_eq!(serde_json::from_str::<String>(&q).unwrap(), forged);
+        assert!(!q.contains('\n'));
+        assert_eq!(q.matches('"').count() - q.matches("\\\"").count(), 2);
     }
 }

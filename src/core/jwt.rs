@@ -1,9 +1,12 @@
-//! The claims of a user token that Envoy's jwt_authn has verified (signature, expiry, issuer,
-//! audience). We never verify here; we only read the very token that was verified, and only
-//! after Envoy's dynamic metadata (which no client can set) said it was.
+//! The claims of a user token, as Envoy's jwt_authn verified them (signature, expiry, issuer,
+//! audience). They are read from the payload jwt_authn put in dynamic metadata, which no
+//! client can set, and never from the token's text: what the filter trusts is exactly what
+//! was verified.
+//!
+//! Envoy hands the payload over as a map in proxy-wasm's pairs format: each claim's name,
+//! and its value (a string as its bytes; a list as pairs again; numbers as 8-byte doubles).
 
-use base64::Engine;
-use serde::Deserialize;
+use super::header_map::for_each_pair;
 
 /// What the filter takes from a verified token.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -12,92 +15,117 @@ pub struct Claims {
     pub scopes: Vec<String>,
 }
 
-#[derive(Deserialize)]
-struct Payload {
-    sub: Option<String>,
-    /// OAuth style: space-separated.
-    scope: Option<String>,
-    /// Array style.
-    scopes: Option<Vec<String>>,
-}
-
 const MAX_CLAIM_LEN: usize = 256;
 
-/// The payload of a JWT-shaped token; None when it is unreadable or its `sub` or scopes
-/// could not safely become headers.
-pub fn claims(token: &str) -> Option<Claims> {
-    let payload = token.split('.').nth(1)?;
-    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .ok()?;
-    // serde also reads a struct from a JSON array, field by field: claims are an object.
-    if json.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return None;
-    }
-    let p: Payload = serde_json::from_slice(&json).ok()?;
-    let sub = p.sub.filter(|s| header_safe(s))?;
-    let mut scopes: Vec<String> = match (p.scope, p.scopes) {
-        (Some(scope), _) => scope.split_ascii_whitespace().map(String::from).collect(),
-        (None, Some(list)) => list,
-        (None, None) => Vec::new(),
+/// `sub`, and the scopes from `scope` (RFC 6749 §3.3: space-separated) or, when there is no
+/// `scope`, from a `scopes` list. None when there is no usable `sub`: one that could not
+/// safely become `x-user-id`. A scope token with any other whitespace, a control byte or a
+/// byte beyond ASCII is ignored, as is an empty one.
+pub fn verified_claims(payload: &[u8]) -> Option<Claims> {
+    let (mut sub, mut scope, mut scopes) = (None, None, None);
+    for_each_pair(payload, |name, value| match name {
+        b"sub" => sub = Some(value),
+        b"scope" => scope = Some(value),
+        b"scopes" => scopes = Some(value),
+        _ => {}
+    })?;
+    let sub = std::str::from_utf8(sub?).ok().filter(|s| header_safe(s))?;
+    let mut tokens: Vec<String> = Vec::new();
+    let mut add = |token: &[u8]| {
+        if is_scope_token(token) && !tokens.iter().any(|t| t.as_bytes() == token) {
+            // ASCII graphic only, so valid UTF-8.
+            tokens.push(String::from_utf8_lossy(token).into_owned());
+        }
     };
-    scopes.dedup();
-    if !scopes.iter().all(|s| {
-        s.len() <= MAX_CLAIM_LEN && !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic())
-    }) {
-        return None;
+    match (scope, scopes) {
+        (Some(scope), _) => scope.split(|b| *b == b' ').for_each(&mut add),
+        (None, Some(list)) => {
+            // A list is pairs whose names are the items; anything else holds no scopes.
+            let _ = for_each_pair(list, |item, _| add(item));
+        }
+        (None, None) => {}
     }
-    Some(Claims { sub, scopes })
+    Some(Claims {
+        sub: sub.to_string(),
+        scopes: tokens,
+    })
 }
 
-fn header_safe(s: &str) -> bool {
+fn is_scope_token(token: &[u8]) -> bool {
+    !token.is_empty() && token.len() <= MAX_CLAIM_LEN && token.iter().all(u8::is_ascii_graphic)
+}
+
+/// Values we copy into upstream headers: no control characters, bounded length.
+pub fn header_safe(s: &str) -> bool {
     !s.is_empty() && s.len() <= MAX_CLAIM_LEN && !s.chars().any(char::is_control) && s.trim() == s
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::header_map::serialize;
     use super::*;
 
-    fn token(payload: &str) -> String {
-        let enc = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
-        format!("{}.{}.sig", enc(r#"{"alg":"RS256"}"#), enc(payload))
+    fn payload(pairs: &[(&str, &[u8])]) -> Vec<u8> {
+        let pairs: Vec<(&[u8], &[u8])> = pairs.iter().map(|(n, v)| (n.as_bytes(), *v)).collect();
+        serialize(&pairs)
+    }
+
+    fn list(items: &[&str]) -> Vec<u8> {
+        let pairs: Vec<(&[u8], &[u8])> = items.iter().map(|i| (i.as_bytes(), &b""[..])).collect();
+        serialize(&pairs)
     }
 
     #[test]
-    fn scope_string_or_scopes_array() {
-        assert_eq!(
-            claims(&token(
-                r#"{"sub":"user_123","scope":"mlflow:read  mlflow:write"}"#
-            )),
-            Some(Claims {
-                sub: "user_123".into(),
-                scopes: vec!["mlflow:read".into(), "mlflow:write".into()]
-            })
-        );
-        assert_eq!(
-            claims(&token(r#"{"sub":"u","scopes":["mlflow:read"]}"#))
+    fn reads_sub_and_scope_as_envoy_serializes_the_payload() {
+        let exp = 1.8e9f64.to_le_bytes();
+        let claims = verified_claims(&payload(&[
+            ("iss", b"https://login.hokus.ai"),
+            ("scope", b"mlflow:read mlflow:write"),
+            ("exp", &exp),
+            ("sub", b"user_123"),
+        ]))
+        .unwrap();
+        assert_eq!(claims.sub, "user_123");
+        assert_eq!(claims.scopes, vec!["mlflow:read", "mlflow:write"]);
+    }
+
+    #[test]
+    fn scope_splits_on_single_spaces_only() {
+        let scopes = |scope: &[u8]| {
+            verified_claims(&payload(&[("sub", b"u"), ("scope", scope)]))
                 .unwrap()
-                .scopes,
-            vec!["mlflow:read"]
-        );
-        assert!(claims(&token(r#"{"sub":"u"}"#)).unwrap().scopes.is_empty());
+                .scopes
+        };
+        assert_eq!(scopes(b"mlflow:read\nmlflow:write"), Vec::<String>::new());
+        assert_eq!(scopes(b"mlflow:read\tmlflow:write a"), vec!["a"]);
+        assert_eq!(scopes(b"  mlflow:read  "), vec!["mlflow:read"]);
+        assert_eq!(scopes(b"a \xc3\xa9 a b\x7f"), vec!["a"]);
+        assert_eq!(scopes(b""), Vec::<String>::new());
     }
 
     #[test]
-    fn unusable_claims_are_refused() {
-        for payload in [
-            r#"{"scope":"mlflow:read"}"#,
-            r#"{"sub":""}"#,
-            r#"{"sub":"u\r\nx-admin: 1"}"#,
-            r#"{"sub":5}"#,
-            r#"{"sub":"u","scopes":["a b"]}"#,
-            r#"{"sub":"u","scopes":"mlflow:read"}"#,
-            "not json",
-            r#"["u", null, ["mlflow:write"]]"#,
+    fn a_scopes_list_counts_only_without_scope() {
+        let items = list(&["mlflow:read", "bad item", "mlflow:read"]);
+        let claims = verified_claims(&payload(&[("sub", b"u"), ("scopes", &items)])).unwrap();
+        assert_eq!(claims.scopes, vec!["mlflow:read"]);
+        let both = payload(&[("sub", b"u"), ("scope", b"a"), ("scopes", &items)]);
+        assert_eq!(verified_claims(&both).unwrap().scopes, vec!["a"]);
+        let not_a_list = payload(&[("sub", b"u"), ("scopes", b"mlflow:write")]);
+        assert!(verified_claims(&not_a_list).unwrap().scopes.is_empty());
+    }
+
+    #[test]
+    fn unusable_subjects_are_refused() {
+        for sub in [
+            &b""[..],
+            b"u\r\nx-admin: 1",
+            b" u",
+            b"\xff",
+            &[b'a'; MAX_CLAIM_LEN + 1],
         ] {
-            assert_eq!(claims(&token(payload)), None, "{payload}");
+            assert_eq!(verified_claims(&payload(&[("sub", sub)])), None, "{sub:?}");
         }
-        assert_eq!(claims("no-dots"), None);
-        assert_eq!(claims("a.!!!.c"), None);
+        assert_eq!(verified_claims(&payload(&[("scope", b"a")])), None);
+        assert_eq!(verified_claims(b"\x01\x00"), None, "not a pairs map");
     }
 }

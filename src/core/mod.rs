@@ -35,12 +35,16 @@ pub mod validation_reply;
 pub mod verdict_cache;
 pub mod xfcc;
 
-/// Headers a client may never set: only the filter's own verdict may put them upstream.
-pub const VERDICT_HEADERS: [&str; 6] = [
-    "x-api-key-id",
-    "x-auth-scopes",
-    "x-auth-path",
-    "x-auth-method",
-    "x-auth-identity",
-    "x-auth-stale",
-];
+#[cfg(test)]
+pub(crate) mod test_certs;
+
+/// A header a client may never send (contract section 4, step 1): `x-api-key-id` and every
+/// `x-auth-*`, whatever follows the prefix. Only the filter's own verdict puts such headers
+/// upstream. Envoy hands names over lowercased; the match ignores case all the same.
+pub fn is_verdict_header(name: &[u8]) -> bool {
+    const PREFIX: &[u8] = b"x-auth-";
+    name.eq_ignore_ascii_case(b"x-api-key-id")
+        || name
+            .get(..PREFIX.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(PREFIX))
+}

@@ -1,151 +1,200 @@
-//! The internal path: is this an mTLS peer on the allow-list, and under which identity?
+//! The internal path's question: is this mTLS peer on the allow-list, and as whom?
 //!
-//! The identities are the URI SANs, DNS SANs and subject CN that Envoy wrote into its own
-//! `x-forwarded-client-cert` element, tried in that order; the first allow-listed one wins.
+//! The answer comes only from facts bound to the verified connection. Envoy tells the
+//! SHA-256 of the peer certificate (`connection.sha256_peer_certificate_digest`, a typed
+//! property no client can set); the certificate itself travels in Envoy's XFCC `Cert=`
+//! field, and is believed only when its DER hashes to that digest. Its identities are then
+//! read from the DER with x509-cert: every URI and DNS SAN, exactly as signed, and the
+//! subject CN. An identity matches only when it equals an allow-list entry byte for byte.
 
-use super::xfcc::{self, Element};
+use super::xfcc;
+use sha2::{Digest, Sha256};
+use x509_cert::der::oid::db::rfc4519::COMMON_NAME;
+use x509_cert::der::Decode;
+use x509_cert::ext::pkix::name::{DirectoryString, GeneralName};
+use x509_cert::ext::pkix::SubjectAltName;
+use x509_cert::Certificate;
 
-#[derive(Debug, PartialEq, Eq)]
-pub enum PeerMatch<'c> {
-    /// Not an mTLS connection: nothing to match.
-    NotMtls,
-    /// mTLS, and this allow-list entry matched.
-    Allowed(&'c str),
-    /// mTLS, but none of the peer's identities is listed; the best name we have, for logs.
-    Unlisted(String),
+/// What a verified peer certificate says about its holder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerCertificate {
+    pub uris: Vec<String>,
+    pub dns: Vec<String>,
+    /// Every CN attribute of the subject; only a subject with exactly one CN can match.
+    pub common_names: Vec<String>,
+    /// notAfter, Unix seconds.
+    pub not_after: i64,
 }
 
-pub fn match_peer<'c>(element: &Element, allowed: &'c [String]) -> PeerMatch<'c> {
-    let listed = |id: &[u8]| allowed.iter().find(|a| a.as_bytes() == id);
-    for id in element.uris.iter().chain(&element.dns) {
-        if let Some(entry) = listed(id) {
-            return PeerMatch::Allowed(entry);
+impl PeerCertificate {
+    /// Parses a DER certificate; None when it is not one, or its SAN extension is unreadable
+    /// (a certificate we cannot read fully never matches on part of it).
+    pub fn from_der(der: &[u8]) -> Option<Self> {
+        let cert = Certificate::from_der(der).ok()?;
+        let tbs = cert.tbs_certificate();
+        let (mut uris, mut dns) = (Vec::new(), Vec::new());
+        for extension in tbs.filter_extensions::<SubjectAltName>() {
+            let (_, names) = extension.ok()?;
+            for name in names.0 {
+                match name {
+                    GeneralName::UniformResourceIdentifier(uri) => {
+                        uris.push(uri.as_str().to_owned())
+                    }
+                    GeneralName::DnsName(name) => dns.push(name.as_str().to_owned()),
+                    _ => {}
+                }
+            }
         }
+        let common_names = tbs
+            .subject()
+            .iter()
+            .filter(|attribute| attribute.oid == COMMON_NAME)
+            .map(|attribute| {
+                DirectoryString::try_from(&attribute.value)
+                    .ok()
+                    .map(|cn| cn.value().into_owned())
+            })
+            .collect::<Option<Vec<String>>>()?;
+        let not_after = tbs.validity().not_after.to_unix_duration().as_secs();
+        Some(Self {
+            uris,
+            dns,
+            common_names,
+            not_after: i64::try_from(not_after).ok()?,
+        })
     }
-    let cn = element
-        .subject
-        .and_then(xfcc::unquote)
-        .and_then(|s| common_name(&s));
-    if let Some(entry) = cn.as_deref().and_then(|cn| listed(cn.as_bytes())) {
-        return PeerMatch::Allowed(entry);
+
+    /// The first allow-list entry one of its identities equals exactly: URI SANs, then DNS
+    /// SANs, then the CN of a subject that has exactly one.
+    pub fn allowed_as(&self, allowed: &[String]) -> Option<usize> {
+        let cn = match self.common_names.as_slice() {
+            [only] => Some(only),
+            _ => None,
+        };
+        self.uris
+            .iter()
+            .chain(&self.dns)
+            .chain(cn)
+            .find_map(|id| allowed.iter().position(|entry| entry == id))
     }
-    let label = element
-        .uris
-        .iter()
-        .chain(&element.dns)
-        .next()
-        .map(|id| String::from_utf8_lossy(id).into_owned())
-        .or(cn)
-        .unwrap_or_else(|| "(no identity)".to_string());
-    PeerMatch::Unlisted(label)
+
+    /// A name for logs: the first URI SAN, else DNS SAN, else CN.
+    pub fn label(&self) -> &str {
+        self.uris
+            .iter()
+            .chain(&self.dns)
+            .chain(&self.common_names)
+            .next()
+            .map_or("(no identity)", String::as_str)
+    }
 }
 
-/// The CN from an RFC 2253 distinguished name, honouring backslash escapes.
-pub fn common_name(subject: &str) -> Option<String> {
-    let mut parts = Vec::new();
-    let mut current = String::new();
-    let mut chars = subject.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' => current.extend(chars.next()),
-            ',' | '+' => parts.push(std::mem::take(&mut current)),
-            _ => current.push(c),
-        }
+/// `connection.sha256_peer_certificate_digest`: 64 hex digits.
+pub fn parse_digest(hex: &[u8]) -> Option<[u8; 32]> {
+    if hex.len() != 64 {
+        return None;
     }
-    parts.push(current);
-    parts.into_iter().find_map(|part| {
-        let (attr, value) = part.split_once('=')?;
-        attr.trim()
-            .eq_ignore_ascii_case("CN")
-            .then(|| value.trim().to_string())
-            .filter(|v| !v.is_empty())
-    })
+    let mut out = [0u8; 32];
+    for (i, pair) in hex.chunks_exact(2).enumerate() {
+        let digit = |b: u8| (b as char).to_digit(16);
+        out[i] = (digit(pair[0])? * 16 + digit(pair[1])?) as u8;
+    }
+    Some(out)
+}
+
+/// The connection's certificate, from the XFCC `Cert=` field whose DER hashes to `digest`;
+/// None when no field does (a field a SAN imitates never can).
+pub fn verified_certificate(xfcc: &[u8], digest: &[u8; 32]) -> Option<PeerCertificate> {
+    xfcc::cert_fields(xfcc)
+        .filter_map(xfcc::der_of)
+        .find(|der| Sha256::digest(der).as_slice() == digest)
+        .and_then(|der| PeerCertificate::from_der(&der))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const API: &str = "spiffe://hokusai.internal/ns/development/sa/hokusai-api";
+    const MULTI_SAN_PEM: &str = include_str!("testdata/multi-san.crt");
+    const FIRST: &str = "spiffe://hokusai.internal/ns/development/sa/first";
+    const BATCH: &str = "spiffe://hokusai.internal/ns/development/sa/batch";
 
-    fn element(header: &str) -> Element<'_> {
-        xfcc::parse(header.as_bytes()).expect("well-formed XFCC")
+    fn der() -> Vec<u8> {
+        xfcc::der_of(xfcc::url_encode(MULTI_SAN_PEM).as_bytes()).unwrap()
+    }
+
+    fn digest(der: &[u8]) -> [u8; 32] {
+        Sha256::digest(der).into()
+    }
+
+    fn xfcc_for(pem: &str, uris: &str) -> String {
+        format!(
+            "Hash=00;Cert=\"{}\";Subject=\"CN=x\";{uris}",
+            xfcc::url_encode(pem)
+        )
     }
 
     #[test]
-    fn uri_san_dns_san_or_cn_can_match() {
-        let allowed = vec![API.to_string(), "hokusai-batch".to_string()];
-        let uri = format!("Hash=1;Subject=\"CN=x\";URI={API}");
-        assert_eq!(
-            match_peer(&element(&uri), &allowed),
-            PeerMatch::Allowed(API)
-        );
-        assert_eq!(
-            match_peer(&element("Subject=\"CN=hokusai-batch,O=Hokusai\""), &allowed),
-            PeerMatch::Allowed("hokusai-batch")
-        );
-        assert_eq!(
-            match_peer(&element("DNS=hokusai-batch"), &allowed),
-            PeerMatch::Allowed("hokusai-batch")
-        );
+    fn reads_every_san_and_the_cn_from_the_der() {
+        let cert = PeerCertificate::from_der(&der()).unwrap();
+        assert_eq!(cert.uris, vec![FIRST, BATCH]);
+        assert_eq!(cert.dns, vec!["batch.hokusai.internal"]);
+        assert_eq!(cert.common_names, vec!["hokusai-batch-runner"]);
+        assert_eq!(cert.not_after, 4_949_061_139);
+        assert_eq!(cert.label(), FIRST);
     }
 
     #[test]
-    fn a_san_beyond_the_first_matches() {
-        let batch = "spiffe://hokusai.internal/ns/development/sa/batch";
-        let header = format!("URI=spiffe://hokusai.internal/ns/development/sa/first;URI={batch}");
+    fn any_san_or_a_lone_cn_matches_exactly() {
+        let cert = PeerCertificate::from_der(&der()).unwrap();
+        assert_eq!(cert.allowed_as(&[BATCH.into()]), Some(0));
         assert_eq!(
-            match_peer(&element(&header), &[batch.into()]),
-            PeerMatch::Allowed(batch)
+            cert.allowed_as(&["x".into(), "batch.hokusai.internal".into()]),
+            Some(1)
         );
-    }
-
-    #[test]
-    fn matching_is_exact() {
-        let allowed = [API.to_string()];
+        assert_eq!(cert.allowed_as(&["hokusai-batch-runner".into()]), Some(0));
         for near in [
-            format!("URI={API}/"),
-            format!("URI={}", API.to_uppercase()),
-            format!("URI=x{API}"),
-            format!("Subject=\"CN={API}x\""),
+            format!("{BATCH}/"),
+            BATCH.to_uppercase(),
+            format!("x{BATCH}"),
+            "hokusai-batch".to_string(),
+            String::new(),
         ] {
-            assert!(
-                matches!(
-                    match_peer(&element(&near), &allowed),
-                    PeerMatch::Unlisted(_)
-                ),
-                "{near}"
-            );
+            assert_eq!(cert.allowed_as(std::slice::from_ref(&near)), None, "{near}");
         }
+        let two_cns = PeerCertificate {
+            common_names: vec!["a".into(), "hokusai-api-client".into()],
+            ..cert
+        };
+        assert_eq!(two_cns.allowed_as(&["hokusai-api-client".into()]), None);
     }
 
     #[test]
-    fn unlisted_peer_is_named_for_the_log() {
-        let notebook = "spiffe://hokusai.internal/ns/development/sa/notebook";
-        assert_eq!(
-            match_peer(&element(&format!("URI={notebook}")), &[API.into()]),
-            PeerMatch::Unlisted(notebook.into())
+    fn the_certificate_is_believed_only_with_the_connections_digest() {
+        let der = der();
+        let header = xfcc_for(MULTI_SAN_PEM, "URI=spiffe://a");
+        assert!(verified_certificate(header.as_bytes(), &digest(&der)).is_some());
+        assert!(verified_certificate(header.as_bytes(), &[0; 32]).is_none());
+        // A SAN's text carrying another certificate's Cert= field: only the one that hashes
+        // to the connection's digest counts, wherever it stands.
+        let other = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        let injected = format!(
+            "Hash=00;Cert=\"{}\";URI=x;Cert=\"{}\"",
+            xfcc::url_encode(other),
+            xfcc::url_encode(MULTI_SAN_PEM)
         );
-        assert_eq!(
-            match_peer(&element("Hash=1"), &[]),
-            PeerMatch::Unlisted("(no identity)".into())
-        );
-        assert_eq!(
-            match_peer(&element("Subject=\"CN=nb\""), &[]),
-            PeerMatch::Unlisted("nb".into())
-        );
+        let cert = verified_certificate(injected.as_bytes(), &digest(&der)).unwrap();
+        assert_eq!(cert.uris, vec![FIRST, BATCH]);
     }
 
     #[test]
-    fn common_name_handles_escapes_and_order() {
-        assert_eq!(common_name("CN=a"), Some("a".into()));
-        assert_eq!(common_name("O=Org,CN=svc"), Some("svc".into()));
-        assert_eq!(
-            common_name(r"CN=Smith\, John,O=x"),
-            Some("Smith, John".into())
-        );
-        assert_eq!(common_name("O=Org"), None);
-        assert_eq!(common_name("CN="), None);
-        assert_eq!(common_name(""), None);
+    fn digests_are_64_hex_digits() {
+        let d = digest(&der());
+        let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(parse_digest(hex.as_bytes()), Some(d));
+        assert_eq!(parse_digest(hex.to_uppercase().as_bytes()), Some(d));
+        for bad in [&hex[..63], "", &format!("{}g", &hex[..63])] {
+            assert_eq!(parse_digest(bad.as_bytes()), None, "{bad}");
+        }
     }
 }

@@ -1,45 +1,61 @@
-//! The certificate-expiry signal: for each allow-listed identity, the notAfter of the most
-//! recent certificate it presented. Envoy's XFCC carries the certificate on every request;
-//! it is parsed once per distinct `Hash` (a few per identity), not per request.
+//! This worker's memory of the peer certificates it has verified, by their SHA-256: a
+//! certificate is decoded and checked once, then every later request on a connection with
+//! the same digest is answered from here. The digest is Envoy's word (a typed connection
+//! property), so a remembered answer is as good as a fresh one.
+//!
+//! It also keeps the certificate-expiry signal: for each allow-listed identity, the notAfter
+//! of the certificate it presented most recently.
 
-use super::xfcc::{self, Element};
+use super::peer::{verified_certificate, PeerCertificate};
 use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
 
 /// Distinct certificates remembered per worker; past it the memory starts over.
 const MAX_CERTS: usize = 256;
 
+/// A verified certificate and the allow-list entry it matched, if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownPeer {
+    pub certificate: PeerCertificate,
+    /// Index into `internal.allowed_identities`.
+    pub allowed_as: Option<usize>,
+}
+
 #[derive(Debug, Default)]
 pub struct PeerCerts {
-    by_hash: HashMap<Vec<u8>, Option<i64>>,
+    /// None: the XFCC of a connection with this digest carried no certificate hashing to it.
+    by_digest: HashMap<[u8; 32], Option<Rc<KnownPeer>>>,
     not_after: BTreeMap<String, i64>,
     /// Identities whose notAfter changed since the adapter last looked.
     changed: Vec<String>,
 }
 
 impl PeerCerts {
-    /// An allow-listed `identity` presented the certificate in `element`.
-    pub fn seen(&mut self, identity: &str, element: &Element, _now: i64) {
-        let not_after = match element.hash {
-            Some(hash) => match self.by_hash.get(hash) {
-                Some(known) => *known,
-                None => {
-                    let parsed = element
-                        .cert
-                        .and_then(xfcc::certificate)
-                        .map(|c| c.not_after);
-                    if self.by_hash.len() >= MAX_CERTS {
-                        self.by_hash.clear();
-                    }
-                    self.by_hash.insert(hash.to_vec(), parsed);
-                    parsed
-                }
-            },
-            None => element
-                .cert
-                .and_then(xfcc::certificate)
-                .map(|c| c.not_after),
-        };
-        let Some(not_after) = not_after else { return };
+    /// The peer behind `digest`, verified from `xfcc` the first time this worker sees it.
+    pub fn peer(
+        &mut self,
+        digest: [u8; 32],
+        xfcc: &[u8],
+        allowed: &[String],
+    ) -> Option<Rc<KnownPeer>> {
+        if let Some(known) = self.by_digest.get(&digest) {
+            return known.clone();
+        }
+        let known = verified_certificate(xfcc, &digest).map(|certificate| {
+            Rc::new(KnownPeer {
+                allowed_as: certificate.allowed_as(allowed),
+                certificate,
+            })
+        });
+        if self.by_digest.len() >= MAX_CERTS {
+            self.by_digest.clear();
+        }
+        self.by_digest.insert(digest, known.clone());
+        known
+    }
+
+    /// An allow-listed `identity` presented a certificate valid until `not_after`.
+    pub fn seen(&mut self, identity: &str, not_after: i64) {
         if self.not_after.get(identity) != Some(&not_after) {
             self.not_after.insert(identity.to_string(), not_after);
             if !self.changed.iter().any(|c| c == identity) {
@@ -59,41 +75,41 @@ impl PeerCerts {
 
 #[cfg(test)]
 mod tests {
+    use super::super::xfcc;
     use super::*;
+    use sha2::{Digest, Sha256};
 
-    fn encoded_fixture() -> String {
-        include_str!("testdata/multi-san.crt")
-            .bytes()
-            .map(|b| {
-                if b.is_ascii_alphanumeric() {
-                    (b as char).to_string()
-                } else {
-                    format!("%{b:02X}")
-                }
-            })
-            .collect()
+    const PEM: &str = include_str!("testdata/multi-san.crt");
+    const BATCH: &str = "spiffe://hokusai.internal/ns/development/sa/batch";
+
+    fn header_and_digest() -> (String, [u8; 32]) {
+        let encoded = xfcc::url_encode(PEM);
+        let der = xfcc::der_of(encoded.as_bytes()).unwrap();
+        (format!("Cert=\"{encoded}\""), Sha256::digest(&der).into())
     }
 
     #[test]
-    fn reports_each_change_once() {
-        let header = format!("Hash=h1;Cert=\"{}\";URI=spiffe://a", encoded_fixture());
-        let element = xfcc::parse(header.as_bytes()).unwrap();
+    fn a_certificate_is_verified_once_and_remembered_by_digest() {
+        let (header, digest) = header_and_digest();
         let mut certs = PeerCerts::default();
-        certs.seen("spiffe://a", &element, 0);
-        certs.seen("spiffe://a", &element, 0);
-        assert_eq!(
-            certs.take_changed(),
-            vec![("spiffe://a".to_string(), 4_949_061_139)]
-        );
-        certs.seen("spiffe://a", &element, 0);
-        assert!(certs.take_changed().is_empty());
+        let allowed = [BATCH.to_string()];
+        let peer = certs.peer(digest, header.as_bytes(), &allowed).unwrap();
+        assert_eq!(peer.allowed_as, Some(0));
+        // Remembered: the header is no longer needed for this digest.
+        assert_eq!(certs.peer(digest, b"", &allowed), Some(peer));
+        assert_eq!(certs.peer([1; 32], header.as_bytes(), &allowed), None);
+        assert_eq!(certs.peer([1; 32], header.as_bytes(), &allowed), None);
     }
 
     #[test]
-    fn an_unreadable_certificate_is_no_signal() {
-        let element = xfcc::parse(b"Hash=h2;Cert=\"garbage\";URI=spiffe://a").unwrap();
+    fn reports_each_expiry_change_once() {
         let mut certs = PeerCerts::default();
-        certs.seen("spiffe://a", &element, 0);
+        certs.seen("spiffe://a", 10);
+        certs.seen("spiffe://a", 10);
+        assert_eq!(certs.take_changed(), vec![("spiffe://a".to_string(), 10)]);
+        certs.seen("spiffe://a", 10);
         assert!(certs.take_changed().is_empty());
+        certs.seen("spiffe://a", 20);
+        assert_eq!(certs.take_changed(), vec![("spiffe://a".to_string(), 20)]);
     }
 }

@@ -5,7 +5,7 @@
 //! refused; a method-override header makes the call a write whatever the real method says.
 
 use super::header_map::{for_each_pair, HeaderMap};
-use super::VERDICT_HEADERS;
+use super::is_verdict_header;
 
 /// Headers some frameworks honour as the "real" method. MLflow does not, but a read verdict
 /// must never rest on a method the upstream might reinterpret.
@@ -57,8 +57,9 @@ pub struct RequestFacts<'a> {
     /// Envoy's own `x-forwarded-client-cert` (SANITIZE_SET): present only on mTLS connections.
     pub xfcc: Single<'a>,
     pub request_id: Option<&'a str>,
-    /// Which of [`VERDICT_HEADERS`] the client sent (bit i for entry i): they must go.
-    pub verdict_headers: u8,
+    /// The names of the verdict headers the client sent ([`is_verdict_header`]), each once:
+    /// they must go before anything else happens.
+    pub client_verdict_headers: Vec<&'a [u8]>,
 }
 
 impl<'a> RequestFacts<'a> {
@@ -95,11 +96,10 @@ impl<'a> RequestFacts<'a> {
             b"x-http-method-override" | b"x-http-method" | b"x-method-override" => {
                 self.method_override = true
             }
-            _ => {
-                if let Some(i) = VERDICT_HEADERS.iter().position(|h| h.as_bytes() == name) {
-                    self.verdict_headers |= 1 << i;
-                }
+            _ if is_verdict_header(name) && !self.client_verdict_headers.contains(&name) => {
+                self.client_verdict_headers.push(name)
             }
+            _ => {}
         }
     }
 
@@ -177,23 +177,29 @@ mod tests {
     }
 
     #[test]
-    fn verdict_headers_are_noticed_and_pairs_read_in_place() {
+    fn every_verdict_header_is_noticed_once_and_pairs_read_in_place() {
         let bytes = super::super::header_map::serialize(&[
             (b":path", b"/x"),
             (b"x-auth-path", b"internal"),
             (b"x-auth-stale", b"1"),
+            (b"x-auth-role", b"admin"),
+            (b"x-auth-path", b"again"),
+            (b"x-api-key-id", b"forged"),
+            (b"x-authorization", b"kept"),
             (b"x-api-key", b"k"),
         ]);
         let f = RequestFacts::from_pairs(&bytes).unwrap();
         assert_eq!(f.path, "/x");
         assert_eq!(f.x_api_key, Single::One(b"k"));
-        let sent: Vec<&str> = VERDICT_HEADERS
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| f.verdict_headers & (1 << i) != 0)
-            .map(|(_, h)| *h)
-            .collect();
-        assert_eq!(sent, ["x-auth-path", "x-auth-stale"]);
+        assert_eq!(
+            f.client_verdict_headers,
+            vec![
+                &b"x-auth-path"[..],
+                b"x-auth-stale",
+                b"x-auth-role",
+                b"x-api-key-id"
+            ]
+        );
         assert!(RequestFacts::from_pairs(&bytes[..bytes.len() - 1]).is_none());
     }
 

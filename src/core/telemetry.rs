@@ -162,6 +162,8 @@ pub struct Tally {
     pub callout_cap_rejections: u64,
     pub coalesced: u64,
     pub mtls_fallbacks: u64,
+    /// Rate-limited keys let through uncounted: both their counter slots were taken.
+    pub rate_limit_uncounted: u64,
     /// Callout round trips (ms) not yet flushed.
     pub latencies_ms: Vec<u64>,
 }

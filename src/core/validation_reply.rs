@@ -2,7 +2,8 @@
 //! fully understand is `Unavailable` (503), never an allow.
 
 use super::time::parse_rfc3339;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
 
 /// Replies larger than this are not read at all: a validation verdict is a few hundred bytes.
 pub const MAX_REPLY_BYTES: usize = 64 * 1024;
@@ -44,7 +45,12 @@ pub enum ValidationOutcome {
 
 #[derive(Deserialize)]
 struct ReplyBody {
-    valid: Option<bool>,
+    /// Absent (200 then means valid), or a boolean; `null` or anything else is unreadable,
+    /// so these two keep whatever the reply held, `null` included.
+    #[serde(default, deserialize_with = "present")]
+    valid: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    service_id: Option<Value>,
     key_id: Option<String>,
     user_id: Option<String>,
     scopes: Option<Vec<String>>,
@@ -52,17 +58,24 @@ struct ReplyBody {
     expires_at: Option<String>,
 }
 
-/// `status` is None when Envoy delivered no reply (timeout, reset, refused connection).
+/// A member that is in the reply, whatever its value (serde reads `null` as absent).
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
+}
+
+/// `status` is None when Envoy delivered no reply (timeout, reset, refused connection);
+/// `service_id` is ours: a key the reply says was issued for another service is refused.
 pub fn interpret(
     status: Option<u16>,
     body: &[u8],
     retry_after: Option<&[u8]>,
     now: i64,
+    service_id: &str,
 ) -> ValidationOutcome {
     use ValidationOutcome::*;
     match status {
         None => Unavailable("no reply (timeout or connection failure)"),
-        Some(200) => interpret_ok(body, now),
+        Some(200) => interpret_ok(body, now, service_id),
         Some(401) => Verdict(self::Verdict::Deny(Denial::Invalid)),
         Some(403) => Verdict(self::Verdict::Deny(Denial::Forbidden)),
         Some(429) => RateLimited {
@@ -76,7 +89,7 @@ pub fn interpret(
     }
 }
 
-fn interpret_ok(body: &[u8], now: i64) -> ValidationOutcome {
+fn interpret_ok(body: &[u8], now: i64, service_id: &str) -> ValidationOutcome {
     use ValidationOutcome::*;
     if body.len() > MAX_REPLY_BYTES {
         return Unavailable("reply too large");
@@ -88,8 +101,16 @@ fn interpret_ok(body: &[u8], now: i64) -> ValidationOutcome {
     let Ok(reply) = serde_json::from_slice::<ReplyBody>(body) else {
         return Unavailable("unparseable reply");
     };
-    if reply.valid == Some(false) {
-        return Verdict(self::Verdict::Deny(Denial::Invalid));
+    match reply.valid {
+        None | Some(Value::Bool(true)) => {}
+        Some(Value::Bool(false)) => return Verdict(self::Verdict::Deny(Denial::Invalid)),
+        Some(_) => return Unavailable("reply has a `valid` that is not a boolean"),
+    }
+    match &reply.service_id {
+        None => {}
+        Some(Value::String(id)) if id == service_id => {}
+        Some(Value::String(_)) => return Verdict(self::Verdict::Deny(Denial::Forbidden)),
+        Some(_) => return Unavailable("reply has a `service_id` that is not a string"),
     }
     let (Some(key_id), Some(user_id)) = (reply.key_id, reply.user_id) else {
         return Unavailable("reply lacks key_id or user_id");
@@ -134,9 +155,10 @@ mod tests {
     use super::*;
 
     const NOW: i64 = 1_795_435_200; // 2026-11-23T12:00:00Z
+    const SERVICE: &str = "ml-platform";
 
     fn ok(body: &str) -> ValidationOutcome {
-        interpret(Some(200), body.as_bytes(), None, NOW)
+        interpret(Some(200), body.as_bytes(), None, NOW, SERVICE)
     }
 
     #[test]
@@ -172,9 +194,21 @@ mod tests {
     fn denials() {
         let deny = |d| Verdict(super::Verdict::Deny(d));
         assert_eq!(ok(r#"{"valid": false}"#), deny(Denial::Invalid));
-        assert_eq!(interpret(Some(401), b"", None, NOW), deny(Denial::Invalid));
+        // A key issued for another service, however valid, is not ours to honour.
         assert_eq!(
-            interpret(Some(403), b"x", None, NOW),
+            ok(r#"{"valid": true, "key_id": "k", "user_id": "u", "service_id": "billing"}"#),
+            deny(Denial::Forbidden)
+        );
+        assert_eq!(
+            ok(r#"{"key_id": "k", "user_id": "u", "service_id": "ML-PLATFORM"}"#),
+            deny(Denial::Forbidden)
+        );
+        assert_eq!(
+            interpret(Some(401), b"", None, NOW, SERVICE),
+            deny(Denial::Invalid)
+        );
+        assert_eq!(
+            interpret(Some(403), b"x", None, NOW, SERVICE),
             deny(Denial::Forbidden)
         );
         assert_eq!(
@@ -186,19 +220,19 @@ mod tests {
     #[test]
     fn rate_limited_reads_retry_after() {
         assert_eq!(
-            interpret(Some(429), b"", Some(b" 17 "), NOW),
+            interpret(Some(429), b"", Some(b" 17 "), NOW, SERVICE),
             RateLimited { retry_after_s: 17 }
         );
         assert_eq!(
-            interpret(Some(429), b"", Some(b"soon"), NOW),
+            interpret(Some(429), b"", Some(b"soon"), NOW, SERVICE),
             RateLimited { retry_after_s: 60 }
         );
         assert_eq!(
-            interpret(Some(429), b"", None, NOW),
+            interpret(Some(429), b"", None, NOW, SERVICE),
             RateLimited { retry_after_s: 60 }
         );
         assert_eq!(
-            interpret(Some(429), b"", Some(b"0"), NOW),
+            interpret(Some(429), b"", Some(b"0"), NOW, SERVICE),
             RateLimited { retry_after_s: 1 }
         );
     }
@@ -210,16 +244,21 @@ mod tests {
             "x".repeat(MAX_REPLY_BYTES)
         );
         let cases: Vec<ValidationOutcome> = vec![
-            interpret(None, b"", None, NOW),
-            interpret(Some(500), b"", None, NOW),
-            interpret(Some(503), b"{}", None, NOW),
-            interpret(Some(404), b"", None, NOW),
-            interpret(Some(302), b"", None, NOW),
+            interpret(None, b"", None, NOW, SERVICE),
+            interpret(Some(500), b"", None, NOW, SERVICE),
+            interpret(Some(503), b"{}", None, NOW, SERVICE),
+            interpret(Some(404), b"", None, NOW, SERVICE),
+            interpret(Some(302), b"", None, NOW, SERVICE),
             ok(""),
             ok("<html>oops</html>"),
             ok(r#"{"valid": true, "key_id": "k"#),
             ok("\u{0}\u{1}"),
             ok(r#"{"valid": "yes", "key_id": "k", "user_id": "u"}"#),
+            ok(r#"{"valid": null, "key_id": "k", "user_id": "u"}"#),
+            ok(r#"{"valid": 1, "key_id": "k", "user_id": "u"}"#),
+            ok(r#"{"valid": true, "valid": true, "key_id": "k", "user_id": "u"}"#),
+            ok(r#"{"key_id": "k", "user_id": "u", "service_id": null}"#),
+            ok(r#"{"key_id": "k", "user_id": "u", "service_id": ["ml-platform"]}"#),
             ok(r#"{"valid": true}"#),
             ok(r#"{"key_id": "k", "user_id": null}"#),
             ok(r#"{"key_id": 5, "user_id": "u"}"#),
@@ -238,7 +277,7 @@ mod tests {
             assert!(matches!(out, Unavailable(_)), "case {i}: {out:?}");
         }
         assert!(matches!(
-            interpret(Some(200), b"\xff\xfe\x00garbage", None, NOW),
+            interpret(Some(200), b"\xff\xfe\x00garbage", None, NOW, SERVICE),
             Unavailable(_)
         ));
     }

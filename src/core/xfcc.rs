@@ -1,218 +1,148 @@
 //! Envoy's `x-forwarded-client-cert`, as `forward_client_cert_details: SANITIZE_SET` writes it
-//! on an mTLS connection: one element, `Hash=..;Cert="<url-encoded PEM>";Subject="..";URI=..;DNS=..`
-//! (every URI and DNS SAN of the peer certificate gets its own field). With SANITIZE_SET a
-//! client can never send this header itself, so its fields are Envoy's word.
+//! on an mTLS connection: `Hash=..;Cert="<url-encoded PEM>";Subject="..";URI=..;DNS=..`.
 //!
-//! Identities come from the URI/DNS/Subject fields (a byte scan, no certificate parsing on the
-//! request path); the certificate itself is parsed only for its expiry, once per distinct
-//! `Hash`, by the caller.
+//! Only the certificate itself is read from it, and [`super::peer`] believes it only once its
+//! SHA-256 equals the connection's own digest. The text fields are never read: Envoy 1.40
+//! writes SAN values into `URI=`/`DNS=` unescaped, so a certificate whose SAN reads
+//! `x;URI=<allow-listed id>` would seem to carry two SANs, one of them chosen by its holder.
 
 use base64::Engine;
-use x509_cert::der::Decode;
-use x509_cert::Certificate;
 
 /// Hard cap on what we are willing to read: a client certificate is a few KB.
 pub const MAX_XFCC_LEN: usize = 64 * 1024;
+/// `Cert=` fields looked at, at most. Envoy writes one; others are a SAN's text posing as one.
+pub const MAX_CERT_FIELDS: usize = 4;
 
-/// The fields of Envoy's one XFCC element. Values are raw (still quoted/escaped) slices.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Element<'a> {
-    pub hash: Option<&'a [u8]>,
-    pub cert: Option<&'a [u8]>,
-    pub subject: Option<&'a [u8]>,
-    pub uris: Vec<&'a [u8]>,
-    pub dns: Vec<&'a [u8]>,
-}
-
-/// Parses the header; None when it is not exactly one well-formed element (more than one
-/// means someone other than Envoy's SANITIZE_SET wrote it).
-pub fn parse(header: &[u8]) -> Option<Element<'_>> {
-    if header.is_empty() || header.len() > MAX_XFCC_LEN {
-        return None;
-    }
-    let mut element = Element::default();
-    let (mut start, mut quoted) = (0, false);
-    let mut i = 0;
-    while i <= header.len() {
-        if quoted {
-            // Inside quotes (the url-encoded certificate is most of the header) only a quote
-            // or an escape matters: jump to the next one.
-            match header[i..].iter().position(|b| *b == b'"' || *b == b'\\') {
-                Some(at) if header[i + at] == b'\\' => i += at + 2,
-                Some(at) => {
-                    quoted = false;
-                    i += at + 1;
-                }
-                None => return None,
-            }
+/// The values of the header's `Cert="..."` fields (at most [`MAX_CERT_FIELDS`]), quotes
+/// removed, in order. Envoy url-encodes the PEM, so its value holds no quote; a field that a
+/// SAN's text imitates is found too, and left to the digest check to refuse.
+pub fn cert_fields(header: &[u8]) -> impl Iterator<Item = &[u8]> {
+    const OPEN: &[u8] = b"Cert=\"";
+    let header = if header.len() > MAX_XFCC_LEN {
+        &[][..]
+    } else {
+        header
+    };
+    let mut from = 0;
+    std::iter::from_fn(move || loop {
+        let at = from
+            + header
+                .get(from..)?
+                .windows(OPEN.len())
+                .position(|w| w == OPEN)?;
+        let value_start = at + OPEN.len();
+        if at > 0 && header[at - 1] != b';' {
+            // Text inside some other field's value: look further.
+            from = at + 1;
             continue;
         }
-        match header.get(i) {
-            Some(b'"') => quoted = true,
-            Some(b',') => return None,
-            Some(b';') | None => {
-                field(&mut element, &header[start..i])?;
-                start = i + 1;
-            }
-            _ => {}
-        }
-        i += 1;
-    }
-    if quoted {
-        return None;
-    }
-    Some(element)
+        let Some(len) = header[value_start..].iter().position(|b| *b == b'"') else {
+            from = header.len();
+            return None;
+        };
+        from = value_start + len + 1;
+        return Some(&header[value_start..value_start + len]);
+    })
+    .take(MAX_CERT_FIELDS)
 }
 
-fn field<'a>(element: &mut Element<'a>, pair: &'a [u8]) -> Option<()> {
-    let eq = pair.iter().position(|b| *b == b'=')?;
-    let (key, value) = (&pair[..eq], &pair[eq + 1..]);
-    match key {
-        b"Hash" => element.hash = Some(value),
-        b"Cert" => element.cert = Some(value),
-        b"Subject" => element.subject = Some(value),
-        b"URI" => element.uris.push(value),
-        b"DNS" => element.dns.push(value),
-        // By, Chain and whatever a later Envoy adds: not ours to judge.
-        _ => {}
-    }
-    Some(())
-}
-
-/// A field value without its quotes and backslash escapes.
-pub fn unquote(value: &[u8]) -> Option<String> {
-    let inner = value
-        .strip_prefix(b"\"")
-        .and_then(|v| v.strip_suffix(b"\""))
-        .unwrap_or(value);
-    let mut out = Vec::with_capacity(inner.len());
-    let mut bytes = inner.iter();
-    while let Some(&b) = bytes.next() {
-        if b == b'\\' {
-            out.extend(bytes.next());
-        } else {
-            out.push(b);
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
-/// What the peer certificate itself says, beyond the fields.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CertificateFacts {
-    /// notAfter, Unix seconds.
-    pub not_after: i64,
-}
-
-/// Parses the `Cert=` value (url-encoded PEM) as X.509.
-pub fn certificate(cert_field: &[u8]) -> Option<CertificateFacts> {
-    let pem = percent_decode(&unquote(cert_field)?)?;
+/// The DER certificate in a `Cert=` value: url-decoded, then the first PEM block's base64.
+pub fn der_of(cert_field: &[u8]) -> Option<Vec<u8>> {
+    let pem = percent_decode(cert_field)?;
+    let pem = std::str::from_utf8(&pem).ok()?;
     let body: String = pem
         .lines()
         .map(str::trim)
-        .skip_while(|line| !line.starts_with("-----BEGIN CERTIFICATE-----"))
+        .skip_while(|line| *line != "-----BEGIN CERTIFICATE-----")
         .skip(1)
-        .take_while(|line| !line.starts_with("-----END CERTIFICATE-----"))
+        .take_while(|line| *line != "-----END CERTIFICATE-----")
         .collect();
     let der = base64::engine::general_purpose::STANDARD
         .decode(body)
         .ok()?;
-    let cert = Certificate::from_der(&der).ok()?;
-    let not_after = cert
-        .tbs_certificate()
-        .validity()
-        .not_after
-        .to_unix_duration();
-    Some(CertificateFacts {
-        not_after: i64::try_from(not_after.as_secs()).ok()?,
-    })
+    (!der.is_empty()).then_some(der)
 }
 
-fn percent_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
+fn percent_decode(bytes: &[u8]) -> Option<Vec<u8>> {
+    let hex = |b: u8| (b as char).to_digit(16);
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
+            let hi = hex(*bytes.get(i + 1)?)?;
+            let lo = hex(*bytes.get(i + 2)?)?;
+            out.push((hi * 16 + lo) as u8);
             i += 3;
         } else {
             out.push(bytes[i]);
             i += 1;
         }
     }
-    String::from_utf8(out).ok()
+    Some(out)
+}
+
+/// `text` url-encoded the way Envoy encodes the PEM in `Cert=` (everything but unreserved
+/// characters), for tests and tools that play Envoy.
+pub fn url_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() * 3);
+    for b in text.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A self-signed fixture (key discarded) with two URI SANs, a DNS SAN and a CN,
-    /// valid until 2126-10-30T19:12:19Z.
     const MULTI_SAN_PEM: &str = include_str!("testdata/multi-san.crt");
 
-    fn url_encode(text: &str) -> String {
-        text.bytes()
-            .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' => {
-                    (b as char).to_string()
-                }
-                _ => format!("%{b:02X}"),
-            })
-            .collect()
-    }
-
     #[test]
-    fn reads_every_field_envoy_writes() {
+    fn finds_envoys_certificate_and_decodes_it() {
         let header = format!(
-            r#"Hash=ab12;Cert="{}";Subject="O=Hokusai,CN=batch;x";URI=spiffe://a/first;URI=spiffe://a/batch;DNS=batch.internal"#,
+            r#"Hash=ab12;Cert="{}";Subject="CN=batch";URI=spiffe://a/b"#,
             url_encode(MULTI_SAN_PEM)
         );
-        let el = parse(header.as_bytes()).unwrap();
-        assert_eq!(el.hash, Some(&b"ab12"[..]));
-        assert_eq!(
-            el.uris,
-            vec![&b"spiffe://a/first"[..], &b"spiffe://a/batch"[..]]
-        );
-        assert_eq!(el.dns, vec![&b"batch.internal"[..]]);
-        assert_eq!(
-            unquote(el.subject.unwrap()).as_deref(),
-            Some("O=Hokusai,CN=batch;x")
-        );
-        let facts = certificate(el.cert.unwrap()).unwrap();
-        assert_eq!(facts.not_after, 4_949_061_139);
+        let fields: Vec<&[u8]> = cert_fields(header.as_bytes()).collect();
+        assert_eq!(fields.len(), 1);
+        let der = der_of(fields[0]).unwrap();
+        assert_eq!(der[0], 0x30, "a DER SEQUENCE");
     }
 
     #[test]
-    fn more_than_one_element_is_not_envoys() {
-        assert!(parse(b"URI=spiffe://a,URI=spiffe://b").is_none());
-        assert!(parse(b"Subject=\"CN=a,O=b\";URI=spiffe://a").is_some());
+    fn a_cert_field_inside_a_san_is_found_too_and_only_at_a_field_boundary() {
+        let header = b"Hash=1;Cert=\"a\";URI=x;Cert=\"b\";DNS=yCert=\"c\";URI=\"Cert=\"d\"";
+        let fields: Vec<&[u8]> = cert_fields(header).collect();
+        assert_eq!(fields, vec![&b"a"[..], b"b"]);
+        let many = "Cert=\"x\";".repeat(10);
+        assert_eq!(cert_fields(many.as_bytes()).count(), MAX_CERT_FIELDS);
+        assert_eq!(cert_fields(b"Cert=\"unterminated").count(), 0);
+        assert_eq!(cert_fields(&vec![b'a'; MAX_XFCC_LEN + 1]).count(), 0);
     }
 
     #[test]
-    fn garbage_is_refused_or_yields_nothing() {
-        for bad in [&b""[..], b"Hash", b"Cert=\"unterminated", b"a=1;b"] {
-            assert!(parse(bad).is_none(), "{bad:?}");
-        }
-        assert!(parse(&vec![b'a'; MAX_XFCC_LEN + 1]).is_none());
-        for cert in [
-            &b"\"not a pem\""[..],
-            b"\"-----BEGIN%20CERTIFICATE-----%0A!!!%0A-----END%20CERTIFICATE-----\"",
-            b"\"-----BEGIN%20CERTIFICATE-----%0AAAAA%0A-----END%20CERTIFICATE-----\"",
+    fn garbage_is_no_certificate() {
+        for bad in [
+            &b"not a pem"[..],
+            b"-----BEGIN%20CERTIFICATE-----%0A!!!%0A-----END%20CERTIFICATE-----",
             b"bad%2",
-            b"%ff",
-            b"\xff\xfe",
+            b"%zz",
         ] {
-            assert_eq!(certificate(cert), None);
+            assert_eq!(der_of(bad), None, "{bad:?}");
         }
     }
 
     #[test]
-    fn unquoting_honours_escapes() {
-        assert_eq!(unquote(br#""say \"hi\"""#).as_deref(), Some(r#"say "hi""#));
-        assert_eq!(unquote(b"plain").as_deref(), Some("plain"));
-        assert_eq!(unquote(b"\"\xff\""), None);
+    fn url_encoding_round_trips() {
+        let text = "-----BEGIN CERTIFICATE-----\nAB+/=\n";
+        assert_eq!(
+            percent_decode(url_encode(text).as_bytes()).unwrap(),
+            text.as_bytes()
+        );
     }
 }

@@ -57,8 +57,12 @@ impl RequestHost for Envoy {
         property(&["connection", "mtls"]).is_some_and(|v| v.first() == Some(&1))
     }
 
-    fn verified_jwt_subject(&mut self, namespace: &str, payload_key: &str) -> Option<Vec<u8>> {
-        property(&["metadata", "filter_metadata", namespace, payload_key, "sub"])
+    fn peer_certificate_digest(&mut self) -> Option<Vec<u8>> {
+        property(&["connection", "sha256_peer_certificate_digest"])
+    }
+
+    fn verified_jwt_payload(&mut self, namespace: &str, payload_key: &str) -> Option<Vec<u8>> {
+        property(&["metadata", "filter_metadata", namespace, payload_key])
     }
 }
 
@@ -110,7 +114,8 @@ pub fn set_request_header(name: &str, value: &str) -> Result<(), Status> {
     hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value))
 }
 
-pub fn remove_request_header(name: &str) -> Result<(), Status> {
+pub fn remove_request_header(name: &[u8]) -> Result<(), Status> {
+    let name = std::str::from_utf8(name).map_err(|_| Status::BadArgument)?;
     hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None)
 }
 

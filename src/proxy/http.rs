@@ -10,7 +10,6 @@ use crate::core::local_reply::LocalReply;
 use crate::core::request::RequestFacts;
 use crate::core::telemetry::Facts;
 use crate::core::validation_reply::MAX_REPLY_BYTES;
-use crate::core::VERDICT_HEADERS;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType};
@@ -58,15 +57,16 @@ impl HttpContext for HttpFilter {
             log::error!("request refused: no valid configuration, or unreadable request headers");
             return refuse_unverdicted(None);
         };
-        // No verdict without its clean-up: a client's copy of a verdict header must be gone.
-        for (i, name) in VERDICT_HEADERS.iter().enumerate() {
-            if facts.verdict_headers & (1 << i) != 0 && host::remove_request_header(name).is_err() {
-                log::error!("could not remove the client's {name}; refusing");
+        // No verdict without its clean-up: a client's copy of a verdict header must be gone,
+        // on every path (exempt ones and preflights too).
+        for name in &facts.client_verdict_headers {
+            if host::remove_request_header(name).is_err() {
+                log::error!("could not remove a client's verdict header; refusing");
                 return refuse_unverdicted(facts.request_id);
             }
         }
-        let trap = filter.trap_path.as_deref();
-        if trap.is_some_and(|trap| facts.bare_path() == trap) {
+        #[cfg(feature = "testing")]
+        if filter.trap_path.as_deref() == Some(facts.bare_path()) {
             log::warn!("testing.trap_path requested: trapping the VM on purpose");
             std::arch::wasm32::unreachable();
         }

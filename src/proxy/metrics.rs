@@ -20,6 +20,7 @@ pub struct Metrics {
     callout_cap_rejections: Id,
     coalesced: Id,
     mtls_fallbacks: Id,
+    rate_limit_uncounted: Id,
     callout_latency: Id,
     peer_cert_not_after: HashMap<String, Id>,
     /// What Envoy has been told so far.
@@ -68,6 +69,7 @@ impl Metrics {
             callout_cap_rejections: counter("callout_cap_rejections"),
             coalesced: counter("coalesced"),
             mtls_fallbacks: counter("mtls_fallbacks"),
+            rate_limit_uncounted: counter("rate_limit_uncounted"),
             callout_latency: define(MetricType::Histogram, "callout_latency_ms"),
             peer_cert_not_after: identities
                 .iter()
@@ -101,6 +103,10 @@ impl Metrics {
         add(
             self.mtls_fallbacks,
             tally.mtls_fallbacks - sent.mtls_fallbacks,
+        );
+        add(
+            self.rate_limit_uncounted,
+            tally.rate_limit_uncounted - sent.rate_limit_uncounted,
         );
         if let Some(id) = self.callout_latency {
             for ms in tally.latencies_ms.drain(..) {

@@ -18,6 +18,7 @@ use std::time::Duration;
 pub struct Filter {
     pub worker: RefCell<Worker>,
     metrics: RefCell<Metrics>,
+    #[cfg(feature = "testing")]
     pub trap_path: Option<String>,
 }
 
@@ -65,8 +66,11 @@ impl RootContext for FilterRoot {
                 return false;
             }
         };
+        #[cfg(feature = "testing")]
         if let Some(path) = &config.testing.trap_path {
-            log::warn!("testing.trap_path is set: a request to {path} crashes the VM; never use this in production");
+            log::warn!(
+                "testing.trap_path is set: a request to {path} crashes the VM; a test build only"
+            );
         }
         log::info!(
             "configured: auth cluster {}, service {}, {} allow-listed identities, cache ttl {}s",
@@ -75,11 +79,18 @@ impl RootContext for FilterRoot {
             config.internal.allowed_identities.len(),
             config.cache.ttl_s
         );
+        #[cfg(feature = "testing")]
         let trap_path = config.testing.trap_path.clone();
         let metrics = Metrics::define(&config.internal.allowed_identities);
+        let policy = Policy::new(config);
+        if let Err(error) = policy.prepare(&Envoy) {
+            log::error!("{error}");
+            return false;
+        }
         self.filter = Some(Rc::new(Filter {
-            worker: RefCell::new(Worker::new(Policy::new(config), service_token)),
+            worker: RefCell::new(Worker::new(policy, service_token)),
             metrics: RefCell::new(metrics),
+            #[cfg(feature = "testing")]
             trap_path,
         }));
         let _ = hostcalls::set_tick_period(Duration::from_millis(TICK_MS));

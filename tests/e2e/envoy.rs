@@ -26,8 +26,9 @@ pub struct Ports {
 pub struct EnvoyOptions {
     /// `--concurrency`: 2 by default; 1 pins every request to one worker and so one VM.
     pub workers: u16,
-    /// Adds `"testing": {"trap_path": ...}` to the plugin JSON: a request to that path
-    /// traps the VM.
+    /// Runs the test build of the filter (`paths::testing_wasm`) with
+    /// `"testing": {"trap_path": ...}` in the plugin JSON: a request to that path traps the
+    /// VM. The artifact `make build` writes has no such switch and refuses the field.
     pub trap_path: Option<&'static str>,
     /// Swaps the `failure_policy`/`reload_config` stanza for the legacy `fail_open: false`.
     pub legacy_fail_open_false: bool,
@@ -144,6 +145,14 @@ pub fn render(ports: Ports, up: Upstreams) -> String {
 pub fn render_with(ports: Ports, up: Upstreams, opts: EnvoyOptions) -> String {
     let mut out = render(ports, up);
     if let Some(trap) = opts.trap_path {
+        let testing = paths::testing_wasm();
+        paths::require(&testing, "make build-testing");
+        out = replace_exact(
+            &out,
+            &format!("filename: {}", paths::wasm().display()),
+            &format!("filename: {}", testing.display()),
+            1,
+        );
         let testing = serde_json::json!({ "trap_path": trap });
         out = replace_exact(
             &out,
@@ -275,6 +284,39 @@ impl Envoy {
     /// The access log (Envoy's stdout).
     pub fn access_log(&self) -> String {
         std::fs::read_to_string(self.dir.join("access.log")).unwrap_or_default()
+    }
+
+    /// The access log as records: one JSON object per line (envoy.yaml's `json_format`), or
+    /// the test fails naming the line that is not one.
+    pub fn access_records(&self) -> Vec<serde_json::Value> {
+        self.access_log()
+            .lines()
+            .map(|line| {
+                let record: serde_json::Value = serde_json::from_str(line)
+                    .unwrap_or_else(|e| panic!("an access-log line is not JSON ({e}): {line}"));
+                assert!(record.is_object(), "not one object: {line}");
+                record
+            })
+            .collect()
+    }
+
+    /// Waits (bounded, ~20 s: Envoy flushes its log on a timer) for the access-log record
+    /// whose `request_id` is `id`.
+    pub async fn access_record(&self, id: &str) -> serde_json::Value {
+        for _ in 0..200 {
+            if let Some(record) = self
+                .access_records()
+                .into_iter()
+                .find(|r| r["request_id"] == id)
+            {
+                return record;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!(
+            "no access-log record for request id {id:?}:\n{}",
+            self.access_log()
+        )
     }
 
     /// `/stats/prometheus` as text.

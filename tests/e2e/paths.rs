@@ -42,6 +42,15 @@ pub fn wasm() -> PathBuf {
         })
 }
 
+/// The test build of the filter (`make build-testing`: the `testing` cargo feature, which
+/// adds the `testing.trap_path` switch), in its own target directory so it can never be
+/// mistaken for the artifact `make build` writes.
+pub fn testing_wasm() -> PathBuf {
+    target_dir_for(std::env::var_os("CARGO_TARGET_DIR"))
+        .join("testing")
+        .join(WASM_IN_TARGET)
+}
+
 pub fn certs_dir() -> PathBuf {
     repo_root().join("certs")
 }

@@ -23,6 +23,7 @@
 mod abi;
 mod memory;
 mod model;
+pub mod pki;
 pub mod shared_data;
 mod state;
 mod wasi;
@@ -32,6 +33,7 @@ pub use model::{
     Callout, CalloutReply, LogLevel, LogLine, Outcome, Request, StreamId, DEFAULT_AUTHORITY,
     DEFAULT_SOURCE_ADDRESS, ENVOY_REFUSED_BODY, ENVOY_RESET_BODY, ENVOY_TIMEOUT_BODY,
 };
+pub use pki::PeerCert;
 pub use wire::Header;
 
 use std::collections::{BTreeMap, HashMap};

@@ -4,6 +4,7 @@
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::pki::PeerCert;
 use super::wire::{Header, HeaderMap};
 
 /// Address and port Envoy reports as `source.address` unless a test says otherwise.
@@ -137,29 +138,41 @@ impl Request {
         self.property("source.address", address)
     }
 
-    /// A TLS connection whose client certificate Envoy validated: `connection.mtls`
-    /// true plus the peer-certificate properties that are given, and the
-    /// `x-forwarded-client-cert` Envoy's SANITIZE_SET writes for them (replacing any the
-    /// client sent). `subject` is Envoy's RFC 2253 rendering, e.g. `CN=hokusai-api-client`.
+    /// A TLS connection whose client certificate Envoy validated, for a certificate minted
+    /// with these SANs and the CN of `subject` (`CN=...`, Envoy's RFC 2253 rendering): see
+    /// [`Request::mtls_cert`].
     pub fn mtls_peer(
         self,
         uri_san: Option<&str>,
         dns_san: Option<&str>,
         subject: Option<&str>,
     ) -> Self {
-        let mut fields = vec!["Hash=0123abcd".to_string()];
-        if let Some(subject) = subject {
-            fields.push(format!("Subject=\"{}\"", subject.replace('"', "\\\"")));
-        }
-        fields.extend(uri_san.map(|u| format!("URI={u}")));
-        fields.extend(dns_san.map(|d| format!("DNS={d}")));
+        let cn = subject.and_then(|s| s.strip_prefix("CN="));
+        let cert = PeerCert::new(
+            uri_san.as_slice(),
+            dns_san.as_slice(),
+            cn.filter(|cn| !cn.is_empty()),
+        );
+        self.mtls_cert(&cert)
+    }
+
+    /// A TLS connection whose client presented `cert` and Envoy validated it: what Envoy
+    /// tells the filter about it (`connection.mtls`, the certificate's digest, its first
+    /// SANs and subject) and the `x-forwarded-client-cert` SANITIZE_SET writes (replacing
+    /// any the client sent).
+    pub fn mtls_cert(self, cert: &PeerCert) -> Self {
         let mut req = self
             .property("connection.mtls", [1u8])
-            .xfcc(&fields.join(";"));
+            .property(
+                "connection.sha256_peer_certificate_digest",
+                cert.digest_hex(),
+            )
+            .xfcc(&cert.xfcc());
+        let subject = cert.subject();
         let props = [
-            ("connection.uri_san_peer_certificate", uri_san),
-            ("connection.dns_san_peer_certificate", dns_san),
-            ("connection.subject_peer_certificate", subject),
+            ("connection.uri_san_peer_certificate", cert.uris.first()),
+            ("connection.dns_san_peer_certificate", cert.dns.first()),
+            ("connection.subject_peer_certificate", subject.as_ref()),
         ];
         for (name, value) in props {
             req = match value {
@@ -168,6 +181,21 @@ impl Request {
             };
         }
         req
+    }
+
+    /// The payload Envoy's jwt_authn verified for this request, in its dynamic metadata
+    /// (`envoy.filters.http.jwt_authn` / `jwt_payload`), each claim a string, serialized as
+    /// Envoy hands a map to the filter.
+    pub fn verified_jwt(self, claims: &[(&str, &str)]) -> Self {
+        self.property_path(
+            &[
+                "metadata",
+                "filter_metadata",
+                "envoy.filters.http.jwt_authn",
+                "jwt_payload",
+            ],
+            super::wire::encode_pairs(claims),
+        )
     }
 
     /// Passes `end_of_stream` to on_request_headers (Envoy sets it for requests

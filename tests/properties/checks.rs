@@ -16,15 +16,16 @@ use hokusai_auth_filter::core::decision::Policy;
 use hokusai_auth_filter::core::flow::Worker;
 use hokusai_auth_filter::core::header_map::{HeaderMap, MAX_HEADERS};
 use hokusai_auth_filter::core::jwt;
-use hokusai_auth_filter::core::peer::{common_name, match_peer, PeerMatch};
+use hokusai_auth_filter::core::peer::{verified_certificate, PeerCertificate};
 use hokusai_auth_filter::core::request::{RequestFacts, Single, METHOD_OVERRIDE_HEADERS};
 use hokusai_auth_filter::core::scope::{required_access, Access};
 use hokusai_auth_filter::core::time::parse_rfc3339;
 use hokusai_auth_filter::core::validation_reply::{
     interpret, Denial, ValidationOutcome, Verdict, MAX_REPLY_BYTES,
 };
-use hokusai_auth_filter::core::xfcc::{self, MAX_XFCC_LEN};
+use hokusai_auth_filter::core::xfcc::{self, MAX_CERT_FIELDS, MAX_XFCC_LEN};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 /// Reads the pairs format the slow, obvious way: a cursor over the buffer.
 pub fn reference_pairs(bytes: &[u8]) -> Option<Vec<(&[u8], &[u8])>> {
@@ -256,107 +257,66 @@ pub fn jwt_shape(value: &[u8]) {
     );
 }
 
-/// The top-level fields of an XFCC element, split the obvious way: `;` outside quotes.
-fn reference_fields(header: &[u8]) -> Option<Vec<(&[u8], &[u8])>> {
-    let mut fields = Vec::new();
-    let mut rest = header;
-    loop {
-        let mut i = 0;
-        let mut quoted = false;
-        while i < rest.len() {
-            match rest[i] {
-                b'\\' if quoted => i += 1,
-                b'"' => quoted = !quoted,
-                b',' if !quoted => return None,
-                b';' if !quoted => break,
-                _ => {}
-            }
-            i += 1;
-        }
-        if quoted {
-            return None;
-        }
-        let field = &rest[..i.min(rest.len())];
-        let eq = field.iter().position(|b| *b == b'=')?;
-        fields.push((&field[..eq], &field[eq + 1..]));
-        if i >= rest.len() {
-            return Some(fields);
-        }
-        rest = &rest[i + 1..];
+/// The `Cert="..."` fields of an XFCC, found the obvious way: walk the header, and at each
+/// field start (the beginning, or just after a `;`) outside a value already taken, look for
+/// the field name.
+fn reference_cert_fields(header: &[u8]) -> Vec<&[u8]> {
+    let mut found = Vec::new();
+    if header.len() > MAX_XFCC_LEN {
+        return found;
     }
+    let mut i = 0;
+    while i < header.len() && found.len() < MAX_CERT_FIELDS {
+        let starts_field = i == 0 || header[i - 1] == b';';
+        if starts_field && header[i..].starts_with(b"Cert=\"") {
+            let value_start = i + 6;
+            match header[value_start..].iter().position(|b| *b == b'"') {
+                Some(len) => {
+                    found.push(&header[value_start..value_start + len]);
+                    i = value_start + len + 1;
+                    continue;
+                }
+                None => break,
+            }
+        }
+        i += 1;
+    }
+    found
 }
 
-/// `xfcc::parse` keeps every field Envoy writes, and refuses what Envoy would not write.
+/// `xfcc::cert_fields` finds exactly the `Cert=` fields a reading of the format finds, and
+/// whatever it finds decodes or fails without a panic.
 pub fn xfcc(header: &[u8]) {
-    let parsed = xfcc::parse(header);
-    let reference = if header.is_empty() || header.len() > MAX_XFCC_LEN {
-        None
-    } else {
-        reference_fields(header)
-    };
+    let fields: Vec<&[u8]> = xfcc::cert_fields(header).collect();
     assert_eq!(
-        parsed.is_some(),
-        reference.is_some(),
+        fields,
+        reference_cert_fields(header),
         "{:?}",
         String::from_utf8_lossy(header)
     );
-    let (Some(element), Some(fields)) = (parsed, reference) else {
-        return;
-    };
-    let all = |key: &[u8]| -> Vec<&[u8]> {
-        fields
-            .iter()
-            .filter(|(k, _)| *k == key)
-            .map(|(_, v)| *v)
-            .collect()
-    };
-    let last = |key: &[u8]| all(key).last().copied();
-    assert_eq!(element.uris, all(b"URI"));
-    assert_eq!(element.dns, all(b"DNS"));
-    assert_eq!(element.hash, last(b"Hash"));
-    assert_eq!(element.cert, last(b"Cert"));
-    assert_eq!(element.subject, last(b"Subject"));
-    if let Some(subject) = element.subject.and_then(xfcc::unquote) {
-        common_name_of(&subject);
-    }
-    if let Some(cert) = element.cert {
-        certificate(cert);
-    }
-}
-
-/// A value quoted and escaped as Envoy writes it.
-pub fn quote(value: &str) -> String {
-    let mut out = String::from("\"");
-    for c in value.chars() {
-        if c == '"' || c == '\\' {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out.push('"');
-    out
-}
-
-/// `unquote` inverts `quote`, and never fails on valid UTF-8 it did not have to unescape.
-pub fn unquote(bytes: &[u8]) {
-    let unquoted = xfcc::unquote(bytes);
-    if let Ok(text) = std::str::from_utf8(bytes) {
-        assert_eq!(xfcc::unquote(quote(text).as_bytes()).as_deref(), Some(text));
-        if !text.contains('\\') && !text.starts_with('"') {
-            assert_eq!(unquoted.as_deref(), Some(text));
+    for field in fields {
+        assert!(!field.contains(&b'"'));
+        if let Some(der) = xfcc::der_of(field) {
+            certificate(&der);
         }
     }
 }
 
-/// `xfcc::certificate` on a `Cert=` value; the input is also tried as DER inside a PEM, so
-/// the X.509 parser itself gets the bytes.
-pub fn certificate(cert_field: &[u8]) {
-    let _ = xfcc::certificate(cert_field);
+/// `PeerCertificate::from_der` on any bytes, and the same bytes inside a PEM inside a
+/// `Cert=` field (so the X.509 parser itself gets them); what it reads matches itself.
+pub fn certificate(der: &[u8]) {
+    if let Some(cert) = PeerCertificate::from_der(der) {
+        assert_eq!(cert.allowed_as(&[]), None);
+        if let Some(uri) = cert.uris.first() {
+            assert_eq!(cert.allowed_as(std::slice::from_ref(uri)), Some(0));
+        }
+    }
     let pem = format!(
         "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
-        base64::engine::general_purpose::STANDARD.encode(cert_field)
+        base64::engine::general_purpose::STANDARD.encode(der)
     );
-    let _ = xfcc::certificate(percent_encode(&pem).as_bytes());
+    let decoded = xfcc::der_of(percent_encode(&pem).as_bytes());
+    assert_eq!(decoded.as_deref(), (!der.is_empty()).then_some(der));
 }
 
 /// Percent-encodes all but unreserved characters, as Envoy does for `Cert=`.
@@ -371,50 +331,57 @@ pub fn percent_encode(text: &str) -> String {
         .collect()
 }
 
-fn common_name_of(subject: &str) {
-    if let Some(cn) = common_name(subject) {
-        assert!(
-            !cn.is_empty() && cn.trim() == cn,
-            "CN {cn:?} of {subject:?}"
-        );
-    }
-}
-
-/// `common_name` yields a non-empty, trimmed CN, or nothing.
-pub fn common_name_check(subject: &[u8]) {
-    if let Ok(subject) = std::str::from_utf8(subject) {
-        common_name_of(subject);
-    }
-}
-
-/// `match_peer` admits only a listed identity the element names, preferring SANs to the CN.
-pub fn peer(header: &[u8], allowed: &[String]) {
-    let Some(element) = xfcc::parse(header) else {
-        return;
+/// The peer the core reads from an XFCC for a connection whose certificate hashes to
+/// `digest`: a certificate from one of the header's `Cert=` fields with exactly that digest,
+/// or none; and it matches an allow-list entry only when one of its SANs, or its one CN,
+/// equals the entry byte for byte.
+pub fn peer(header: &[u8], digest: &[u8; 32], allowed: &[String]) -> Option<PeerCertificate> {
+    let cert = verified_certificate(header, digest);
+    let reference = reference_cert_fields(header)
+        .into_iter()
+        .filter_map(xfcc::der_of)
+        .find(|der| Sha256::digest(der).as_slice() == digest)
+        .and_then(|der| PeerCertificate::from_der(&der));
+    assert_eq!(
+        cert, reference,
+        "not the certificate with the connection's digest"
+    );
+    let cert = cert?;
+    let exact = |id: &String| {
+        cert.uris.contains(id)
+            || cert.dns.contains(id)
+            || cert.common_names.as_slice() == std::slice::from_ref(id)
     };
-    let cn = element
-        .subject
-        .and_then(xfcc::unquote)
-        .and_then(|s| common_name(&s));
-    let first_san = element
+    // The first of its identities (URI SANs, DNS SANs, the one CN) that is listed wins.
+    let lone_cn = match cert.common_names.as_slice() {
+        [cn] => Some(cn),
+        _ => None,
+    };
+    let first_listed = cert
         .uris
         .iter()
-        .chain(&element.dns)
-        .find(|id| allowed.iter().any(|a| a.as_bytes() == **id));
-    let by_cn = cn.as_deref().filter(|cn| allowed.iter().any(|a| a == cn));
-    match match_peer(&element, allowed) {
-        PeerMatch::Allowed(entry) => {
-            assert!(allowed.iter().any(|a| a == entry));
-            match first_san {
-                Some(san) => assert_eq!(entry.as_bytes(), *san, "the first listed SAN wins"),
-                None => assert_eq!(Some(entry), by_cn, "else the CN"),
-            }
+        .chain(&cert.dns)
+        .chain(lone_cn)
+        .find(|id| allowed.contains(id));
+    match cert.allowed_as(allowed) {
+        Some(i) => {
+            assert!(
+                exact(&allowed[i]),
+                "{:?} is not the certificate's",
+                allowed[i]
+            );
+            assert_eq!(
+                Some(&allowed[i]),
+                first_listed,
+                "not the first listed identity"
+            );
         }
-        PeerMatch::Unlisted(label) => {
-            assert!(first_san.is_none() && by_cn.is_none(), "{label} is listed");
-        }
-        PeerMatch::NotMtls => panic!("an element is always mTLS"),
+        None => assert!(
+            !allowed.iter().any(exact),
+            "a listed identity went unmatched"
+        ),
     }
+    Some(cert)
 }
 
 fn header_safe(value: &str) -> bool {
@@ -443,15 +410,14 @@ struct SaidHeader {
     alg: Option<String>,
 }
 
-#[derive(serde::Deserialize)]
-struct SaidClaims {
-    sub: Option<String>,
-}
-
-/// What an auth service's reply body says, member by member (contract section 6).
+/// What an auth service's reply body says, member by member (contract section 6); `valid`
+/// and `service_id` as whatever JSON value stands there, `null` included.
 #[derive(serde::Deserialize)]
 pub struct SaidReply {
-    pub valid: Option<bool>,
+    #[serde(default, deserialize_with = "member")]
+    pub valid: Option<Value>,
+    #[serde(default, deserialize_with = "member")]
+    pub service_id: Option<Value>,
     pub key_id: Option<String>,
     pub user_id: Option<String>,
     pub scopes: Option<Vec<String>>,
@@ -459,35 +425,70 @@ pub struct SaidReply {
     pub expires_at: Option<String>,
 }
 
-/// The `sub` of a token's payload object, read independently of `jwt::claims`.
-pub fn reference_sub(token: &str) -> Option<String> {
-    let payload = token.split('.').nth(1)?;
-    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .ok()?;
-    read_object::<SaidClaims>(&json)?.sub
+fn member<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    serde::Deserialize::deserialize(d).map(Some)
 }
 
-/// `jwt::claims` yields header-safe claims taken from the payload object, or nothing.
-pub fn jwt_claims(token: &str) {
-    let Some(claims) = jwt::claims(token) else {
+/// The last value of a claim in a pairs-serialized payload, read with the reference reader.
+pub fn reference_claim<'a>(payload: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+    reference_pairs(payload)?
+        .into_iter()
+        .rev()
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| v)
+}
+
+/// `jwt::verified_claims` on a payload as jwt_authn serializes it: a header-safe `sub` that is
+/// the payload's own, and only scopes that are single-space-separated tokens of its `scope`
+/// (or items of its `scopes` list when it has no `scope`).
+pub fn jwt_claims(payload: &[u8]) {
+    let Some(claims) = jwt::verified_claims(payload) else {
         return;
     };
     assert!(header_safe(&claims.sub), "sub {:?}", claims.sub);
-    assert!(claims.scopes.iter().all(|s| token_safe(s)));
-    let sub = reference_sub(token).expect("claims from a payload object with a sub");
-    assert_eq!(sub, claims.sub);
+    assert_eq!(
+        reference_claim(payload, b"sub"),
+        Some(claims.sub.as_bytes())
+    );
+    let allowed: Vec<&[u8]> = match reference_claim(payload, b"scope") {
+        Some(scope) => scope.split(|b| *b == b' ').collect(),
+        None => reference_claim(payload, b"scopes")
+            .and_then(reference_pairs)
+            .map(|items| items.into_iter().map(|(n, _)| n).collect())
+            .unwrap_or_default(),
+    };
+    for scope in &claims.scopes {
+        assert!(token_safe(scope), "scope {scope:?}");
+        assert!(
+            allowed.contains(&scope.as_bytes()),
+            "{scope:?} was not claimed"
+        );
+    }
 }
 
 /// What an auth-service reply may become (contract section 5): an allow only from a 200 whose
 /// body is a JSON object naming usable ids, a denial only from what says so.
 pub fn validation_reply(status: Option<u16>, body: &[u8], retry_after: Option<&[u8]>, now: i64) {
-    let outcome = interpret(status, body, retry_after, now);
+    const SERVICE: &str = "ml-platform";
+    let outcome = interpret(status, body, retry_after, now, SERVICE);
     let object = || read_object::<SaidReply>(body).filter(|_| body.len() <= MAX_REPLY_BYTES);
     match (&outcome, status) {
         (ValidationOutcome::Verdict(Verdict::Allow(grant)), Some(200)) => {
             let said = object().expect("an allow from a body that is a JSON object");
-            assert_ne!(said.valid, Some(false));
+            assert!(
+                matches!(said.valid, None | Some(Value::Bool(true))),
+                "valid {:?}",
+                said.valid
+            );
+            assert!(
+                match &said.service_id {
+                    None => true,
+                    Some(Value::String(s)) => s.as_str() == SERVICE,
+                    Some(_) => false,
+                },
+                "service_id {:?}",
+                said.service_id
+            );
             assert_eq!(said.key_id.as_deref(), Some(&*grant.key_id));
             assert_eq!(said.user_id.as_deref(), Some(&*grant.user_id));
             assert_eq!(said.scopes.unwrap_or_default(), grant.scopes);
@@ -497,6 +498,13 @@ pub fn validation_reply(status: Option<u16>, body: &[u8], retry_after: Option<&[
         }
         (ValidationOutcome::Verdict(Verdict::Deny(Denial::Invalid)), Some(401 | 200)) => {}
         (ValidationOutcome::Verdict(Verdict::Deny(Denial::Forbidden)), Some(403)) => {}
+        (ValidationOutcome::Verdict(Verdict::Deny(Denial::Forbidden)), Some(200)) => {
+            let said = object().expect("a 200 denial from a JSON object");
+            assert!(
+                matches!(&said.service_id, Some(Value::String(s)) if s.as_str() != SERVICE),
+                "a 200 is forbidden only for another service's key"
+            );
+        }
         (ValidationOutcome::RateLimited { retry_after_s }, Some(429)) => {
             assert!((1..=3600).contains(retry_after_s));
         }

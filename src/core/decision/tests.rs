@@ -1,6 +1,8 @@
 use super::*;
+use crate::core::header_map::serialize;
 use crate::core::request::Single;
 use crate::core::store::{MemoryStore, StoreError};
+use crate::core::test_certs::{self, TestPeer};
 use crate::core::validation_reply::interpret;
 use std::cell::Cell;
 
@@ -13,8 +15,10 @@ const NOTEBOOK: &str = "spiffe://hokusai.internal/ns/development/sa/notebook";
 pub(super) struct FakeRequestHost {
     pub store: MemoryStore,
     pub mtls: bool,
-    pub jwt_subject: Option<Vec<u8>>,
+    pub digest: Option<Vec<u8>>,
+    pub jwt_payload: Option<Vec<u8>>,
     pub mtls_asked: Cell<u32>,
+    pub digest_asked: Cell<u32>,
     pub jwt_asked: Cell<u32>,
     pub reads: Cell<u32>,
 }
@@ -36,13 +40,18 @@ impl RequestHost for FakeRequestHost {
         self.mtls
     }
 
-    fn verified_jwt_subject(&mut self, namespace: &str, payload_key: &str) -> Option<Vec<u8>> {
+    fn peer_certificate_digest(&mut self) -> Option<Vec<u8>> {
+        self.digest_asked.set(self.digest_asked.get() + 1);
+        self.digest.clone()
+    }
+
+    fn verified_jwt_payload(&mut self, namespace: &str, payload_key: &str) -> Option<Vec<u8>> {
         assert_eq!(
             (namespace, payload_key),
             ("envoy.filters.http.jwt_authn", "jwt_payload")
         );
         self.jwt_asked.set(self.jwt_asked.get() + 1);
-        self.jwt_subject.clone()
+        self.jwt_payload.clone()
     }
 }
 
@@ -50,6 +59,13 @@ fn policy() -> Policy {
     let mut config = FilterConfig::default();
     config.internal.allowed_identities = vec![API_ID.into()];
     Policy::new(config)
+}
+
+/// A host whose shared data holds what the adapter prepares at start (the rate counters).
+fn prepared(p: &Policy) -> FakeRequestHost {
+    let host = FakeRequestHost::default();
+    p.prepare(&host.store).expect("rate counter slots");
+    host
 }
 
 fn get(path: &str) -> RequestFacts<'_> {
@@ -122,7 +138,7 @@ fn validate(
     body: &str,
 ) -> Final {
     let pend = pending(p.decide(req, host, NOW));
-    let outcome = interpret(Some(status), body.as_bytes(), None, NOW);
+    let outcome = interpret(Some(status), body.as_bytes(), None, NOW, "ml-platform");
     let settled = p.settle(&pend, outcome, host, NOW);
     p.conclude(&settled, &pend, pend.access, host, NOW)
 }
@@ -154,24 +170,27 @@ fn exempt_paths_and_preflight_pass_untouched() {
     assert_eq!(status(&p.decide(&get("/health/x"), &mut host, NOW)), 401);
 }
 
-fn mtls<'a>(req: RequestFacts<'a>, xfcc: &'a str) -> RequestFacts<'a> {
+fn mtls<'a>(req: RequestFacts<'a>, peer: &'a TestPeer) -> RequestFacts<'a> {
     RequestFacts {
-        xfcc: Single::One(xfcc.as_bytes()),
+        xfcc: Single::One(peer.xfcc.as_bytes()),
         ..req
+    }
+}
+
+/// Envoy's answers for an mTLS connection whose peer presented `peer`'s certificate.
+fn connection_of(peer: &TestPeer) -> FakeRequestHost {
+    FakeRequestHost {
+        mtls: true,
+        digest: Some(peer.digest_hex.clone()),
+        ..Default::default()
     }
 }
 
 #[test]
 fn allow_listed_mtls_peer_is_internal_without_callout() {
-    let (mut p, mut host) = (
-        policy(),
-        FakeRequestHost {
-            mtls: true,
-            ..Default::default()
-        },
-    );
-    let xfcc = format!("Hash=1;Subject=\"CN=hokusai-api-client\";URI={API_ID}");
-    let req = mtls(post("/api/2.0/mlflow/runs/create"), &xfcc);
+    let peer = test_certs::peer(&[API_ID], &[], Some("hokusai-api-client"));
+    let (mut p, mut host) = (policy(), connection_of(&peer));
+    let req = mtls(post("/api/2.0/mlflow/runs/create"), &peer);
     let f = forwarded(p.decide(&req, &mut host, NOW));
     assert_eq!(
         f.facts,
@@ -202,6 +221,11 @@ fn allow_listed_mtls_peer_is_internal_without_callout() {
         "the caller's x-user-id is kept"
     );
     assert_eq!(host.reads.get(), 0, "no shared data on the internal path");
+    assert_eq!(
+        p.peer_certs.take_changed().len(),
+        1,
+        "the identity's certificate expiry is reported"
+    );
 }
 
 #[test]
@@ -212,7 +236,7 @@ fn a_plain_request_costs_no_property_read() {
         &mut host,
         NOW,
     );
-    assert_eq!(host.mtls_asked.get(), 0);
+    assert_eq!((host.mtls_asked.get(), host.digest_asked.get()), (0, 0));
 }
 
 #[test]
@@ -221,13 +245,10 @@ fn internal_scopes_are_enforced_too() {
     config.internal.allowed_identities = vec![API_ID.into()];
     config.internal.scopes = vec!["mlflow:read".into()];
     let mut p = Policy::new(config);
-    let mut host = FakeRequestHost {
-        mtls: true,
-        ..Default::default()
-    };
-    let xfcc = format!("URI={API_ID}");
+    let peer = test_certs::peer(&[API_ID], &[], None);
+    let mut host = connection_of(&peer);
     let d = p.decide(
-        &mtls(post("/api/2.0/mlflow/runs/create"), &xfcc),
+        &mtls(post("/api/2.0/mlflow/runs/create"), &peer),
         &mut host,
         NOW,
     );
@@ -238,11 +259,8 @@ fn internal_scopes_are_enforced_too() {
 #[test]
 fn unlisted_unverified_or_repeated_peers_fall_through_to_a_credential() {
     let mut p = policy();
-    let mut verified = FakeRequestHost {
-        mtls: true,
-        ..Default::default()
-    };
-    let notebook = format!("URI={NOTEBOOK}");
+    let notebook = test_certs::peer(&[NOTEBOOK], &[], Some("hokusai-notebook"));
+    let mut verified = connection_of(&notebook);
     let d = p.decide(
         &mtls(get("/api/2.0/mlflow/experiments/get"), &notebook),
         &mut verified,
@@ -251,28 +269,69 @@ fn unlisted_unverified_or_repeated_peers_fall_through_to_a_credential() {
     assert_eq!(status(&d), 401);
     assert_eq!(p.tally.mtls_fallbacks, 1);
     // Envoy's XFCC on a connection whose chain was not verified: not trusted.
-    let mut plain = FakeRequestHost::default();
-    let forged = format!("URI={API_ID}");
+    let api = test_certs::peer(&[API_ID], &[], None);
+    let mut plain = FakeRequestHost {
+        digest: Some(api.digest_hex.clone()),
+        ..Default::default()
+    };
     let d = p.decide(
-        &mtls(get("/api/2.0/mlflow/experiments/get"), &forged),
+        &mtls(get("/api/2.0/mlflow/experiments/get"), &api),
         &mut plain,
         NOW,
     );
     assert_eq!(status(&d), 401);
-    assert_eq!(plain.mtls_asked.get(), 1);
-    // Two XFCC headers, or two elements: not what SANITIZE_SET writes.
+    assert_eq!((plain.mtls_asked.get(), plain.digest_asked.get()), (1, 0));
+    // Two XFCC headers: not what SANITIZE_SET writes.
     let repeated = RequestFacts {
         xfcc: Single::Repeated,
         ..get("/api/2.0/mlflow/experiments/get")
     };
-    assert_eq!(status(&p.decide(&repeated, &mut verified, NOW)), 401);
-    let two = format!("URI={NOTEBOOK},URI={API_ID}");
-    assert_eq!(
-        status(&p.decide(&mtls(get("/x"), &two), &mut verified, NOW)),
-        401
-    );
-    let garbage = mtls(get("/x"), "\"unterminated");
-    assert_eq!(status(&p.decide(&garbage, &mut verified, NOW)), 401);
+    let mut api_connection = connection_of(&api);
+    assert_eq!(status(&p.decide(&repeated, &mut api_connection, NOW)), 401);
+    // No digest, an unreadable one, or one no certificate in the header hashes to.
+    for digest in [
+        None,
+        Some(b"zz".to_vec()),
+        Some(notebook.digest_hex.clone()),
+    ] {
+        let mut host = FakeRequestHost {
+            mtls: true,
+            digest,
+            ..Default::default()
+        };
+        let d = p.decide(&mtls(get("/x"), &api), &mut host, NOW);
+        assert_eq!(status(&d), 401);
+    }
+}
+
+#[test]
+fn a_san_or_cn_that_merely_contains_an_allow_listed_id_is_not_that_id() {
+    let mut p = policy();
+    // Envoy writes SANs unescaped: each of these reads as `...;URI=<API_ID>` in its XFCC.
+    let posers = [
+        test_certs::peer(&[&format!("{NOTEBOOK};URI={API_ID}")], &[], None),
+        test_certs::peer(&[], &[&format!("notebook.local;URI={API_ID}")], None),
+        test_certs::peer(&[&format!("{NOTEBOOK};DNS={API_ID}")], &[], None),
+        test_certs::peer(&[&format!("{NOTEBOOK},URI={API_ID}")], &[], None),
+        test_certs::peer(&[], &[], Some(&format!("x\";URI={API_ID}"))),
+        test_certs::peer(&[&format!("{API_ID} ")], &[&format!(" {API_ID}")], None),
+    ];
+    for poser in &posers {
+        assert!(poser.xfcc.contains(&format!("URI={API_ID}")) || poser.xfcc.contains(API_ID));
+        let mut host = connection_of(poser);
+        let d = p.decide(
+            &mtls(post("/api/2.0/mlflow/runs/create"), poser),
+            &mut host,
+            NOW,
+        );
+        assert_eq!(status(&d), 401, "{}", poser.xfcc);
+    }
+    assert_eq!(p.tally.mtls_fallbacks, posers.len() as u64);
+    // The real one, listed among other SANs, still matches.
+    let real = test_certs::peer(&[NOTEBOOK, API_ID], &["a.local"], Some("x"));
+    let mut host = connection_of(&real);
+    let f = forwarded(p.decide(&mtls(get("/x"), &real), &mut host, NOW));
+    assert_eq!(header(&f, "x-auth-identity").as_deref(), Some(API_ID));
 }
 
 #[test]
@@ -416,7 +475,9 @@ fn errors_are_not_cached_and_stale_allow_is_served_marked() {
 
 #[test]
 fn key_rate_limit_is_enforced_across_cache_hits() {
-    let (mut p, mut host) = (policy(), FakeRequestHost::default());
+    let p = policy();
+    let mut host = prepared(&p);
+    let mut p = p;
     let req = keyed(get("/api/2.0/mlflow/experiments/get"), "hk_limited");
     forwarded_final(validate(
         &mut p,
@@ -440,7 +501,8 @@ fn two_limited_keys_never_share_a_counter() {
     // be validated again, but neither resets the other's count.
     let mut config = FilterConfig::default();
     config.cache.max_entries = 1;
-    let (mut p, mut host) = (Policy::new(config), FakeRequestHost::default());
+    let mut p = Policy::new(config);
+    let mut host = prepared(&p);
     let a = keyed(get("/api/2.0/mlflow/experiments/get"), "hk_a");
     let b = keyed(get("/api/2.0/mlflow/experiments/get"), "hk_b");
     let one_per_hour = grant_json(r#"["mlflow:read"]"#, "1");
@@ -453,11 +515,27 @@ fn two_limited_keys_never_share_a_counter() {
 }
 
 #[test]
+fn an_unprepared_or_failing_rate_counter_refuses_rather_than_counts_nothing() {
+    let (mut p, mut host) = (policy(), FakeRequestHost::default());
+    let req = keyed(get("/api/2.0/mlflow/experiments/get"), "hk_limited");
+    let d: Decision = validate(
+        &mut p,
+        &mut host,
+        &req,
+        200,
+        &grant_json(r#"["mlflow:read"]"#, "5"),
+    )
+    .into();
+    assert_eq!(refused(&d).reply, LocalReply::unavailable());
+    assert_eq!(refused(&d).reason, "rate counter unavailable");
+}
+
+#[test]
 fn auth_service_429_is_passed_on_and_not_cached() {
     let (mut p, mut host) = (policy(), FakeRequestHost::default());
     let req = keyed(get("/api/2.0/mlflow/experiments/get"), "hk_x");
     let pend = pending(p.decide(&req, &mut host, NOW));
-    let out = interpret(Some(429), b"", Some(b"30"), NOW);
+    let out = interpret(Some(429), b"", Some(b"30"), NOW, "ml-platform");
     let settled = p.settle(&pend, out, &host, NOW);
     let d: Decision = p.conclude(&settled, &pend, pend.access, &host, NOW).into();
     assert_eq!(refused(&d).reply, LocalReply::rate_limited(30));
@@ -523,8 +601,8 @@ fn a_repeat_key_is_answered_from_the_workers_copy_without_shared_reads() {
     ));
 }
 
-const JWT: &str =
-    "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ1c2VyXzEyMyIsInNjb3BlIjoibWxmbG93OnJlYWQifQ.c2ln";
+const BEARER: &str =
+    "Bearer eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ1c2VyXzEyMyIsInNjb3BlIjoibWxmbG93OnJlYWQifQ.c2ln";
 
 fn with_jwt<'a>(req: RequestFacts<'a>, bearer: &'a str) -> RequestFacts<'a> {
     RequestFacts {
@@ -533,24 +611,30 @@ fn with_jwt<'a>(req: RequestFacts<'a>, bearer: &'a str) -> RequestFacts<'a> {
     }
 }
 
+/// A payload as jwt_authn leaves it in dynamic metadata.
+fn payload(claims: &[(&str, &str)]) -> Vec<u8> {
+    let pairs: Vec<(&[u8], &[u8])> = claims
+        .iter()
+        .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
+        .collect();
+    serialize(&pairs)
+}
+
 #[test]
-fn a_verified_jwt_is_admitted_from_its_claims_without_callout() {
+fn a_verified_jwt_is_admitted_from_its_verified_claims_without_callout() {
     let mut p = policy();
     let mut host = FakeRequestHost {
-        jwt_subject: Some(b"user_123".to_vec()),
+        jwt_payload: Some(payload(&[("sub", "user_123"), ("scope", "mlflow:read")])),
         ..Default::default()
     };
-    let bearer =
-        "Bearer eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ1c2VyXzEyMyIsInNjb3BlIjoibWxmbG93OnJlYWQifQ.c2ln";
-    assert!(bearer.ends_with(JWT));
-    let req = with_jwt(get("/api/2.0/mlflow/experiments/get"), bearer);
+    let req = with_jwt(get("/api/2.0/mlflow/experiments/get"), BEARER);
     let f = forwarded(p.decide(&req, &mut host, NOW));
     assert_eq!(header(&f, "x-user-id").as_deref(), Some("user_123"));
     assert_eq!(header(&f, "x-auth-scopes").as_deref(), Some("mlflow:read"));
     assert_eq!(header(&f, "x-auth-method").as_deref(), Some("jwt"));
     assert_eq!(header(&f, "x-auth-path").as_deref(), Some("external"));
     assert_eq!(header(&f, "x-api-key-id"), None);
-    let write = with_jwt(post("/api/2.0/mlflow/runs/create"), bearer);
+    let write = with_jwt(post("/api/2.0/mlflow/runs/create"), BEARER);
     assert_eq!(
         refused(&p.decide(&write, &mut host, NOW)).reply,
         LocalReply::scope_missing("mlflow:write")
@@ -559,14 +643,42 @@ fn a_verified_jwt_is_admitted_from_its_claims_without_callout() {
 }
 
 #[test]
-fn an_unverified_or_mismatched_jwt_is_refused_without_callout() {
+fn only_the_verified_payload_grants_scopes() {
     let mut p = policy();
-    let bearer =
-        "Bearer eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ1c2VyXzEyMyIsInNjb3BlIjoibWxmbG93OnJlYWQifQ.c2ln";
-    let req = with_jwt(get("/api/2.0/mlflow/experiments/get"), bearer);
-    for subject in [None, Some(b"someone_else".to_vec())] {
+    let write = with_jwt(post("/api/2.0/mlflow/runs/create"), BEARER);
+    // The token's text claims mlflow:read only; the verified payload decides either way.
+    for (scope, status_wanted) in [
+        ("mlflow:read mlflow:write", None),
+        ("mlflow:read\nmlflow:write", Some(403)),
+        ("mlflow:read\tmlflow:write", Some(403)),
+        ("mlflow:read", Some(403)),
+    ] {
         let mut host = FakeRequestHost {
-            jwt_subject: subject,
+            jwt_payload: Some(payload(&[("sub", "user_123"), ("scope", scope)])),
+            ..Default::default()
+        };
+        let d = p.decide(&write, &mut host, NOW);
+        match status_wanted {
+            None => {
+                forwarded(d);
+            }
+            Some(s) => assert_eq!(status(&d), s, "{scope:?}"),
+        }
+    }
+}
+
+#[test]
+fn an_unverified_jwt_or_unusable_claims_are_refused_without_callout() {
+    let mut p = policy();
+    let req = with_jwt(get("/api/2.0/mlflow/experiments/get"), BEARER);
+    for jwt_payload in [
+        None,
+        Some(payload(&[("scope", "mlflow:read")])),
+        Some(payload(&[("sub", "u\r\nx-admin: 1")])),
+        Some(b"not pairs".to_vec()),
+    ] {
+        let mut host = FakeRequestHost {
+            jwt_payload,
             ..Default::default()
         };
         let d = p.decide(&req, &mut host, NOW);
@@ -595,9 +707,7 @@ fn callout_mode_tokens_are_validated_and_cached_apart_from_keys() {
     let mut config = FilterConfig::default();
     config.jwt.mode = JwtMode::Callout;
     let (mut p, mut host) = (Policy::new(config), FakeRequestHost::default());
-    let bearer =
-        "Bearer eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ1c2VyXzEyMyIsInNjb3BlIjoibWxmbG93OnJlYWQifQ.c2ln";
-    let req = with_jwt(get("/api/2.0/mlflow/experiments/get"), bearer);
+    let req = with_jwt(get("/api/2.0/mlflow/experiments/get"), BEARER);
     let pend = pending(p.decide(&req, &mut host, NOW));
     assert!(matches!(pend.credential, Credential::Jwt(_)));
     let call = p.validation_call(&pend, "1.2.3.4", None, None);
@@ -605,7 +715,7 @@ fn callout_mode_tokens_are_validated_and_cached_apart_from_keys() {
     let body = grant_json(r#"["mlflow:read"]"#, "null");
     let settled = p.settle(
         &pend,
-        interpret(Some(200), body.as_bytes(), None, NOW),
+        interpret(Some(200), body.as_bytes(), None, NOW, "ml-platform"),
         &host,
         NOW,
     );
@@ -617,7 +727,7 @@ fn callout_mode_tokens_are_validated_and_cached_apart_from_keys() {
     );
     assert_eq!(host.jwt_asked.get(), 0);
     // The same bytes as an API key share nothing with the token's verdict.
-    let as_key = keyed(get("/api/2.0/mlflow/experiments/get"), JWT);
+    let as_key = keyed(get("/api/2.0/mlflow/experiments/get"), &BEARER[7..]);
     assert!(matches!(
         p.decide(&as_key, &mut host, NOW + 1),
         Decision::Validate(_)

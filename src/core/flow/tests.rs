@@ -46,7 +46,11 @@ impl RequestHost for FakeEnvoy {
         false
     }
 
-    fn verified_jwt_subject(&mut self, _: &str, _: &str) -> Option<Vec<u8>> {
+    fn peer_certificate_digest(&mut self) -> Option<Vec<u8>> {
+        None
+    }
+
+    fn verified_jwt_payload(&mut self, _: &str, _: &str) -> Option<Vec<u8>> {
         None
     }
 }
