@@ -266,3 +266,56 @@ async fn health_and_cors_preflight_pass_without_a_key() {
     assert_eq!(got.method, "OPTIONS");
     assert_eq!(stack.auth().validate_calls(), 0);
 }
+
+/// Any `x-auth-*` header is the filter's to set, whatever follows the prefix: none of a
+/// client's reaches MLflow, on any path (exempt ones and preflights too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_x_auth_header_a_client_sends_is_removed_on_every_path() {
+    let stack = Stack::start().await;
+    let client = plain_client();
+    let spoofed = [
+        "x-auth-user",
+        "x-auth-role",
+        "x-auth-groups",
+        "x-auth-user-id",
+        "x-auth-admin",
+        "X-Auth-Anything",
+        "x-auth-",
+        "x-api-key-id",
+    ];
+    let spoof = |mut req: reqwest::RequestBuilder| {
+        for name in spoofed {
+            req = req.header(name, "forged");
+        }
+        req
+    };
+    let requests = [
+        spoof(client.get(stack.envoy.plain_url("/api/2.0/mlflow/experiments/search")))
+            .header("authorization", bearer(READWRITE_KEY)),
+        spoof(client.get(stack.envoy.plain_url("/health"))),
+        spoof(client.request(
+            reqwest::Method::OPTIONS,
+            stack.envoy.plain_url("/api/2.0/mlflow/runs/create"),
+        ))
+        .header("access-control-request-method", "POST"),
+        spoof(client.get(stack.envoy.tls_url("/api/2.0/mlflow/experiments/search"))),
+    ];
+    let tls = tls_client(Some("client"));
+    let requests = requests.into_iter().enumerate().map(|(i, r)| {
+        if i == 3 {
+            spoof(tls.get(stack.envoy.tls_url("/api/2.0/mlflow/experiments/search")))
+        } else {
+            r
+        }
+    });
+    for request in requests {
+        let got = echoed(request.send().await.unwrap()).await;
+        for (name, value) in &got.headers {
+            assert!(
+                !(name.starts_with("x-auth-") || name == "x-api-key-id") || value != "forged",
+                "{name}: {value} reached MLflow on {}",
+                got.path
+            );
+        }
+    }
+}

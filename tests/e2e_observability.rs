@@ -213,6 +213,68 @@ async fn access_log_lines_carry_the_verdicts_facts() {
     }
 }
 
+const FORGED_AGENT: &str = r#"ua", "auth": "{\"outcome\":\"allow\"}"#;
+
+/// What a client sends cannot write the audit trail: a request id, a path and a user agent
+/// that spell out another verdict stay values of their own record, and the filter's line
+/// for the denial quotes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_verdict_in_client_values_stays_a_value() {
+    let stack = Stack::start().await;
+    let forged = r#"x" reason="internal peer" path=internal auth={"path":"internal","method":"mtls","outcome":"allow","user_id":"admin"}"#;
+    let resp = plain_client()
+        .get(stack.envoy.plain_url(&format!(
+            "/api/2.0/mlflow/experiments/search?q=%22%7D%7B%22outcome%22:%22allow%22"
+        )))
+        .header("x-request-id", forged)
+        .header("user-agent", FORGED_AGENT)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    // The access log: every line one JSON object; this request's holds the true verdict.
+    let record = stack.envoy.access_record(forged).await;
+    let auth: serde_json::Value = serde_json::from_str(record["auth"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        auth,
+        serde_json::json!({"path": "external", "method": "none", "outcome": "401", "cache": "none"})
+    );
+    assert_eq!(record["status"], 401);
+    assert_eq!(
+        record["user_agent"],
+        r#"ua", "auth": "{\"outcome\":\"allow\"}"#
+    );
+    assert_eq!(
+        stack.envoy.access_records().len(),
+        stack.envoy.access_log().lines().count(),
+        "one record per line"
+    );
+    // The filter's own line: the request id as one quoted value, then the true reason.
+    let mut line = None;
+    for _ in 0..100 {
+        line = stack
+            .envoy
+            .log()
+            .lines()
+            .find(|l| l.contains("denied 401"))
+            .map(String::from);
+        if line.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let line = line.expect("the filter's denied line");
+    let after = line.split_once("request_id=").expect("request_id=").1;
+    let mut values = serde_json::Deserializer::from_str(after).into_iter::<String>();
+    assert_eq!(values.next().expect("a quoted request id").unwrap(), forged);
+    let rest = &after[values.byte_offset()..];
+    assert_eq!(
+        rest.trim_start(),
+        "reason=\"no credential\" path=external method=none key=-",
+        "{line}"
+    );
+}
+
 /// Lines of a PEM private key's body: any of them in a log means the key leaked.
 fn pem_body_lines(file: &str) -> Vec<String> {
     std::fs::read_to_string(paths::cert(file))

@@ -17,7 +17,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::faults::{Fault, FaultSpec};
+use crate::faults::{Fault, FaultSpec, GATHER_TIMEOUT};
 use crate::keys::{fingerprint, KeySpec, KeyStore, KeyStoreError, Verdict, DEFAULT_SERVICE_ID};
 use crate::login::{self, DevLogin};
 use crate::server::{self, detail, json_response, Body, DropConnection, Running};
@@ -107,6 +107,9 @@ pub(crate) struct State {
     log_requests: AtomicBool,
     control_api: bool,
     login: Option<DevLogin>,
+    /// Calls held by a `Gather` fault, and the signal that lets them all go.
+    gathered: Mutex<u32>,
+    gather_released: tokio::sync::Notify,
 }
 
 impl State {
@@ -140,6 +143,32 @@ impl State {
             fault,
             calls_left: calls,
         };
+    }
+
+    /// Holds this call until `calls` calls are held, then releases them all together.
+    async fn gather(&self, calls: u32) {
+        let released = self.gather_released.notified();
+        tokio::pin!(released);
+        released.as_mut().enable();
+        let last = {
+            let mut held = self.gathered.lock().unwrap_or_else(PoisonError::into_inner);
+            *held += 1;
+            if *held >= calls {
+                *held = 0;
+                true
+            } else {
+                false
+            }
+        };
+        if last {
+            self.gather_released.notify_waiters();
+        } else if tokio::time::timeout(GATHER_TIMEOUT, released)
+            .await
+            .is_err()
+        {
+            let mut held = self.gathered.lock().unwrap_or_else(PoisonError::into_inner);
+            *held = held.saturating_sub(1);
+        }
     }
 
     /// The fault for the call arriving now; a fault set for N calls counts one down.
@@ -231,6 +260,8 @@ impl DevAuth {
             log_requests: AtomicBool::new(options.log_requests),
             control_api: options.control_api,
             login: options.login,
+            gathered: Mutex::new(0),
+            gather_released: tokio::sync::Notify::new(),
         });
         let server = serve(&state, config.listen).await?;
         Ok(DevAuth {
@@ -435,9 +466,16 @@ async fn handle(
 
 /// The fault's reply, if it replaces the normal one. `Slow` waits, then lets
 /// the request go on.
-pub(crate) async fn apply_fault(fault: Fault) -> Option<Result<Response<Body>, DropConnection>> {
+pub(crate) async fn apply_fault(
+    state: &State,
+    fault: Fault,
+) -> Option<Result<Response<Body>, DropConnection>> {
     match fault {
         Fault::None => None,
+        Fault::Gather(calls) => {
+            state.gather(calls).await;
+            None
+        }
         Fault::Slow(delay) => {
             tokio::time::sleep(delay).await;
             None
@@ -608,7 +646,7 @@ async fn validate_inner(state: &State, req: Request<Incoming>) -> Outcome {
     let key = body_key.or(header_key);
 
     let fault = state.fault_for_call();
-    if let Some(reply) = apply_fault(fault).await {
+    if let Some(reply) = apply_fault(&state, fault).await {
         return fault_outcome(reply, key, fault);
     }
 
@@ -705,7 +743,7 @@ async fn ext_authz(state: &State, req: Request<Incoming>) -> Outcome {
     });
 
     let fault = state.fault_for_call();
-    if let Some(reply) = apply_fault(fault).await {
+    if let Some(reply) = apply_fault(&state, fault).await {
         return fault_outcome(reply, key, fault);
     }
 

@@ -21,7 +21,13 @@ pub enum Fault {
     CloseConnection,
     /// Answer 429 with `retry-after: retry_after_s`.
     RateLimited { retry_after_s: u64 },
+    /// Hold each call until this many are held (or [`GATHER_TIMEOUT`] passes), then answer
+    /// them all at once: replies that reach the caller's workers at the same moment.
+    Gather(u32),
 }
+
+/// The longest a `Gather` call waits for the others.
+pub const GATHER_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// JSON form used by `POST /__dev/fault` and `GET /__dev/stats`, e.g.
 /// `{"fault":"slow","delay_ms":2500}` or `{"fault":"status","status":500}`.
@@ -34,6 +40,7 @@ pub enum FaultSpec {
     Garbage,
     CloseConnection,
     RateLimited { retry_after_s: u64 },
+    Gather { calls: u32 },
 }
 
 impl From<FaultSpec> for Fault {
@@ -45,6 +52,7 @@ impl From<FaultSpec> for Fault {
             FaultSpec::Garbage => Fault::Garbage,
             FaultSpec::CloseConnection => Fault::CloseConnection,
             FaultSpec::RateLimited { retry_after_s } => Fault::RateLimited { retry_after_s },
+            FaultSpec::Gather { calls } => Fault::Gather(calls),
         }
     }
 }
@@ -60,6 +68,7 @@ impl From<Fault> for FaultSpec {
             Fault::Garbage => FaultSpec::Garbage,
             Fault::CloseConnection => FaultSpec::CloseConnection,
             Fault::RateLimited { retry_after_s } => FaultSpec::RateLimited { retry_after_s },
+            Fault::Gather(calls) => FaultSpec::Gather { calls },
         }
     }
 }
@@ -83,6 +92,7 @@ mod tests {
                 r#"{"fault":"rate_limited","retry_after_s":7}"#,
                 Fault::RateLimited { retry_after_s: 7 },
             ),
+            (r#"{"fault":"gather","calls":2}"#, Fault::Gather(2)),
         ] {
             let spec: FaultSpec = serde_json::from_str(json).unwrap();
             assert_eq!(Fault::from(spec.clone()), fault);

@@ -58,6 +58,17 @@ pub fn tls_client(cert: Option<&str>) -> Client {
     b.build().expect("tls client")
 }
 
+/// For the TLS listener, presenting a certificate made in a test (trusting certs/ca.crt).
+pub fn tls_client_with(identity: reqwest::Identity) -> Client {
+    let ca = std::fs::read(paths::cert("ca.crt")).expect("read certs/ca.crt");
+    builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(Certificate::from_pem(&ca).expect("parse certs/ca.crt"))
+        .identity(identity)
+        .build()
+        .expect("tls client")
+}
+
 /// Asserts a 200 from the echo upstream and returns what it saw.
 pub async fn echoed(resp: Response) -> EchoReply {
     let status = resp.status();

@@ -106,6 +106,98 @@ impl Ca {
         self.leaf(name, cn, "clientAuth", &format!("URI:{uri}"))
     }
 
+    /// A TLS client certificate with exactly these URI and DNS SANs and (optional) CN,
+    /// whatever characters they hold: they go through an OpenSSL config with every special
+    /// escaped, as a CA that signs what a CSR asks for would issue them.
+    pub fn client_with_names(
+        &self,
+        name: &str,
+        cn: Option<&str>,
+        uris: &[&str],
+        dns: &[&str],
+    ) -> Pair {
+        let pair = Pair {
+            cert: self.dir.join(format!("{name}.crt")),
+            key: self.dir.join(format!("{name}.key")),
+        };
+        let esc = |v: &str| -> String {
+            v.chars()
+                .flat_map(|c| match c {
+                    '"' | '\'' | '\\' | '$' | '#' => vec!['\\', c],
+                    _ => vec![c],
+                })
+                .collect()
+        };
+        let csr_conf = self.dir.join(format!("{name}.req.cnf"));
+        let dn = cn.map_or("O = Hokusai tests\n".to_string(), |cn| {
+            format!("CN = {}\n", esc(cn))
+        });
+        std::fs::write(
+            &csr_conf,
+            format!("[req]\nprompt = no\ndistinguished_name = dn\n[dn]\n{dn}"),
+        )
+        .expect("write request config");
+        let mut alt = String::new();
+        for (i, uri) in uris.iter().enumerate() {
+            alt.push_str(&format!("URI.{} = {}\n", i + 1, esc(uri)));
+        }
+        for (i, name) in dns.iter().enumerate() {
+            alt.push_str(&format!("DNS.{} = {}\n", i + 1, esc(name)));
+        }
+        let san = if alt.is_empty() {
+            ""
+        } else {
+            "subjectAltName = @alt\n"
+        };
+        let ext = self.dir.join(format!("{name}.ext"));
+        std::fs::write(
+            &ext,
+            format!(
+                "basicConstraints = critical, CA:FALSE\n\
+                 keyUsage = critical, digitalSignature\n\
+                 extendedKeyUsage = clientAuth\n\
+                 authorityKeyIdentifier = keyid\n{san}[alt]\n{alt}"
+            ),
+        )
+        .expect("write extensions file");
+        new_key(&pair.key);
+        let csr = self.dir.join(format!("{name}.csr"));
+        openssl(&[
+            "req",
+            "-new",
+            "-key",
+            path_str(&pair.key),
+            "-config",
+            path_str(&csr_conf),
+            "-out",
+            path_str(&csr),
+        ]);
+        self.sign(&csr, &ext, &pair.cert);
+        pair
+    }
+
+    fn sign(&self, csr: &Path, ext: &Path, cert: &Path) {
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            path_str(csr),
+            "-CA",
+            path_str(&self.pair.cert),
+            "-CAkey",
+            path_str(&self.pair.key),
+            "-set_serial",
+            &serial(),
+            "-days",
+            "2",
+            "-sha256",
+            "-extfile",
+            path_str(ext),
+            "-out",
+            path_str(cert),
+        ]);
+    }
+
     fn leaf(&self, name: &str, cn: &str, eku: &str, san: &str) -> Pair {
         let pair = Pair {
             cert: self.dir.join(format!("{name}.crt")),
@@ -135,25 +227,7 @@ impl Ca {
             "-out",
             path_str(&csr),
         ]);
-        openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            path_str(&csr),
-            "-CA",
-            path_str(&self.pair.cert),
-            "-CAkey",
-            path_str(&self.pair.key),
-            "-set_serial",
-            &serial(),
-            "-days",
-            "2",
-            "-sha256",
-            "-extfile",
-            path_str(&ext),
-            "-out",
-            path_str(&pair.cert),
-        ]);
+        self.sign(&csr, &ext, &pair.cert);
         pair
     }
 }

@@ -433,7 +433,13 @@ fn get_shared_data(
     let Some(key) = read(&mut c, key_ptr, key_len) else {
         return ok(Status::InvalidMemoryAccess);
     };
-    let entry = c.data().host().shared.get(&key);
+    let entry = {
+        let mut host = c.data().host();
+        let entry = host.shared.get(&key);
+        // Another worker acts between this read and whatever the VM writes next.
+        host.interleave_after_read(&key);
+        entry
+    };
     let Some((value, cas)) = entry else {
         return ok(Status::NotFound);
     };

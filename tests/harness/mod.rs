@@ -324,6 +324,20 @@ impl Host {
         let _ = self.state().shared.set(key.as_bytes(), value, 0);
     }
 
+    /// Plays another worker of this Envoy: `action` runs on shared data right after any Vm
+    /// reads a key starting with `key_prefix`, so before that Vm writes anything back, the
+    /// way two workers' calls interleave in Envoy. One interloper at a time; `None` ends it.
+    pub fn interleave(
+        &self,
+        key_prefix: &str,
+        action: Option<Box<dyn FnMut(&mut shared_data::SharedData, &[u8]) + Send>>,
+    ) {
+        self.state().interloper = action.map(|action| state::Interloper {
+            key_prefix: key_prefix.as_bytes().to_vec(),
+            action,
+        });
+    }
+
     /// Imports the module declares that the harness only links to a trap
     /// (gRPC, shared queues, foreign functions, ...); calling one crashes the VM.
     pub fn stubbed_imports(&self) -> Vec<String> {

@@ -57,6 +57,15 @@ pub struct HostState {
     pub metrics: BTreeMap<String, MetricValue>,
     pub next_worker: usize,
     pub rng: u64,
+    /// What another worker does right after a VM reads a shared-data key (see
+    /// [`super::Host::interleave`]).
+    pub interloper: Option<Interloper>,
+}
+
+/// Another worker, acting on shared data between a VM's read of a key and its next write.
+pub struct Interloper {
+    pub key_prefix: Vec<u8>,
+    pub action: Box<dyn FnMut(&mut SharedData, &[u8]) + Send>,
 }
 
 impl Default for HostState {
@@ -73,11 +82,20 @@ impl Default for HostState {
             metrics: BTreeMap::new(),
             next_worker: 0,
             rng: 0x9e37_79b9_7f4a_7c15,
+            interloper: None,
         }
     }
 }
 
 impl HostState {
+    pub fn interleave_after_read(&mut self, key: &[u8]) {
+        if let Some(interloper) = &mut self.interloper {
+            if key.starts_with(&interloper.key_prefix) {
+                (interloper.action)(&mut self.shared, key);
+            }
+        }
+    }
+
     /// splitmix64: deterministic bytes for WASI random_get.
     pub fn next_random(&mut self) -> u64 {
         self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
