@@ -139,10 +139,10 @@ fn envoy_xfcc() -> (String, String) {
             _ => format!("%{b:02X}"),
         })
         .collect();
-    let subject = "CN=hokusai-api-client".to_string();
-    let xfcc =
-        format!("Hash={hash};Cert=\"{encoded}\";Subject=\"{subject}\";URI={INTERNAL_IDENTITY}");
-    (xfcc, subject)
+    let xfcc = format!(
+        "Hash={hash};Cert=\"{encoded}\";Subject=\"CN=hokusai-api-client\";URI={INTERNAL_IDENTITY}"
+    );
+    (xfcc, hash)
 }
 
 // ---------------------------------------------------------------- the paths
@@ -243,12 +243,14 @@ fn miss(warmup: usize, n: usize) -> Vec<Sample> {
 fn internal(warmup: usize, n: usize) -> Vec<Sample> {
     let host = Host::metered();
     let mut vm = vm(&host);
-    let (xfcc, subject) = envoy_xfcc();
+    let (xfcc, digest) = envoy_xfcc();
+    // What Envoy tells the filter on the allow-listed client's connection (certs/client.crt).
     let request = |seq| {
         client_request(common::REQUEST_PATH, seq)
             .set_header("x-forwarded-proto", "https")
             .xfcc(&xfcc)
-            .mtls_peer(Some(INTERNAL_IDENTITY), None, Some(&subject))
+            .property("connection.mtls", [1u8])
+            .property("connection.sha256_peer_certificate_digest", &digest)
     };
     for seq in 0..warmup {
         forwarded(&mut vm, request(seq), Some("internal"));
