@@ -646,7 +646,7 @@ async fn validate_inner(state: &State, req: Request<Incoming>) -> Outcome {
     let key = body_key.or(header_key);
 
     let fault = state.fault_for_call();
-    if let Some(reply) = apply_fault(&state, fault).await {
+    if let Some(reply) = apply_fault(state, fault).await {
         return fault_outcome(reply, key, fault);
     }
 
@@ -743,7 +743,7 @@ async fn ext_authz(state: &State, req: Request<Incoming>) -> Outcome {
     });
 
     let fault = state.fault_for_call();
-    if let Some(reply) = apply_fault(&state, fault).await {
+    if let Some(reply) = apply_fault(state, fault).await {
         return fault_outcome(reply, key, fault);
     }
 

@@ -188,7 +188,7 @@ async fn validate_token(state: &State, login: &DevLogin, req: Request<Incoming>)
     let token = bearer(&parts.headers);
 
     let fault = state.fault_for_call();
-    if let Some(reply) = apply_fault(&state, fault).await {
+    if let Some(reply) = apply_fault(state, fault).await {
         return fault_outcome(reply, token, fault);
     }
     if parts.method != Method::POST && parts.method != Method::GET {
