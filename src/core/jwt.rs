@@ -40,8 +40,12 @@ pub fn verified_claims(payload: &[u8]) -> Option<Claims> {
     match (scope, scopes) {
         (Some(scope), _) => scope.split(|b| *b == b' ').for_each(&mut add),
         (None, Some(list)) => {
-            // A list is pairs whose names are the items; anything else holds no scopes.
-            let _ = for_each_pair(list, |item, _| add(item));
+            // A list is pairs whose names are the items; anything else, including a list
+            // malformed after its first items, holds no scopes.
+            let mut items = Vec::new();
+            if for_each_pair(list, |item, _| items.push(item)).is_some() {
+                items.into_iter().for_each(&mut add);
+            }
         }
         (None, None) => {}
     }
@@ -112,6 +116,11 @@ mod tests {
         assert_eq!(verified_claims(&both).unwrap().scopes, vec!["a"]);
         let not_a_list = payload(&[("sub", b"u"), ("scopes", b"mlflow:write")]);
         assert!(verified_claims(&not_a_list).unwrap().scopes.is_empty());
+        // Whole items first, then a length that runs past the end: no scope at all.
+        let mut cut = list(&["mlflow:read", "mlflow:write"]);
+        cut[16..20].copy_from_slice(&200u32.to_le_bytes());
+        let cut = payload(&[("sub", b"u"), ("scopes", &cut)]);
+        assert!(verified_claims(&cut).unwrap().scopes.is_empty());
     }
 
     #[test]
