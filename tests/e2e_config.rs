@@ -172,6 +172,7 @@ fn tuning_changes_only_the_fields_it_names() {
         ttl_s: Some(2),
         negative_ttl_s: Some(1),
         stale_if_error_s: Some(4),
+        max_entries: Some(77),
     };
     let plain = render(ports, up);
     let with = |tuning| {
@@ -191,7 +192,7 @@ fn tuning_changes_only_the_fields_it_names() {
         .zip(tuned.lines())
         .filter(|(a, b)| a != b)
         .collect();
-    assert_eq!(changed.len(), 4, "{changed:#?}");
+    assert_eq!(changed.len(), 5, "{changed:#?}");
 
     // The filter itself reads the tuned JSON with exactly those values.
     let json = plugin_json(&tuned);
@@ -211,5 +212,6 @@ fn tuning_changes_only_the_fields_it_names() {
         hokusai_auth_filter::core::config::FilterConfig::parse(plugin_json(&plain).as_bytes())
             .expect("committed config parses");
     assert_eq!(committed.max_pending_callouts, 256, "the default");
-    assert_eq!(committed.cache.max_entries, config.cache.max_entries);
+    assert_eq!(config.cache.max_entries, 77);
+    assert_eq!(committed.cache.max_entries, 10_000);
 }

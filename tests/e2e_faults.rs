@@ -21,29 +21,11 @@ use tokio::task::JoinSet;
 const READ: &str = "/api/2.0/mlflow/experiments/search";
 const WRITE: &str = "/api/2.0/mlflow/runs/create";
 
-/// Envoy's own failure signals for the wasm VM, to compare before and after a run:
-/// reload counters (non-zero only after a crash) and the VMs V8 has created.
-const WASM_FAILURE_STATS: [&str; 5] = [
-    "wasm.hokusai_auth.vm_reload",
-    "wasm.hokusai_auth.vm_reload_success",
-    "wasm.hokusai_auth.vm_reload_failure",
-    "wasm.hokusai_auth.vm_reload_backoff",
-    "wasm.envoy.wasm.runtime.v8.created",
-];
-
-async fn wasm_failure_stats(stack: &Stack) -> Vec<(&'static str, u64)> {
-    let mut out = Vec::new();
-    for name in WASM_FAILURE_STATS {
-        out.push((name, stack.envoy.stat(name).await));
-    }
-    out
-}
-
 /// The VM never failed: the stats did not move, no reply says `wasm_fail_stream`, Envoy
 /// still runs and still counts the filter's metrics.
 async fn assert_vm_never_failed(stack: &mut Stack, before: &[(&'static str, u64)]) {
     stack.envoy.assert_running();
-    assert_eq!(wasm_failure_stats(stack).await, before);
+    assert_eq!(stack.wasm_failure_stats().await, before);
     for (name, value) in before {
         if name.starts_with("wasm.hokusai_auth.") {
             assert_eq!(*value, 0, "{name}");
@@ -160,7 +142,7 @@ async fn each_fault_keeps_cached_keys_working_and_refuses_new_keys_with_503() {
         ..Tuning::default()
     }))
     .await;
-    let before = wasm_failure_stats(&stack).await;
+    let before = stack.wasm_failure_stats().await;
     let auth = stack.auth();
     auth.insert_key("hk_e2e_cached_rw", KeySpec::new("key-cached-rw", "user-rw"))
         .unwrap();
@@ -341,7 +323,7 @@ async fn a_stale_verdict_is_served_only_within_stale_if_error_s() {
         ..Tuning::default()
     }))
     .await;
-    let before = wasm_failure_stats(&stack).await;
+    let before = stack.wasm_failure_stats().await;
     stack
         .auth()
         .insert_key("hk_e2e_stale", KeySpec::new("key-stale", "user-stale"))
@@ -534,7 +516,7 @@ async fn a_flapping_auth_service_under_load_gets_only_contract_statuses() {
         }))
         .await,
     );
-    let before = wasm_failure_stats(&stack).await;
+    let before = stack.wasm_failure_stats().await;
     for i in 0..HOT_KEYS {
         stack
             .auth()

@@ -101,22 +101,27 @@ async fn fifty_concurrent_requests_with_one_new_key_make_one_callout_per_worker_
     );
 }
 
+/// Polls `ready` (bounded: about 10 s) and fails with `what` when it never holds.
+async fn until<F: std::future::Future<Output = bool>>(what: &str, mut ready: impl FnMut() -> F) {
+    for _ in 0..2000 {
+        if ready().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("never happened: {what}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_waiter_whose_leader_went_away_still_gets_its_answer() {
-    // A long deadline: the lost callout is sent again with what is left of it.
-    let stack = Stack::start_with(StackOptions::tuned(Tuning {
-        timeout_ms: Some(10_000),
-        ..Tuning::default()
-    }))
-    .await;
-    // The first callouts hang; the fault is read when a call arrives, so clearing it
-    // later lets the re-sent ones through at once.
-    stack.auth().set_fault(Fault::Slow(Duration::from_secs(60)));
+async fn waiters_whose_leader_hung_up_are_decided_by_its_callout() {
+    let stack = Stack::start().await;
+    // Every call is held at the auth service until the test lets them go.
+    stack.auth().set_fault(Fault::Hold);
     const N: usize = 6;
     let auth_header = bearer(READWRITE_KEY);
     let mut pending = Vec::new();
     for i in 0..N {
-        let rid = format!("e2e-lost-{i}");
+        let rid = format!("e2e-lead-{i}");
         let headers = [
             ("authorization", auth_header.as_str()),
             ("x-request-id", &rid),
@@ -126,32 +131,38 @@ async fn a_waiter_whose_leader_went_away_still_gets_its_answer() {
             RawRequest::get(stack.envoy.ports.plain, SEARCH, &headers).await,
         ));
     }
-    // Every request has been seen, as a leader (one callout per worker) or a waiter.
-    let mut seen = 0;
-    for _ in 0..100 {
-        seen = stack.filter_counter("hokusai_auth.callouts").await
-            + stack.filter_counter("hokusai_auth.coalesced").await;
-        if seen == N as u64
-            && stack.auth().validate_request_ids().len() as u64
-                == stack.filter_counter("hokusai_auth.callouts").await
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(seen, N as u64, "requests seen by the filter");
+    // Every request has been seen, as a leader (one callout per worker) or a waiter, and
+    // every callout is held.
+    until("every request seen and every callout held", || async {
+        let callouts = stack.filter_counter("hokusai_auth.callouts").await;
+        callouts + stack.filter_counter("hokusai_auth.coalesced").await == N as u64
+            && stack.auth().held_calls() == callouts
+    })
+    .await;
     let leaders = stack.auth().validate_request_ids();
     assert!(
         (1..=WORKERS as usize).contains(&leaders.len()),
         "{leaders:?}"
     );
-
-    stack.auth().set_fault(Fault::None);
-    let (lost, waiting): (Vec<_>, Vec<_>) = pending
+    let (gone, waiting): (Vec<_>, Vec<_>) = pending
         .into_iter()
         .partition(|(rid, _)| leaders.contains(rid));
-    // The leaders' clients hang up: Envoy resets their streams and cancels their callouts.
-    drop(lost);
+    // The leaders' clients hang up; Envoy resets their streams, and their callouts go on.
+    let resets = stack
+        .envoy
+        .stat("http.hokusai.downstream_rq_rx_reset")
+        .await;
+    drop(gone);
+    until("Envoy saw the leaders go", || async {
+        stack
+            .envoy
+            .stat("http.hokusai.downstream_rq_rx_reset")
+            .await
+            >= resets + leaders.len() as u64
+    })
+    .await;
+    stack.auth().set_fault(Fault::None);
+    stack.auth().release_held();
     for (rid, request) in waiting {
         let resp = request.response().await;
         assert_eq!(resp.status, 200, "{rid}: {resp:?}");
@@ -160,15 +171,8 @@ async fn a_waiter_whose_leader_went_away_still_gets_its_answer() {
         assert_readwrite_identity(&got);
         assert_eq!(got.header("x-request-id"), Some(rid.as_str()));
     }
-    // Each lost callout others waited on was sent again, carrying its leader's request id.
-    let ids = stack.auth().validate_request_ids();
-    let resent = &ids[leaders.len()..];
-    eprintln!("leaders {leaders:?}, callouts sent again for {resent:?}");
-    assert!(!resent.is_empty(), "no callout was sent again: {ids:?}");
-    assert!(resent.len() <= leaders.len(), "{ids:?}");
-    for id in resent {
-        assert!(leaders.contains(id), "{id} did not lead: {ids:?}");
-    }
+    // The leaders' own callouts decided their waiters: nothing was sent twice.
+    assert_eq!(stack.auth().validate_request_ids(), leaders);
     stack
         .await_filter_counter(
             "hokusai_auth.requests.path=external",
@@ -177,8 +181,99 @@ async fn a_waiter_whose_leader_went_away_still_gets_its_answer() {
         .await;
     assert_eq!(
         stack.filter_counter("hokusai_auth.callouts").await,
-        ids.len() as u64
+        leaders.len() as u64
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callout_whose_client_hung_up_still_fills_the_cache() {
+    let stack = Stack::start().await;
+    stack.auth().set_fault(Fault::Hold);
+    let auth_header = bearer(READWRITE_KEY);
+    let request = RawRequest::get(
+        stack.envoy.ports.plain,
+        SEARCH,
+        &[("authorization", auth_header.as_str())],
+    )
+    .await;
+    until("the callout held", || async {
+        stack.auth().held_calls() == 1
+    })
+    .await;
+    drop(request);
+    until("Envoy saw the client go", || async {
+        stack
+            .envoy
+            .stat("http.hokusai.downstream_rq_rx_reset")
+            .await
+            >= 1
+    })
+    .await;
+    stack.auth().set_fault(Fault::None);
+    stack.auth().release_held();
+    // The reply reached the filter, for nobody but the cache.
+    stack
+        .await_filter_counter("hokusai_auth.callouts_abandoned", 1)
+        .await;
+    let resp = get(&stack, READWRITE_KEY).await;
+    assert_eq!(resp.status(), 200);
+    let got: EchoReply = resp.json().await.expect("an echo reply");
+    assert_readwrite_identity(&got);
+    assert_eq!(
+        stack.auth().validate_calls(),
+        1,
+        "no second call for the key"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn callouts_of_clients_that_hung_up_count_against_the_cap() {
+    let stack = Stack::start_with(StackOptions::tuned(Tuning {
+        max_pending_callouts: Some(2),
+        ..Tuning::default()
+    }))
+    .await;
+    stack.auth().set_fault(Fault::Hold);
+    let cap = 2 * WORKERS;
+    // New keys, each hung up at once, until both workers hold their cap of calls; a request
+    // that lands on a full worker is refused at once instead.
+    let mut sent = 0;
+    while stack.auth().held_calls() < cap {
+        assert!(sent < 40, "the workers never filled up");
+        let key = format!("hk_e2e_capgone_{sent}");
+        let header = bearer(&key);
+        let request = RawRequest::get(
+            stack.envoy.ports.plain,
+            SEARCH,
+            &[("authorization", &header)],
+        )
+        .await;
+        sent += 1;
+        let seen = sent;
+        until("the request decided or held", || async {
+            let callouts = stack.filter_counter("hokusai_auth.callouts").await;
+            let rejected = stack
+                .filter_counter("hokusai_auth.callout_cap_rejections")
+                .await;
+            callouts + rejected == seen && stack.auth().held_calls() == callouts
+        })
+        .await;
+        drop(request);
+    }
+    // Every client has gone, yet Envoy still holds the calls: a new key, on either worker,
+    // gets 503 at once and no call reaches the auth service.
+    let calls = stack.auth().validate_calls();
+    for i in 0..4 {
+        assert_unavailable(get(&stack, &format!("hk_e2e_capgone_new_{i}")).await).await;
+    }
+    assert_eq!(stack.auth().validate_calls(), calls);
+    // Once the held calls are answered, there is room again.
+    stack.auth().set_fault(Fault::None);
+    stack.auth().release_held();
+    stack
+        .await_filter_counter("hokusai_auth.callouts_abandoned", cap)
+        .await;
+    assert_eq!(get(&stack, READWRITE_KEY).await.status(), 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -121,6 +121,7 @@ async fn prometheus_shows_exact_counts_per_label_after_a_scripted_mix() {
         ("hokusai_auth_callout_retries{}", 0.0),
         ("hokusai_auth_callout_cap_rejections{}", 0.0),
         ("hokusai_auth_coalesced{}", 0.0),
+        ("hokusai_auth_callouts_abandoned{}", 0.0),
         ("hokusai_auth_mtls_fallbacks{}", 1.0),
         ("hokusai_auth_callout_failures{reason=\"timeout\"}", 0.0),
         ("hokusai_auth_callout_failures{reason=\"reset\"}", 0.0),
@@ -222,15 +223,16 @@ const FORGED_AGENT: &str = r#"ua", "auth": "{\"outcome\":\"allow\"}"#;
 async fn a_forged_verdict_in_client_values_stays_a_value() {
     let stack = Stack::start().await;
     let forged = r#"x" reason="internal peer" path=internal auth={"path":"internal","method":"mtls","outcome":"allow","user_id":"admin"}"#;
-    let resp = plain_client()
-        .get(stack.envoy.plain_url(&format!(
-            "/api/2.0/mlflow/experiments/search?q=%22%7D%7B%22outcome%22:%22allow%22"
-        )))
-        .header("x-request-id", forged)
-        .header("user-agent", FORGED_AGENT)
-        .send()
-        .await
-        .unwrap();
+    let resp =
+        plain_client()
+            .get(stack.envoy.plain_url(
+                "/api/2.0/mlflow/experiments/search?q=%22%7D%7B%22outcome%22:%22allow%22",
+            ))
+            .header("x-request-id", forged)
+            .header("user-agent", FORGED_AGENT)
+            .send()
+            .await
+            .unwrap();
     assert_eq!(resp.status(), 401);
     // The access log: every line one JSON object; this request's holds the true verdict.
     let record = stack.envoy.access_record(forged).await;

@@ -17,7 +17,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::faults::{Fault, FaultSpec, GATHER_TIMEOUT};
+use crate::faults::{Fault, FaultSpec, GATHER_TIMEOUT, HOLD_TIMEOUT};
 use crate::keys::{fingerprint, KeySpec, KeyStore, KeyStoreError, Verdict, DEFAULT_SERVICE_ID};
 use crate::login::{self, DevLogin};
 use crate::server::{self, detail, json_response, Body, DropConnection, Running};
@@ -110,6 +110,9 @@ pub(crate) struct State {
     /// Calls held by a `Gather` fault, and the signal that lets them all go.
     gathered: Mutex<u32>,
     gather_released: tokio::sync::Notify,
+    /// Calls held by a `Hold` fault wait for this to move on; `held` counts them.
+    hold_releases: tokio::sync::watch::Sender<u64>,
+    held: AtomicU64,
 }
 
 impl State {
@@ -169,6 +172,20 @@ impl State {
             let mut held = self.gathered.lock().unwrap_or_else(PoisonError::into_inner);
             *held = held.saturating_sub(1);
         }
+    }
+
+    /// Holds this call until the next [`State::release_held`] (or [`HOLD_TIMEOUT`]).
+    async fn hold(&self) {
+        let mut releases = self.hold_releases.subscribe();
+        releases.mark_unchanged();
+        // Counted once subscribed, so a release after the count has been seen lets it go.
+        self.held.fetch_add(1, Ordering::SeqCst);
+        let _ = tokio::time::timeout(HOLD_TIMEOUT, releases.changed()).await;
+        self.held.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    fn release_held(&self) {
+        self.hold_releases.send_modify(|n| *n += 1);
     }
 
     /// The fault for the call arriving now; a fault set for N calls counts one down.
@@ -262,6 +279,8 @@ impl DevAuth {
             login: options.login,
             gathered: Mutex::new(0),
             gather_released: tokio::sync::Notify::new(),
+            hold_releases: tokio::sync::watch::channel(0).0,
+            held: AtomicU64::new(0),
         });
         let server = serve(&state, config.listen).await?;
         Ok(DevAuth {
@@ -350,6 +369,17 @@ impl DevAuth {
     /// The fault for every call from now on, until changed.
     pub fn set_fault(&self, fault: Fault) {
         self.state.set_fault(fault);
+    }
+
+    /// Answers every call a `Hold` fault holds now (set another fault first, or calls that
+    /// arrive later are held in their turn).
+    pub fn release_held(&self) {
+        self.state.release_held();
+    }
+
+    /// Calls a `Hold` fault holds right now.
+    pub fn held_calls(&self) -> u64 {
+        self.state.held.load(Ordering::SeqCst)
     }
 
     /// The fault for the next `calls` calls (key and token validation, ext_authz), then none.
@@ -478,6 +508,10 @@ pub(crate) async fn apply_fault(
         }
         Fault::Slow(delay) => {
             tokio::time::sleep(delay).await;
+            None
+        }
+        Fault::Hold => {
+            state.hold().await;
             None
         }
         Fault::Status(code) => {

@@ -24,10 +24,16 @@ pub enum Fault {
     /// Hold each call until this many are held (or [`GATHER_TIMEOUT`] passes), then answer
     /// them all at once: replies that reach the caller's workers at the same moment.
     Gather(u32),
+    /// Hold each call until the test releases them all (`AuthService::release_held`), or
+    /// [`HOLD_TIMEOUT`] passes; then answer normally. A reply the test decides the moment of.
+    Hold,
 }
 
 /// The longest a `Gather` call waits for the others.
 pub const GATHER_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The longest a `Hold` call is held.
+pub const HOLD_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// JSON form used by `POST /__dev/fault` and `GET /__dev/stats`, e.g.
 /// `{"fault":"slow","delay_ms":2500}` or `{"fault":"status","status":500}`.
@@ -41,6 +47,7 @@ pub enum FaultSpec {
     CloseConnection,
     RateLimited { retry_after_s: u64 },
     Gather { calls: u32 },
+    Hold,
 }
 
 impl From<FaultSpec> for Fault {
@@ -53,6 +60,7 @@ impl From<FaultSpec> for Fault {
             FaultSpec::CloseConnection => Fault::CloseConnection,
             FaultSpec::RateLimited { retry_after_s } => Fault::RateLimited { retry_after_s },
             FaultSpec::Gather { calls } => Fault::Gather(calls),
+            FaultSpec::Hold => Fault::Hold,
         }
     }
 }
@@ -69,6 +77,7 @@ impl From<Fault> for FaultSpec {
             Fault::CloseConnection => FaultSpec::CloseConnection,
             Fault::RateLimited { retry_after_s } => FaultSpec::RateLimited { retry_after_s },
             Fault::Gather(calls) => FaultSpec::Gather { calls },
+            Fault::Hold => FaultSpec::Hold,
         }
     }
 }
@@ -93,6 +102,7 @@ mod tests {
                 Fault::RateLimited { retry_after_s: 7 },
             ),
             (r#"{"fault":"gather","calls":2}"#, Fault::Gather(2)),
+            (r#"{"fault":"hold"}"#, Fault::Hold),
         ] {
             let spec: FaultSpec = serde_json::from_str(json).unwrap();
             assert_eq!(Fault::from(spec.clone()), fault);

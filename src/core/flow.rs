@@ -7,14 +7,21 @@
 //! it once and decides every waiting request, each with its own scope need; the adapter then
 //! resumes each one in its own context.
 //!
-//! - **In-flight cap**: at most `max_pending_callouts` callouts per worker; past it a new
-//!   credential gets 503 (or a stale verdict) at once.
+//! - **Callouts belong to the worker, not to a stream.** Envoy makes every callout from the
+//!   plugin's root context (proxy-wasm-cpp-host's `http_call` takes the root of the current
+//!   context), so a stream that goes away does not cancel the callout it started: Envoy
+//!   keeps the request to the auth service open until it answers or times out, and delivers
+//!   the reply to the root context. A flight therefore outlives its waiters: it holds its
+//!   place under the cap while Envoy holds the connection, and its reply still settles the
+//!   verdict into the cache for the next request with that credential.
+//! - **In-flight cap**: at most `max_pending_callouts` callouts per worker, waiters or not;
+//!   past it a new credential gets 503 (or a stale verdict) at once. So clients that hang up
+//!   can never push more than the cap onto the auth service.
 //! - **One retry** on a connect failure or reset (a reply without status that came back
 //!   before the attempt's timeout), within the first attempt's deadline. Never on a timeout,
 //!   never on an HTTP status.
-//! - **A lost leader**: Envoy cancels a stream's callouts when the stream goes away. If others
-//!   still wait on that callout, it is sent again from the root context on the next tick, so
-//!   every waiter gets an answer, at the latest when the deadline passes.
+//! - **A reply that never comes** (which Envoy should not allow: every call has a timeout) is
+//!   given up on the tick after its deadline plus a grace, so no flight lives for ever.
 
 use super::callout::ValidationCall;
 use super::decision::{Decision, Final, Forward, Pending, Policy, Refusal, RequestHost, Settled};
@@ -22,7 +29,7 @@ use super::digest::KeyDigest;
 use super::request::RequestFacts;
 use super::scope::Access;
 use super::store::SharedStore;
-use super::telemetry::{AuthMethod, CalloutFailure, Outcome};
+use super::telemetry::{AuthMethod, CalloutFailure, Outcome, Tally};
 use super::validation_reply::{interpret, ValidationOutcome};
 use std::collections::HashMap;
 
@@ -46,7 +53,7 @@ pub struct DispatchRefused;
 
 /// What the flow needs from Envoy to run callouts.
 pub trait CalloutHost: SharedStore {
-    /// Starts a callout from the current context.
+    /// Starts a callout (Envoy makes it from the root context, whichever context is current).
     fn dispatch(
         &mut self,
         call: &ValidationCall,
@@ -58,6 +65,13 @@ pub trait CalloutHost: SharedStore {
 pub trait StreamHost: RequestHost + CalloutHost {
     /// `source.address`, for the callout body.
     fn source_address(&mut self) -> String;
+}
+
+/// See [`Worker::report`].
+pub struct Report<'a> {
+    pub tally: &'a Tally,
+    pub latencies_ms: Vec<u64>,
+    pub cert_changes: Vec<(String, i64)>,
 }
 
 /// What a request should do now.
@@ -124,10 +138,8 @@ struct Waiter {
 struct Flight {
     pending: Pending,
     call: ValidationCall,
-    /// None: lost with its owner's stream; sent again on the next tick.
-    token: Option<CalloutToken>,
-    /// The stream whose context sent the current attempt (None: the root context).
-    owner: Option<RequestId>,
+    /// Envoy's token for the current attempt.
+    token: CalloutToken,
     attempt_started_ms: i64,
     attempt_timeout_ms: i64,
     deadline_ms: i64,
@@ -172,7 +184,7 @@ impl Worker {
         }
     }
 
-    /// Callouts this worker has in flight (or about to send again).
+    /// Callouts this worker has in flight, whether anyone still waits on them or not.
     pub fn callouts_in_flight(&self) -> usize {
         self.flights.len()
     }
@@ -181,9 +193,15 @@ impl Worker {
         self.waiting.len()
     }
 
-    /// A callout lost with its stream waits for the next tick.
-    pub fn needs_prompt_tick(&self) -> bool {
-        self.flights.values().any(|f| f.token.is_none())
+    /// What the adapter tells Envoy on a tick: the counts so far, the callout latencies
+    /// since the last report, and the certificate expiries that changed.
+    pub fn report(&mut self) -> Report<'_> {
+        let policy = &mut self.policy;
+        Report {
+            cert_changes: policy.peer_certs.take_changed(),
+            latencies_ms: std::mem::take(&mut policy.tally.latencies_ms),
+            tally: &policy.tally,
+        }
     }
 
     pub fn on_request<H: StreamHost>(
@@ -246,6 +264,9 @@ impl Worker {
         self.policy.tally.callouts += 1;
         match host.dispatch(&call, timeout_ms as u64) {
             Ok(token) => {
+                // A token Envoy issues again (its counter wrapped) while an old flight still
+                // holds it now means this call: the old flight is given up on the tick after
+                // its deadline, and never takes this call's reply.
                 self.tokens.insert(token, key);
                 self.waiting.insert(request, key);
                 self.flights.insert(
@@ -253,8 +274,7 @@ impl Worker {
                     Flight {
                         pending,
                         call,
-                        token: Some(token),
-                        owner: Some(request),
+                        token,
                         attempt_started_ms: now_ms,
                         attempt_timeout_ms: timeout_ms,
                         deadline_ms: now_ms + timeout_ms,
@@ -294,7 +314,6 @@ impl Worker {
         let Some(flight) = self.flights.get_mut(&key) else {
             return Vec::new();
         };
-        flight.token = None;
         let elapsed = now_ms - flight.attempt_started_ms;
         self.policy.tally.latency(elapsed.max(0) as u64);
         let status = if reply.is_envoys_own() {
@@ -311,7 +330,7 @@ impl Worker {
                 self.policy.tally.callout_retries += 1;
                 self.policy.tally.callouts += 1;
                 if let Ok(token) = host.dispatch(&flight.call, remaining as u64) {
-                    flight.token = Some(token);
+                    flight.token = token;
                     flight.attempt_started_ms = now_ms;
                     flight.attempt_timeout_ms = remaining;
                     self.tokens.insert(token, key);
@@ -352,10 +371,13 @@ impl Worker {
         let Some(flight) = self.flights.remove(&key) else {
             return Vec::new();
         };
-        if let Some(token) = flight.token {
-            self.tokens.remove(&token);
+        if self.tokens.get(&flight.token) == Some(&key) {
+            self.tokens.remove(&flight.token);
         }
         let settled: Settled = self.policy.settle(&flight.pending, outcome, store, now);
+        if flight.waiters.is_empty() {
+            self.policy.tally.callouts_abandoned += 1;
+        }
         let mut resolved = Vec::with_capacity(flight.waiters.len());
         for waiter in flight.waiters {
             self.waiting.remove(&waiter.request);
@@ -372,77 +394,36 @@ impl Worker {
         resolved
     }
 
-    /// A stream went away (finished, or reset by the client). Forgets it; if it had sent a
-    /// callout that others still wait on, that callout is sent again on the next tick.
+    /// A stream went away (finished, or reset by the client): it waits no more. Its callout,
+    /// if it started one, goes on (Envoy does not cancel it) and settles for whoever is left,
+    /// or for the cache alone.
     pub fn on_request_gone(&mut self, request: RequestId) {
         let Some(key) = self.waiting.remove(&request) else {
             return;
         };
-        let Some(flight) = self.flights.get_mut(&key) else {
-            return;
-        };
-        flight.waiters.retain(|w| w.request != request);
-        if flight.owner == Some(request) {
-            // Envoy cancels a stream's callouts with the stream.
-            flight.owner = None;
-            if let Some(token) = flight.token.take() {
-                self.tokens.remove(&token);
-            }
-        }
-        // A lost callout is sent again only for someone still waiting; one in flight from
-        // the root context is left to land in the cache.
-        if flight.token.is_none() {
-            if flight.waiters.is_empty() {
-                self.flights.remove(&key);
-            } else {
-                log::debug!(
-                    "the request leading a callout went away; sending it again for the rest"
-                );
-            }
+        if let Some(flight) = self.flights.get_mut(&key) {
+            flight.waiters.retain(|w| w.request != request);
         }
     }
 
-    /// Sends lost callouts again (from the root context), and gives up on any whose deadline
-    /// is long past. Returns the requests decided.
-    pub fn on_tick<H: CalloutHost>(&mut self, now_ms: i64, host: &mut H) -> Vec<Resolved> {
+    /// Gives up on callouts whose reply is long overdue. Returns the requests decided.
+    pub fn on_tick<S: SharedStore>(&mut self, now_ms: i64, store: &S) -> Vec<Resolved> {
         let now = now_ms.div_euclid(1000);
         let timeout_ms = self.policy.config().timeout_ms as i64;
         let mut given_up = Vec::new();
         for (key, flight) in self.flights.iter_mut() {
+            // Re-anchored first, so a wall-clock step back cannot keep a flight for longer.
             let remaining = flight.remaining_ms(now_ms, timeout_ms);
-            match flight.token {
-                None if remaining > 0 => {
-                    self.policy.tally.callouts += 1;
-                    match host.dispatch(&flight.call, remaining as u64) {
-                        Ok(token) => {
-                            flight.token = Some(token);
-                            flight.owner = None;
-                            flight.attempt_started_ms = now_ms;
-                            flight.attempt_timeout_ms = remaining;
-                            self.tokens.insert(token, *key);
-                        }
-                        Err(DispatchRefused) => {
-                            self.policy.tally.callout_failed(CalloutFailure::Dispatch);
-                            given_up.push(*key);
-                        }
-                    }
-                }
-                None => {
-                    self.policy.tally.callout_failed(CalloutFailure::Timeout);
-                    given_up.push(*key);
-                }
-                Some(_) if now_ms > flight.deadline_ms + LOST_REPLY_GRACE_MS => {
-                    log::warn!("a callout's reply never came; giving up on it");
-                    self.policy.tally.callout_failed(CalloutFailure::Timeout);
-                    given_up.push(*key);
-                }
-                Some(_) => {}
+            if remaining < -LOST_REPLY_GRACE_MS {
+                log::warn!("a callout's reply never came; giving up on it");
+                self.policy.tally.callout_failed(CalloutFailure::Timeout);
+                given_up.push(*key);
             }
         }
         let mut resolved = Vec::new();
         for key in given_up {
             let outcome = ValidationOutcome::Unavailable("callout lost");
-            resolved.extend(self.settle_flight(key, outcome, now, host));
+            resolved.extend(self.settle_flight(key, outcome, now, store));
         }
         resolved
     }

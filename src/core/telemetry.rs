@@ -161,6 +161,9 @@ pub struct Tally {
     pub callout_failures: [u64; 5],
     pub callout_cap_rejections: u64,
     pub coalesced: u64,
+    /// Callouts that settled after every request waiting on them had gone (their clients
+    /// hung up): the verdict went to the cache alone.
+    pub callouts_abandoned: u64,
     pub mtls_fallbacks: u64,
     /// Rate-limited keys let through uncounted: both their counter slots were taken.
     pub rate_limit_uncounted: u64,

@@ -1,16 +1,20 @@
 //! The proxy-wasm adapter: reads facts from Envoy, asks [`crate::core`], applies the answer.
-//! Host calls go through `hostcalls` with every `Result` handled, because the SDK's trait
-//! helpers unwrap host errors and a panic would take the VM down for every later request.
+//!
+//! It speaks the proxy-wasm ABI 0.2.1 itself, without the SDK crate: the SDK's hostcalls
+//! panic on statuses they do not map, and its dispatcher keeps each callout's token until a
+//! reply that Envoy never sends for a deleted stream (a leak, and a panic when the token is
+//! issued again). The ABI the filter needs is a few dozen functions:
+//!
+//! - [`abi`]: the host functions imported, and the ABI's numbers;
+//! - [`host`]: a total wrapper for each (every status a `Result`), and the core's host traits;
+//! - [`exports`]: the entry points Envoy calls, and the registry of root and stream contexts;
+//! - [`root`]: configuration and the tick; [`stream`]: one request, and applying decisions;
+//! - [`metrics`], [`logger`]: what reaches Envoy's stats and log.
 
+mod abi;
+mod exports;
 mod host;
-mod http;
+mod logger;
 mod metrics;
 mod root;
-
-use proxy_wasm::traits::RootContext;
-use proxy_wasm::types::LogLevel;
-
-proxy_wasm::main! {{
-    proxy_wasm::set_log_level(LogLevel::Info);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::<root::FilterRoot>::default() });
-}}
+mod stream;

@@ -58,6 +58,7 @@ pub struct Tuning {
     pub ttl_s: Option<u64>,
     pub negative_ttl_s: Option<u64>,
     pub stale_if_error_s: Option<u64>,
+    pub max_entries: Option<u32>,
 }
 
 impl Tuning {
@@ -87,6 +88,9 @@ impl Tuning {
             if let Some(value) = value {
                 edits.push((from, format!(r#""{field}": {value},"#)));
             }
+        }
+        if let Some(n) = self.max_entries {
+            edits.push((r#""max_entries": 10000"#, format!(r#""max_entries": {n}"#)));
         }
         edits
     }

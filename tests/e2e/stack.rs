@@ -161,6 +161,27 @@ impl Stack {
     }
 }
 
+/// Envoy's own failure signals for the wasm VM, to compare before and after a run:
+/// reload counters (non-zero only after a crash) and the VMs V8 has created.
+pub const WASM_FAILURE_STATS: [&str; 5] = [
+    "wasm.hokusai_auth.vm_reload",
+    "wasm.hokusai_auth.vm_reload_success",
+    "wasm.hokusai_auth.vm_reload_failure",
+    "wasm.hokusai_auth.vm_reload_backoff",
+    "wasm.envoy.wasm.runtime.v8.created",
+];
+
+impl Stack {
+    /// [`WASM_FAILURE_STATS`] as they are now.
+    pub async fn wasm_failure_stats(&self) -> Vec<(&'static str, u64)> {
+        let mut out = Vec::new();
+        for name in WASM_FAILURE_STATS {
+            out.push((name, self.envoy.stat(name).await));
+        }
+        out
+    }
+}
+
 /// The login service's side, with the key whose public half Envoy loads from certs/jwks.json.
 pub fn dev_login() -> DevLogin {
     DevLogin::from_key_file(paths::cert("jwt-signing.key"))

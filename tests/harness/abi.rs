@@ -33,7 +33,8 @@ impl Registry {
 
 /// A host function of any arity the linker takes (`fn(Ctx, A, B, ...) -> R`). It is
 /// defined behind a wrapper that counts its calls by import name, so a test or the
-/// cost model can see which host calls a request made (`Vm::host_calls`).
+/// cost model can see which host calls a request made (`Vm::host_calls`), and that answers
+/// with a status a test injected instead of running it (`Host::inject_status`).
 pub trait HostFn<Args, R> {
     fn define(self, linker: &mut Linker<VmState>, module: &str, name: &str) -> Result<()>;
 }
@@ -44,18 +45,72 @@ macro_rules! host_fn {
         where
             Func: Fn(Ctx<'_>, $($ty),*) -> R + Send + Sync + 'static,
             $($ty: WasmTy,)*
-            R: WasmRet,
+            R: HostReturn,
+            Result<R::Value>: WasmRet,
         {
             fn define(self, linker: &mut Linker<VmState>, module: &str, name: &str) -> Result<()> {
                 let counted: Arc<str> = Arc::from(name);
-                linker.func_wrap(module, name, move |mut c: Ctx<'_>, $($arg: $ty),*| {
+                let restricted = module == ENV;
+                linker.func_wrap(module, name, move |mut c: Ctx<'_>, $($arg: $ty),*| -> Result<R::Value> {
                     c.data_mut().count_host_call(&counted);
-                    self(c, $($arg),*)
+                    // Envoy allows no proxy-wasm host call while the module initialises.
+                    if restricted && c.data().initializing {
+                        return Err(wasmtime::format_err!("restricted_callback"));
+                    }
+                    if let Some(status) = c.data().take_injected(&counted) {
+                        return R::from_status(status);
+                    }
+                    self(c, $($arg),*).into_result()
                 })?;
                 Ok(())
             }
         }
     };
+}
+
+/// What a host function returns, as the wrapper hands it to wasmtime: its value, a status
+/// a test injected instead, or a trap.
+pub trait HostReturn {
+    type Value;
+    fn into_result(self) -> Result<Self::Value>;
+    fn from_status(status: i32) -> Result<Self::Value>;
+}
+
+impl HostReturn for i32 {
+    type Value = i32;
+
+    fn into_result(self) -> Result<i32> {
+        Ok(self)
+    }
+
+    fn from_status(status: i32) -> Result<i32> {
+        Ok(status)
+    }
+}
+
+impl HostReturn for Result<i32> {
+    type Value = i32;
+
+    fn into_result(self) -> Result<i32> {
+        self
+    }
+
+    fn from_status(status: i32) -> Result<i32> {
+        Ok(status)
+    }
+}
+
+/// `proc_exit` returns nothing: an injected status makes it return at once.
+impl HostReturn for Result<()> {
+    type Value = ();
+
+    fn into_result(self) -> Result<()> {
+        self
+    }
+
+    fn from_status(_: i32) -> Result<()> {
+        Ok(())
+    }
 }
 
 host_fn!();
@@ -622,10 +677,12 @@ fn http_call(
     let dispatched_at_nanos = c.data().host().now_nanos;
     let st = c.data_mut();
     // Envoy numbers HTTP calls in steps of 4 (the low bits tag the call type).
-    st.next_token += 4;
+    // Wrapping, as Envoy's counter does after 2^32 calls (a test may start it near the end).
+    st.next_token = st.next_token.wrapping_add(4);
     let callout = Callout {
         token: st.next_token,
-        context_id: st.current(),
+        context_id: st.root_id,
+        made_by: st.current(),
         upstream,
         headers: headers.entries().to_vec(),
         body,

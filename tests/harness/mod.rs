@@ -43,6 +43,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use wasmtime::{Config, Engine, Instance, InstancePre, Module, Store, WasmParams, WasmResults};
 
+pub use state::InterloperAction;
 use state::{lock, Delivery, HostState, LocalReply, MetricValue, Stream, VmState};
 use wire::HeaderMap;
 
@@ -324,14 +325,34 @@ impl Host {
         let _ = self.state().shared.set(key.as_bytes(), value, 0);
     }
 
+    /// The next `times` calls of the host function `import` (e.g. `proxy_set_shared_data`),
+    /// from any Vm, return `status` (a proxy-wasm-cpp-host `WasmResult` code, or any number)
+    /// without doing anything: how a test makes Envoy refuse a call.
+    pub fn inject_status(&self, import: &str, status: i32, times: usize) -> &Self {
+        self.state()
+            .injected
+            .entry(import.to_string())
+            .or_default()
+            .extend(std::iter::repeat_n(status, times));
+        self
+    }
+
+    /// Injected statuses not yet used up, by import.
+    pub fn pending_injections(&self) -> usize {
+        self.state().injected.values().map(Vec::len).sum()
+    }
+
+    /// Where the callout-token counter of Vms created afterwards starts; near `u32::MAX` it
+    /// wraps during a test, as Envoy's does after 2^32 callouts.
+    pub fn set_first_callout_token(&self, token: u32) -> &Self {
+        self.state().first_callout_token = token;
+        self
+    }
+
     /// Plays another worker of this Envoy: `action` runs on shared data right after any Vm
     /// reads a key starting with `key_prefix`, so before that Vm writes anything back, the
     /// way two workers' calls interleave in Envoy. One interloper at a time; `None` ends it.
-    pub fn interleave(
-        &self,
-        key_prefix: &str,
-        action: Option<Box<dyn FnMut(&mut shared_data::SharedData, &[u8]) + Send>>,
-    ) {
+    pub fn interleave(&self, key_prefix: &str, action: Option<state::InterloperAction>) {
         self.state().interloper = action.map(|action| state::Interloper {
             key_prefix: key_prefix.as_bytes().to_vec(),
             action,
@@ -392,7 +413,12 @@ impl Vm {
         }
         let root = vm.root_id() as i32;
         let vm_config_len = vm.store.data().vm_config.len() as i32;
+        vm.store.data_mut().initializing = true;
         vm.call::<(), ()>("_initialize", ());
+        vm.store.data_mut().initializing = false;
+        if let Some(msg) = &vm.crashed {
+            return Err(format!("the VM crashed while initialising: {msg}"));
+        }
         vm.call::<(i32, i32), ()>("proxy_on_context_create", (root, 0));
         let started = vm.call::<(i32, i32), i32>("proxy_on_vm_start", (root, vm_config_len));
         if let Some(msg) = &vm.crashed {
@@ -470,6 +496,13 @@ impl Vm {
         self.store.data().guest_allocations
     }
 
+    /// The VM's linear memory, in bytes (what a leak grows).
+    pub fn memory_bytes(&mut self) -> usize {
+        self.instance
+            .get_memory(&mut self.store, "memory")
+            .map_or(0, |m| m.data_size(&self.store))
+    }
+
     /// The trap that killed this VM, if one did.
     pub fn crashed(&self) -> Option<&str> {
         self.crashed.as_deref()
@@ -495,7 +528,9 @@ impl Vm {
             outcome: self.crashed.clone().map(Outcome::Crashed),
             ..Stream::default()
         };
-        self.store.data_mut().streams.insert(id, stream);
+        let st = self.store.data_mut();
+        st.streams.insert(id, stream);
+        st.undecided.insert(id);
         if self.crashed.is_some() {
             return StreamId(id);
         }
@@ -551,7 +586,7 @@ impl Vm {
     pub fn callouts_for(&self, id: StreamId) -> Vec<Callout> {
         self.callouts()
             .into_iter()
-            .filter(|c| c.context_id == id.0)
+            .filter(|c| c.made_by == id.0)
             .collect()
     }
 
@@ -560,16 +595,9 @@ impl Vm {
         self.store.data().callout_history.clone()
     }
 
-    /// Callouts Envoy cancelled because the context that made them went away.
-    pub fn cancelled_callouts(&self) -> Vec<Callout> {
-        self.store.data().cancelled_callouts.clone()
-    }
-
-    /// Delivers the upstream's reply to a callout through
-    /// proxy_on_http_call_response. Like Envoy, the callback goes to the context that
-    /// made the call (the stream, or the root context for calls made from on_tick or
-    /// from the root's own callback), with that context current. A callout whose
-    /// context went away was cancelled with it and cannot be answered (panics here).
+    /// Delivers the upstream's reply to a callout through proxy_on_http_call_response.
+    /// Like Envoy, the callback goes to the root context, which owns every call, with the
+    /// root current, whether or not the stream it was made for is still there.
     #[track_caller]
     pub fn answer(&mut self, token: u32, reply: CalloutReply) {
         let st = self.store.data_mut();
@@ -661,9 +689,8 @@ impl Vm {
 
     /// Ends the stream as Envoy 1.40 does: the access log first (proxy_on_log,
     /// request and response headers readable), then the filter is destroyed
-    /// (proxy_on_done, proxy_on_delete), then the context itself, which cancels every
-    /// callout it made and has not had answered (Envoy's `Context::~Context`): those
-    /// move to [`Vm::cancelled_callouts`] and are never delivered.
+    /// (proxy_on_done, proxy_on_delete). Callouts made while it ran stay pending: they
+    /// belong to the root context, and Envoy delivers their replies there.
     #[track_caller]
     pub fn finish(&mut self, id: StreamId) {
         assert!(!self.stream(id).deleted, "stream {id:?} finished twice");
@@ -675,19 +702,15 @@ impl Vm {
         self.call_as::<i32, ()>(id.0, "proxy_on_delete", ctx);
         let stream = self.stream_mut(id);
         stream.deleted = true;
+        self.store.data_mut().undecided.remove(&id.0);
+        let stream = self.stream_mut(id);
         stream.request_live = false;
         stream.response_live = false;
-        let st = self.store.data_mut();
-        let (cancelled, kept) = std::mem::take(&mut st.pending_callouts)
-            .into_iter()
-            .partition(|c| c.context_id == id.0);
-        st.pending_callouts = kept;
-        st.cancelled_callouts.extend::<Vec<Callout>>(cancelled);
     }
 
     /// The client resets a stream the filter has not answered (or closes its
     /// connection): Envoy ends the stream just as [`Vm::finish`] does, without a
-    /// response, and the stream's callouts are cancelled. Outcome: `Abandoned`.
+    /// response; its callouts go on. Outcome: `Abandoned`.
     #[track_caller]
     pub fn reset_by_client(&mut self, id: StreamId) {
         let outcome = self.outcome(id);
@@ -798,14 +821,8 @@ impl Vm {
     /// the way Envoy's deferred after-VM-call actions do. `returned` is the
     /// stream whose on_request_headers just returned, with its action.
     fn settle(&mut self, returned: Option<(u32, i32)>) {
-        let undecided: Vec<u32> = self
-            .store
-            .data()
-            .streams
-            .iter()
-            .filter(|(_, s)| s.outcome.is_none() && !s.deleted)
-            .map(|(id, _)| *id)
-            .collect();
+        // Only streams still waiting can change (a million finished ones need not be looked at).
+        let undecided: Vec<u32> = self.store.data().undecided.iter().copied().collect();
         for id in undecided {
             let id = StreamId(id);
             if let Some(msg) = &self.crashed {
@@ -835,6 +852,13 @@ impl Vm {
                 });
             }
         }
+        let st = self.store.data_mut();
+        let streams = &st.streams;
+        st.undecided.retain(|id| {
+            streams
+                .get(id)
+                .is_some_and(|s| s.outcome.is_none() && !s.deleted)
+        });
     }
 
     /// Envoy builds the reply headers (`:status`, the filter's headers,

@@ -228,9 +228,12 @@ impl StreamId {
 #[derive(Clone)]
 pub struct Callout {
     pub token: u32,
-    /// The context that was current when the call was made (the stream's id, or
-    /// the root id for calls from the root context).
+    /// The context that owns the call and gets its reply: always the root context, as in
+    /// Envoy (proxy-wasm-cpp-host's `http_call` makes the call from the current context's
+    /// root), so a stream that goes away never cancels it.
     pub context_id: u32,
+    /// The context that was current when the call was made (a stream's id, or the root's).
+    pub made_by: u32,
     pub upstream: String,
     pub headers: Vec<Header>,
     pub body: Vec<u8>,
@@ -255,8 +258,9 @@ impl Callout {
             .unwrap_or_else(|e| panic!("callout body is not JSON ({e}): {}", self.body_str()))
     }
 
+    /// The stream the call was made for.
     pub fn stream(&self) -> StreamId {
-        StreamId(self.context_id)
+        StreamId(self.made_by)
     }
 }
 
@@ -265,6 +269,7 @@ impl fmt::Debug for Callout {
         f.debug_struct("Callout")
             .field("token", &self.token)
             .field("context_id", &self.context_id)
+            .field("made_by", &self.made_by)
             .field("upstream", &self.upstream)
             .field("headers", &format_args!("{}", show_headers(&self.headers)))
             .field("body", &self.body_str())

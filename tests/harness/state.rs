@@ -60,12 +60,19 @@ pub struct HostState {
     /// What another worker does right after a VM reads a shared-data key (see
     /// [`super::Host::interleave`]).
     pub interloper: Option<Interloper>,
+    /// Statuses tests injected, by import name: each answers one call instead of the host.
+    pub injected: HashMap<String, Vec<i32>>,
+    /// Where each new Vm's callout-token counter starts (Envoy's starts at 0).
+    pub first_callout_token: u32,
 }
+
+/// What another worker does to shared data, given the key a VM just read.
+pub type InterloperAction = Box<dyn FnMut(&mut SharedData, &[u8]) + Send>;
 
 /// Another worker, acting on shared data between a VM's read of a key and its next write.
 pub struct Interloper {
     pub key_prefix: Vec<u8>,
-    pub action: Box<dyn FnMut(&mut SharedData, &[u8]) + Send>,
+    pub action: InterloperAction,
 }
 
 impl Default for HostState {
@@ -83,6 +90,8 @@ impl Default for HostState {
             next_worker: 0,
             rng: 0x9e37_79b9_7f4a_7c15,
             interloper: None,
+            injected: HashMap::new(),
+            first_callout_token: 0,
         }
     }
 }
@@ -163,17 +172,19 @@ pub struct VmState {
     pub plugin_config: Vec<u8>,
     /// Envoy exposes the plugin configuration only while on_configure runs.
     pub configuring: bool,
+    /// `_initialize` is running: Envoy refuses every proxy-wasm host call then.
+    pub initializing: bool,
     pub access_log_phase: bool,
     /// Context the host is calling into; `effective` overrides it after
     /// proxy_set_effective_context until the call returns.
     pub active: u32,
     pub effective: Option<u32>,
     pub streams: BTreeMap<u32, Stream>,
+    /// Streams not yet decided nor deleted: the ones a call into the VM may decide.
+    pub undecided: std::collections::BTreeSet<u32>,
     pub root_properties: Vec<(String, Vec<u8>)>,
     pub pending_callouts: Vec<Callout>,
     pub callout_history: Vec<Callout>,
-    /// Callouts whose context went away before their answer (Envoy cancels them).
-    pub cancelled_callouts: Vec<Callout>,
     pub next_token: u32,
     pub delivering: Option<Delivery>,
     /// proxy_get_status: Envoy reports (BrokenConnection, "reset") during a failed callout.
@@ -194,9 +205,9 @@ pub struct VmState {
 
 impl VmState {
     pub fn new(host: Arc<Mutex<HostState>>, worker: usize, plugin_config: Vec<u8>) -> Self {
-        let (env, vm_config) = {
+        let (env, vm_config, first_token) = {
             let h = lock(&host);
-            (h.env.clone(), h.vm_config.clone())
+            (h.env.clone(), h.vm_config.clone(), h.first_callout_token)
         };
         let root_properties = ["plugin_name", "plugin_root_id", "plugin_vm_id"]
             .iter()
@@ -210,15 +221,16 @@ impl VmState {
             vm_config,
             plugin_config,
             configuring: false,
+            initializing: false,
             access_log_phase: false,
             active: 1,
             effective: None,
             streams: BTreeMap::new(),
+            undecided: std::collections::BTreeSet::new(),
             root_properties,
             pending_callouts: Vec::new(),
             callout_history: Vec::new(),
-            cancelled_callouts: Vec::new(),
-            next_token: 0,
+            next_token: first_token,
             delivering: None,
             call_status: (0, String::new()),
             metric_ids: HashMap::new(),
@@ -242,6 +254,17 @@ impl VmState {
             .map(|s| String::from_utf8_lossy(s).into_owned())
             .collect();
         *self.property_reads.entry(path.join(".")).or_default() += 1;
+    }
+
+    /// The status a test injected for the next call of `name`, if any (used up).
+    pub fn take_injected(&self, name: &str) -> Option<i32> {
+        let mut host = self.host();
+        let queue = host.injected.get_mut(name)?;
+        let status = (!queue.is_empty()).then(|| queue.remove(0));
+        if queue.is_empty() {
+            host.injected.remove(name);
+        }
+        status
     }
 
     pub fn count_host_call(&mut self, name: &Arc<str>) {

@@ -599,9 +599,9 @@ mod regressions {
         assert!(error.is_err());
     }
 
-    /// The leader goes, then the last waiter: the flight is kept (only the owner leaving last
-    /// drops it) and the next tick sends its callout again, for nobody, holding a cap slot.
-    /// Fixed in `on_request_gone`: a lost flight with no waiters left is dropped.
+    /// The leader goes, then the last waiter: nothing is sent again (a version that re-sent
+    /// a leader's callout from the root once did, for nobody). Envoy keeps the first call
+    /// open, and the worker with it.
     #[test]
     fn no_callout_is_sent_for_nobody() {
         let scenario = Scenario::with(vec![
@@ -614,20 +614,25 @@ mod regressions {
         assert_eq!(model::run(&scenario).callouts, 1);
     }
 
-    /// After the wall clock steps back an hour, a callout sent again (leader gone, from the
-    /// root context) gets what is left of its deadline on the new clock: about an hour, and
-    /// its waiter hung that long. Fixed: flow re-anchors the deadline at most `timeout_ms`
-    /// ahead whenever it dispatches again.
+    /// After the wall clock steps back an hour, a callout sent again (the retry after a
+    /// reset) must not get what is left of its deadline on the new clock (about an hour):
+    /// flow re-anchors the deadline at most `timeout_ms` ahead whenever it dispatches again.
     #[test]
     fn callouts_never_outlast_timeout_ms() {
         let scenario = Scenario::with(vec![
             keyed("hk_dev_readwrite_0001"),
-            keyed("hk_dev_readwrite_0001"),
             Event::WallJump { ms: -3_600_000 },
-            Event::Gone { pick: 0 },
-            Event::Tick { worker: 0 },
+            Event::Reply {
+                pick: 0,
+                reply: model::Reply {
+                    status: None,
+                    body: Vec::new(),
+                    retry_after: None,
+                },
+            },
         ]);
         let stats = model::run(&scenario);
+        assert_eq!(stats.retries, 1, "{stats:?}");
         assert!(
             stats.max_timeout_ms <= scenario.config.timeout_ms,
             "{stats:?}"

@@ -1,6 +1,6 @@
 //! The world around the filter's workers, modelled so the whole decision can run on any
 //! input: Envoy (request headers, its word on the peer certificate and on jwt_authn's
-//! verification, shared data, callouts with their contexts, timeouts and cancellation), the
+//! verification, shared data, callouts made from the root context and their timeouts), the
 //! auth service (whatever reply the input says) and the clocks (Envoy's timers, and the wall
 //! clock the filter reads, which may jump). A [`Scenario`] is read from bytes with `arbitrary`
 //! (cargo-fuzz hands over the bytes; proptest draws them), run against real [`Worker`]s, and
@@ -244,7 +244,8 @@ pub enum Event {
         pick: usize,
         reply: Reply,
     },
-    /// A request's stream ends or is reset; Envoy cancels the callouts its context sent.
+    /// A request's stream ends or is reset. Envoy makes every callout from the root context,
+    /// so the stream's callout, if any, goes on until its reply or timeout.
     Gone {
         pick: usize,
     },
@@ -945,22 +946,14 @@ impl StreamHost for FakeEnvoy {
 // The run, and what it must never do.
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Context {
-    Root,
-    Stream(RequestId),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum TokenState {
     Live,
     Answered,
-    Cancelled,
 }
 
 struct Token {
     worker: usize,
     token: CalloutToken,
-    context: Context,
     due_mono: i64,
     state: TokenState,
     kind: Kind,
@@ -1296,7 +1289,7 @@ impl World {
         info.said_payload = host.said_payload.take();
         let sent = std::mem::take(&mut host.sent);
         self.requests.insert(id, info);
-        self.sent(w, Context::Stream(id), Some(id), sent);
+        self.sent(w, Some(id), sent);
         match step {
             Step::Forward(f) => self.forwarded(id, &f),
             Step::Refuse(r) => self.refused(id, &r),
@@ -1318,8 +1311,8 @@ impl World {
     }
 
     /// Checks each callout the filter just sent; `origin` is the request being decided
-    /// (None: sent again, after a reset or from the root context).
-    fn sent(&mut self, w: usize, context: Context, origin: Option<RequestId>, sent: Vec<Sent>) {
+    /// (None: sent again, after a reset).
+    fn sent(&mut self, w: usize, origin: Option<RequestId>, sent: Vec<Sent>) {
         for call in sent {
             self.stats.callouts += 1;
             let (kind, credential) = self.credential_of(&call);
@@ -1370,7 +1363,6 @@ impl World {
             self.tokens.push(Token {
                 worker: w,
                 token: call.token,
-                context,
                 due_mono: self.mono + call.timeout_ms as i64,
                 state: TokenState::Live,
                 kind,
@@ -1444,7 +1436,7 @@ impl World {
             .filter(|i| self.tokens[*i].state == TokenState::Live)
             .collect();
         if live.is_empty() || pick >= 32 {
-            // Envoy never answers a token twice or one it cancelled; the filter must shrug.
+            // Envoy never answers a token twice; should a host do so, the filter must shrug.
             let w = pick % self.workers.len();
             let token = self
                 .tokens
@@ -1473,7 +1465,7 @@ impl World {
         let at_s = self.wall_s();
         let t = &mut self.tokens[index];
         t.state = TokenState::Answered;
-        let (w, token, context) = (t.worker, t.token, t.context);
+        let (w, token) = (t.worker, t.token);
         if let Some(answer) = possible_allow(reply, at_s) {
             let key = (t.kind, t.credential.clone());
             self.answers.entry(key).or_default().push(answer);
@@ -1493,7 +1485,7 @@ impl World {
             assert!(reply.status.is_none(), "retried after an HTTP status");
             assert!(resolved.is_empty(), "retried and decided at once");
         }
-        self.sent(w, context, None, sent);
+        self.sent(w, None, sent);
         self.resolved(w, resolved, expect_of(reply));
     }
 
@@ -1568,17 +1560,12 @@ impl World {
         }
         info.state = State::Gone;
         let w = info.worker;
-        for t in &mut self.tokens {
-            if t.worker == w && t.context == Context::Stream(id) && t.state == TokenState::Live {
-                t.state = TokenState::Cancelled;
-            }
-        }
         trace!("request {id} gone");
         let (worker, host) = &mut self.workers[w];
         worker.on_request_gone(id);
         assert!(
             host.sent.is_empty(),
-            "nothing is sent from a stream that went away"
+            "nothing is sent when a stream goes away"
         );
     }
 
@@ -1587,8 +1574,7 @@ impl World {
         let (worker, host) = &mut self.workers[w];
         let resolved = worker.on_tick(now, host);
         trace!("t={now} w{w} tick -> {resolved:?}");
-        let sent = std::mem::take(&mut host.sent);
-        self.sent(w, Context::Root, None, sent);
+        assert!(host.sent.is_empty(), "a tick sends no callout");
         self.resolved(w, resolved, Expect::Unavailable);
     }
 

@@ -335,65 +335,76 @@ fn a_refused_dispatch_is_503_unless_a_stale_verdict_stands_in() {
 }
 
 #[test]
-fn when_the_leader_goes_away_the_others_still_get_an_answer() {
+fn when_the_leader_goes_away_its_callout_still_decides_the_others() {
     let (mut w, mut envoy) = (worker(), FakeEnvoy::default());
     w.on_request(1, &read("hk_1"), T0, &mut envoy);
     w.on_request(2, &read("hk_1"), T0, &mut envoy);
-    let lost = envoy.sent[0].0;
     w.on_request_gone(1);
-    assert!(w.needs_prompt_tick(), "the leader's callout went with it");
-    // Envoy cancelled it; a late reply for that token is ignored.
-    assert!(w
-        .on_callout_reply(lost, ok(READ_ONLY), T0 + 1, &mut envoy)
-        .is_empty());
-    assert!(w.on_tick(T0 + 2, &mut envoy).is_empty());
-    assert_eq!(envoy.sent.len(), 2, "sent again, from the root context");
-    assert_eq!(envoy.sent[1].2, 1998, "with what is left of the deadline");
-    assert!(!w.needs_prompt_tick());
-    let resolved = w.on_callout_reply(envoy.sent[1].0, ok(READ_ONLY), T0 + 3, &mut envoy);
+    // Envoy keeps the call open (it belongs to the root context): nothing is sent again.
+    assert!(w.on_tick(T0 + 1, &envoy).is_empty());
+    assert_eq!(envoy.sent.len(), 1);
+    let resolved = w.on_callout_reply(envoy.sent[0].0, ok(READ_ONLY), T0 + 3, &mut envoy);
     assert_eq!(resolved.len(), 1);
     assert_eq!((resolved[0].request, status_of(&resolved[0])), (2, 200));
 }
 
 #[test]
-fn a_leader_gone_alone_leaves_nothing_behind() {
+fn a_callout_everyone_left_still_caches_its_verdict() {
     let (mut w, mut envoy) = (worker(), FakeEnvoy::default());
     w.on_request(1, &read("hk_1"), T0, &mut envoy);
     w.on_request_gone(1);
-    assert_eq!((w.callouts_in_flight(), w.waiting()), (0, 0));
-    assert!(!w.needs_prompt_tick());
-    assert!(w.on_tick(T0 + 1, &mut envoy).is_empty());
+    assert_eq!((w.callouts_in_flight(), w.waiting()), (1, 0));
+    let resolved = w.on_callout_reply(envoy.sent[0].0, ok(READ_ONLY), T0 + 3, &mut envoy);
+    assert!(resolved.is_empty(), "nobody to decide");
+    assert_eq!(w.callouts_in_flight(), 0);
+    // The next request with the key is decided from the cache, with no callout.
+    let Step::Forward(f) = w.on_request(2, &read("hk_1"), T0 + 4, &mut envoy) else {
+        panic!("not forwarded from the cached verdict")
+    };
+    assert_eq!(f.facts.cache, CacheUse::Hit);
     assert_eq!(envoy.sent.len(), 1);
 }
 
 #[test]
-fn no_callout_is_sent_again_once_everyone_has_gone() {
-    let (mut w, mut envoy) = (worker(), FakeEnvoy::default());
-    w.on_request(1, &read("hk_1"), T0, &mut envoy);
-    w.on_request(2, &read("hk_1"), T0, &mut envoy);
-    w.on_request_gone(1);
-    w.on_request_gone(2);
+fn callouts_whose_clients_hung_up_hold_their_place_under_the_cap() {
+    let config = FilterConfig {
+        max_pending_callouts: 2,
+        ..FilterConfig::default()
+    };
+    let (mut w, mut envoy) = (worker_with(config), FakeEnvoy::default());
+    for (id, key) in [(1, "hk_1"), (2, "hk_2")] {
+        w.on_request(id, &read(key), T0, &mut envoy);
+        w.on_request_gone(id);
+    }
+    // Envoy still has both calls open: a third key may not add one.
+    let Step::Refuse(r) = w.on_request(3, &read("hk_3"), T0, &mut envoy) else {
+        panic!("a third callout past the cap")
+    };
+    assert_eq!(r.reply.status, 503);
+    assert_eq!(envoy.sent.len(), 2);
+    // Once one settles, there is room again.
+    w.on_callout_reply(envoy.sent[0].0, ok(READ_ONLY), T0 + 1, &mut envoy);
     assert_eq!(
-        w.callouts_in_flight(),
-        0,
-        "no slot of max_pending_callouts held"
+        w.on_request(4, &read("hk_3"), T0 + 1, &mut envoy),
+        Step::Wait
     );
-    assert!(w.on_tick(T0 + 1, &mut envoy).is_empty());
-    assert_eq!(envoy.sent.len(), 1, "nothing sent for nobody");
 }
 
 #[test]
 fn a_wall_clock_step_back_never_stretches_a_callout() {
     let (mut w, mut envoy) = (worker(), FakeEnvoy::default());
     w.on_request(1, &read("hk_1"), T0, &mut envoy);
-    w.on_request(2, &read("hk_1"), T0, &mut envoy);
-    w.on_request_gone(1);
     // Envoy's clock is the wall clock: an hour back, the deadline is not an hour away.
-    w.on_tick(T0 - 3_600_000, &mut envoy);
-    assert_eq!(envoy.sent[1].2, 2000, "at most timeout_ms");
-    let resolved = w.on_callout_reply(envoy.sent[1].0, NO_REPLY, T0 - 3_600_000 + 5, &mut envoy);
+    let back = T0 - 3_600_000;
+    let resolved = w.on_callout_reply(envoy.sent[0].0, NO_REPLY, back + 5, &mut envoy);
     assert!(resolved.is_empty(), "a reset is retried");
-    assert_eq!(envoy.sent[2].2, 1995, "within the re-anchored deadline");
+    assert_eq!(
+        envoy.sent[1].2, 2000,
+        "at most timeout_ms, not an hour more"
+    );
+    // And a reply that never comes is given up timeout + grace after the step, not later.
+    assert!(w.on_tick(back + 2000 + 4_000, &envoy).is_empty());
+    assert_eq!(w.on_tick(back + 2000 + 5_100, &envoy).len(), 1);
 }
 
 #[test]
@@ -410,24 +421,42 @@ fn a_waiter_gone_is_simply_forgotten() {
 }
 
 #[test]
-fn an_orphan_past_its_deadline_is_answered_503() {
-    let (mut w, mut envoy) = (worker(), FakeEnvoy::default());
-    w.on_request(1, &read("hk_1"), T0, &mut envoy);
-    w.on_request(2, &read("hk_1"), T0, &mut envoy);
-    w.on_request_gone(1);
-    let resolved = w.on_tick(T0 + 2000, &mut envoy);
-    assert_eq!(resolved.len(), 1);
-    assert_eq!(status_of(&resolved[0]), 503);
-    assert_eq!(envoy.sent.len(), 1);
-}
-
-#[test]
 fn a_reply_that_never_comes_is_given_up_after_a_grace() {
     let (mut w, mut envoy) = (worker(), FakeEnvoy::default());
     w.on_request(1, &read("hk_1"), T0, &mut envoy);
-    assert!(w.on_tick(T0 + 2000 + 4_000, &mut envoy).is_empty());
-    let resolved = w.on_tick(T0 + 2000 + 5_001, &mut envoy);
+    w.on_request(2, &read("hk_2"), T0, &mut envoy);
+    w.on_request_gone(2);
+    assert!(w.on_tick(T0 + 2000 + 4_000, &envoy).is_empty());
+    let resolved = w.on_tick(T0 + 2000 + 5_001, &envoy);
+    assert_eq!(resolved.len(), 1, "only request 1 still waited");
     assert_eq!(status_of(&resolved[0]), 503);
+    assert_eq!(w.callouts_in_flight(), 0, "both flights are gone");
+    // A reply that turns up after all is nobody's.
+    assert!(w
+        .on_callout_reply(envoy.sent[0].0, ok(READ_ONLY), T0 + 9_000, &mut envoy)
+        .is_empty());
+}
+
+#[test]
+fn a_token_envoy_issues_again_never_decides_the_old_flight() {
+    let (mut w, mut envoy) = (worker(), FakeEnvoy::default());
+    w.on_request(1, &read("hk_1"), T0, &mut envoy);
+    let token = envoy.sent[0].0;
+    // Envoy's counter comes round to the same token for another key's call.
+    envoy.next_token = token - 4;
+    w.on_request(2, &read("hk_2"), T0, &mut envoy);
+    assert_eq!(envoy.sent[1].0, token);
+    let resolved = w.on_callout_reply(token, ok(READ_ONLY), T0 + 1, &mut envoy);
+    assert_eq!(
+        resolved.iter().map(|r| r.request).collect::<Vec<_>>(),
+        vec![2]
+    );
+    // The first flight, whose token was taken, is given up after its deadline.
+    let resolved = w.on_tick(T0 + 2000 + 5_001, &envoy);
+    assert_eq!(
+        resolved.iter().map(|r| r.request).collect::<Vec<_>>(),
+        vec![1]
+    );
     assert_eq!(w.callouts_in_flight(), 0);
 }
 

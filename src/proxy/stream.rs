@@ -1,0 +1,256 @@
+//! One HTTP stream: read its headers once, ask the worker, apply the answer. Requests that
+//! wait on a callout are decided when it settles, and the decision is applied in their own
+//! context (Envoy defers the resulting continue or local reply until the VM call returns).
+//!
+//! Every host call here can fail; a failure never forwards a request: it is refused with 503
+//! (or, when not even a reply can be sent, reset).
+
+use super::abi;
+use super::exports::Contexts;
+use super::host::{self, Envoy};
+use crate::core::decision::{access_log_record, Final, Forward, Refusal};
+use crate::core::flow::{CalloutReply, Resolved, Step};
+use crate::core::local_reply::LocalReply;
+use crate::core::request::RequestFacts;
+use crate::core::telemetry::Facts;
+use crate::core::validation_reply::MAX_REPLY_BYTES;
+
+pub struct Stream {
+    root: u32,
+    /// Paused until a callout settles it: body and trailers must wait too.
+    waiting: bool,
+}
+
+impl Stream {
+    pub fn new(root: u32) -> Self {
+        Self {
+            root,
+            waiting: false,
+        }
+    }
+}
+
+pub fn on_request_headers(c: &mut Contexts, id: u32) -> u32 {
+    let Some(root) = c.streams.get(&id).map(|s| s.root) else {
+        return refuse_unverdicted();
+    };
+    let Some(filter) = c.roots.get_mut(&root).and_then(|r| r.filter.as_mut()) else {
+        log::error!("request refused: the filter has no valid configuration");
+        return refuse_unverdicted();
+    };
+    let buffer = match host::request_header_pairs() {
+        Ok(buffer) => buffer,
+        Err(status) => {
+            log::error!("request refused: its headers could not be read ({status:?})");
+            return refuse_unverdicted();
+        }
+    };
+    let Some(facts) = RequestFacts::from_pairs(&buffer) else {
+        log::error!("request refused: unreadable request headers");
+        return refuse_unverdicted();
+    };
+    // No verdict without its clean-up: a client's copy of a verdict header must be gone,
+    // on every path (exempt ones and preflights too).
+    for name in &facts.client_verdict_headers {
+        if let Err(status) = host::remove_request_header(name) {
+            log::error!("could not remove a client's verdict header ({status:?}); refusing");
+            return refuse(&LocalReply::unavailable(), None, facts.request_id);
+        }
+    }
+    #[cfg(feature = "testing")]
+    if filter.trap_path.as_deref() == Some(facts.bare_path()) {
+        log::warn!("testing.trap_path requested: trapping the VM on purpose");
+        std::arch::wasm32::unreachable();
+    }
+    let now = match host::now_ms() {
+        Ok(now) => now,
+        Err(status) => {
+            // Without a clock no verdict's age can be told.
+            log::error!("no clock ({status:?}); refusing");
+            return refuse(&LocalReply::unavailable(), None, facts.request_id);
+        }
+    };
+    match filter.worker.on_request(id, &facts, now, &mut Envoy) {
+        Step::Forward(forward) => forward_now(&forward, facts.request_id),
+        Step::Refuse(refusal) => refuse(&refusal.reply, Some(&refusal.facts), facts.request_id),
+        Step::Wait => {
+            if let Some(stream) = c.streams.get_mut(&id) {
+                stream.waiting = true;
+            }
+            abi::ACTION_PAUSE
+        }
+    }
+}
+
+pub fn hold_while_waiting(c: &mut Contexts, id: u32) -> u32 {
+    match c.streams.get(&id) {
+        Some(stream) if !stream.waiting => abi::ACTION_CONTINUE,
+        _ => abi::ACTION_PAUSE,
+    }
+}
+
+/// A callout's reply reached `context`: in Envoy always the root context, which makes every
+/// callout; a stream's id is handled too, for a host that delivers there.
+pub fn on_callout_reply(c: &mut Contexts, context: u32, token: u32, headers: usize, body: usize) {
+    let (root, current) = match c.streams.get(&context) {
+        Some(stream) => (stream.root, Some(context)),
+        None if c.roots.contains_key(&context) => (context, None),
+        None => return,
+    };
+    let Some(filter) = c.roots.get_mut(&root).and_then(|r| r.filter.as_mut()) else {
+        return;
+    };
+    let (status, retry_after, reply_body) = read_callout_reply(headers, body);
+    let from_upstream = CalloutReply::may_be_envoys_own(status)
+        && matches!(
+            host::call_response_header("x-envoy-upstream-service-time"),
+            Ok(Some(_))
+        );
+    let reply = CalloutReply {
+        status,
+        body: &reply_body,
+        retry_after: retry_after.as_deref(),
+        from_upstream,
+    };
+    let Ok(now) = host::now_ms() else {
+        // Nothing can be judged without a clock; the tick gives the flight up after its
+        // deadline, and its waiters get 503.
+        log::error!("no clock for a callout's reply; it is dropped");
+        return;
+    };
+    let resolved = filter
+        .worker
+        .on_callout_reply(token, reply, now, &mut Envoy);
+    apply_resolved(c, resolved, current);
+}
+
+/// The stream's context was deleted (finished, or reset by the client). Its callout, if it
+/// started one, is not cancelled by Envoy: the worker keeps it until the reply.
+pub fn gone(c: &mut Contexts, id: u32, stream: Stream) {
+    if let Some(filter) = c
+        .roots
+        .get_mut(&stream.root)
+        .and_then(|r| r.filter.as_mut())
+    {
+        filter.worker.on_request_gone(id);
+    }
+}
+
+/// (status, retry-after, body). After a timeout or reset Envoy has no reply maps at all,
+/// and asking for one is a host error: only read what the host says exists. A reply that
+/// cannot be read is no reply.
+fn read_callout_reply(headers: usize, body: usize) -> (Option<u16>, Option<Vec<u8>>, Vec<u8>) {
+    if headers == 0 {
+        return (None, None, Vec::new());
+    }
+    let status = host::call_response_header(":status")
+        .ok()
+        .flatten()
+        .and_then(|s| std::str::from_utf8(&s).ok()?.parse::<u16>().ok());
+    let retry_after = host::call_response_header("retry-after").ok().flatten();
+    // One byte past the cap, so an oversized reply is recognised, never buffered whole.
+    let body = if body == 0 {
+        Vec::new()
+    } else {
+        match host::buffer(abi::HTTP_CALL_RESPONSE_BODY, body.min(MAX_REPLY_BYTES + 1)) {
+            Ok(Some(body)) => body,
+            // Unreadable, or missing though Envoy announced it: a status with a body we
+            // cannot see says nothing.
+            Ok(None) | Err(_) => return (None, None, Vec::new()),
+        }
+    };
+    (status, retry_after, body)
+}
+
+/// Applies decisions to the requests they belong to: `current` in place, every other one
+/// after switching Envoy's effective context to it.
+pub fn apply_resolved(c: &mut Contexts, resolved: Vec<Resolved>, current: Option<u32>) {
+    let mut in_place = None;
+    let mut switched = false;
+    for r in resolved {
+        if let Some(stream) = c.streams.get_mut(&r.request) {
+            stream.waiting = false;
+        }
+        if Some(r.request) == current {
+            in_place = Some(r);
+            continue;
+        }
+        if host::set_effective_context(r.request).is_err() {
+            log::warn!("a waiting request is gone; its decision is dropped");
+            continue;
+        }
+        switched = true;
+        resume(&r.decision, r.request_id.as_deref());
+    }
+    if let (Some(id), true) = (current, switched) {
+        let _ = host::set_effective_context(id);
+    }
+    if let Some(r) = in_place {
+        resume(&r.decision, r.request_id.as_deref());
+    }
+}
+
+/// A paused request's decision: forward (headers, then resume) or reply.
+fn resume(decision: &Final, request_id: Option<&str>) {
+    match decision {
+        Final::Forward(forward) => {
+            if forward_now(forward, request_id) == abi::ACTION_CONTINUE
+                && host::continue_request().is_err()
+            {
+                log::error!("a decided request could not be resumed; refusing it");
+                refuse(&LocalReply::unavailable(), None, request_id);
+            }
+        }
+        Final::Refuse(Refusal { reply, facts, .. }) => {
+            refuse(reply, Some(facts), request_id);
+        }
+    }
+}
+
+/// Writes the identity headers; Continue when every one of them is in place, else the
+/// request is refused with 503 (Pause).
+fn forward_now(forward: &Forward, request_id: Option<&str>) -> u32 {
+    if let Some(identity) = &forward.identity {
+        for (name, value) in identity.pairs() {
+            if let Err(status) = host::set_request_header(name, value) {
+                log::error!(
+                    "could not set {name} ({status:?}); refusing rather than forwarding without it"
+                );
+                return refuse(&LocalReply::unavailable(), Some(&forward.facts), request_id);
+            }
+        }
+    }
+    record(access_log_record(&forward.facts, forward.identity.as_ref()));
+    abi::ACTION_CONTINUE
+}
+
+/// Answers the client ourselves; Pause. When not even the reply can be sent, the request is
+/// reset: it must never go on.
+fn refuse(reply: &LocalReply, facts: Option<&Facts>, request_id: Option<&str>) -> u32 {
+    if let Some(facts) = facts {
+        record(access_log_record(facts, None));
+    }
+    let mut headers = reply.headers();
+    if let Some(id) = request_id {
+        headers.push(("x-request-id", id.to_string()));
+    }
+    let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    if let Err(status) = host::send_local_response(reply.status, &headers, &reply.body()) {
+        log::error!("local reply failed ({status:?}); resetting the request");
+        let _ = host::close_request();
+    }
+    abi::ACTION_PAUSE
+}
+
+/// 503 for a request the filter could not decide safely.
+pub fn refuse_unverdicted() -> u32 {
+    refuse(&LocalReply::unavailable(), None, None)
+}
+
+/// The verdict's non-secret facts, as filter state `wasm.hokusai_auth` for the access log.
+/// Losing them loses a log field, not a security decision.
+fn record(value: String) {
+    if let Err(status) = host::set_property("hokusai_auth", value.as_bytes()) {
+        log::warn!("the verdict's facts could not be recorded for the access log ({status:?})");
+    }
+}
