@@ -1,7 +1,7 @@
 //! The one host facility the core uses: Envoy's shared data, a key-value store visible to
 //! every worker of one Envoy, with compare-and-swap versions.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,10 +19,14 @@ pub trait SharedStore {
     fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError>;
 }
 
-/// In-process store with Envoy's CAS semantics, for native tests of the core.
+/// In-process store with Envoy's CAS semantics (proxy-wasm-cpp-host's `SharedData::set`),
+/// for native tests of the core: a version is checked only against a key that exists (on a
+/// missing key any version writes), `None` always writes, and every write takes the next
+/// version of one counter shared by all keys, never 0.
 #[derive(Default)]
 pub struct MemoryStore {
     entries: RefCell<HashMap<String, (Vec<u8>, u32)>>,
+    last_version: Cell<u32>,
 }
 
 impl MemoryStore {
@@ -42,12 +46,43 @@ impl SharedStore for MemoryStore {
 
     fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
         let mut entries = self.entries.borrow_mut();
-        let current = entries.get(key).map(|(_, version)| *version);
-        if cas.is_some() && cas != current {
-            return Err(StoreError::CasMismatch);
+        if let (Some(cas), Some((_, current))) = (cas, entries.get(key)) {
+            if cas != *current {
+                return Err(StoreError::CasMismatch);
+            }
         }
-        let next = current.unwrap_or(0).wrapping_add(1).max(1);
-        entries.insert(key.to_string(), (value.to_vec(), next));
+        let version = self.last_version.get().wrapping_add(1).max(1);
+        self.last_version.set(version);
+        entries.insert(key.to_string(), (value.to_vec(), version));
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_are_checked_as_envoy_checks_them() {
+        let store = MemoryStore::default();
+        // A missing key: any version writes (Envoy only compares with an existing entry).
+        assert_eq!(store.set("a", b"1", Some(77)), Ok(()));
+        let (_, v1) = store.get("a").unwrap();
+        assert_eq!(
+            store.set("a", b"2", Some(v1 + 1)),
+            Err(StoreError::CasMismatch)
+        );
+        assert_eq!(store.get("a").unwrap().0, b"1");
+        assert_eq!(store.set("a", b"2", Some(v1)), Ok(()));
+        let (_, v2) = store.get("a").unwrap();
+        assert_ne!(v1, v2);
+        // No version: always written.
+        assert_eq!(store.set("a", b"3", None), Ok(()));
+        // One counter for every key: another key's write moves on from the last one.
+        store.set("b", b"x", None).unwrap();
+        let (_, vb) = store.get("b").unwrap();
+        let (_, va) = store.get("a").unwrap();
+        assert_eq!(vb, va + 1);
+        assert!(store.get("c").is_none());
     }
 }
