@@ -114,7 +114,7 @@ async fn header_case_and_repeats_never_smuggle_a_verdict() {
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), 403);
+    assert_refused(resp, 403, "Insufficient permissions", Some("mlflow:write")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -140,7 +140,8 @@ async fn paths_and_queries_never_turn_a_write_into_a_read() {
             .send()
             .await
             .unwrap();
-        assert_eq!(resp.status(), 403, "{path}");
+        let got = filter_reply(resp).await;
+        assert_refusal(&got, 403, "Insufficient permissions", Some("mlflow:write"));
     }
     // A credential in the query is not a credential.
     let resp = client
@@ -152,7 +153,7 @@ async fn paths_and_queries_never_turn_a_write_into_a_read() {
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), 401);
+    assert_refused(resp, 401, "API key required", None).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -165,7 +166,20 @@ async fn a_body_sent_while_the_verdict_is_pending_waits_for_it() {
     let before = upstream_requests(&stack).await;
     let client = plain_client();
     let body = "x".repeat(200_000);
-    for (key, want) in [("hk_not_a_real_key_0009", 401), (READONLY_KEY, 403)] {
+    for (key, status, detail, scope) in [
+        (
+            "hk_not_a_real_key_0009",
+            401,
+            "Invalid or expired API key",
+            None,
+        ),
+        (
+            READONLY_KEY,
+            403,
+            "Insufficient permissions",
+            Some("mlflow:write"),
+        ),
+    ] {
         let resp = client
             .post(stack.envoy.plain_url("/api/2.0/mlflow/runs/create"))
             .header("x-api-key", key)
@@ -173,7 +187,7 @@ async fn a_body_sent_while_the_verdict_is_pending_waits_for_it() {
             .send()
             .await
             .unwrap();
-        assert_eq!(resp.status(), want, "{key}");
+        assert_refused(resp, status, detail, scope).await;
     }
     assert_eq!(
         upstream_requests(&stack).await,

@@ -79,7 +79,7 @@ async fn a_refused_key_is_remembered_too() {
             .send()
             .await
             .unwrap();
-        assert_eq!(resp.status(), 401);
+        assert_refused(resp, 401, "Invalid or expired API key", None).await;
     }
     assert_eq!(stack.auth().validate_calls(), 1);
     stack

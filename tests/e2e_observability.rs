@@ -71,10 +71,8 @@ async fn prometheus_shows_exact_counts_per_label_after_a_scripted_mix() {
         );
     }
     for _ in 0..3 {
-        assert_eq!(
-            status(plain.get(url(SEARCH)).send().await.unwrap()).await,
-            401
-        );
+        let resp = plain.get(url(SEARCH)).send().await.unwrap();
+        assert_refused(resp, 401, "API key required", None).await;
     }
     for _ in 0..4 {
         let resp = plain
@@ -86,9 +84,11 @@ async fn prometheus_shows_exact_counts_per_label_after_a_scripted_mix() {
         .post(url(CREATE))
         .header("x-api-key", READONLY_KEY)
         .body("{}");
-    assert_eq!(status(resp.send().await.unwrap()).await, 403);
+    let resp = resp.send().await.unwrap();
+    assert_refused(resp, 403, "Insufficient permissions", Some("mlflow:write")).await;
     let resp = plain.get(url(SEARCH)).header("x-api-key", EXPIRED_KEY);
-    assert_eq!(status(resp.send().await.unwrap()).await, 401);
+    let resp = resp.send().await.unwrap();
+    assert_refused(resp, 401, "Invalid or expired API key", None).await;
     for _ in 0..2 {
         let resp = internal
             .get(stack.envoy.tls_url(SEARCH))
@@ -102,7 +102,7 @@ async fn prometheus_shows_exact_counts_per_label_after_a_scripted_mix() {
         .send()
         .await
         .unwrap();
-    assert_eq!(status(resp).await, 401);
+    assert_refused(resp, 401, "API key required", None).await;
 
     let identity = "spiffe://hokusai.internal/ns/development/sa/hokusai-api";
     let expected: BTreeMap<String, f64> = [

@@ -4,7 +4,7 @@
 //! a credential header sent twice is ambiguous (which copy would the upstream honour?) and
 //! refused; a method-override header makes the call a write whatever the real method says.
 
-use super::header_map::{for_each_pair, HeaderMap};
+use super::header_map::for_each_pair;
 use super::is_verdict_header;
 
 /// Headers some frameworks honour as the "real" method. MLflow does not, but a read verdict
@@ -71,14 +71,6 @@ impl<'a> RequestFacts<'a> {
         Some(facts)
     }
 
-    pub fn read(headers: &HeaderMap<'a>) -> Self {
-        let (mut facts, mut seen) = (RequestFacts::default(), 0);
-        for (name, value) in headers.pairs() {
-            facts.take(&mut seen, name, value);
-        }
-        facts
-    }
-
     /// `seen` marks the single-valued headers already read: the first one counts, as it does
     /// for Envoy's own lookups (its codecs refuse repeated pseudo-headers anyway).
     fn take(&mut self, seen: &mut u8, name: &'a [u8], value: &'a [u8]) {
@@ -117,15 +109,17 @@ impl<'a> RequestFacts<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::header_map::serialize;
 
-    fn facts<'a>(pairs: &'a [(&'a str, &'a str)]) -> RequestFacts<'a> {
-        let map = HeaderMap::from_pairs(
-            pairs
-                .iter()
-                .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
-                .collect(),
-        );
-        RequestFacts::read(&map)
+    /// The facts of `pairs`, read as the adapter reads them (from a pairs buffer, leaked
+    /// so the borrowed facts can be returned).
+    fn facts(pairs: &[(&str, &str)]) -> RequestFacts<'static> {
+        let refs: Vec<(&[u8], &[u8])> = pairs
+            .iter()
+            .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
+            .collect();
+        let buffer: &'static [u8] = Box::leak(serialize(&refs).into_boxed_slice());
+        RequestFacts::from_pairs(buffer).expect("a serialized buffer")
     }
 
     #[test]
@@ -207,7 +201,7 @@ mod tests {
     fn missing_or_binary_pseudo_headers_read_as_empty() {
         let f = facts(&[]);
         assert_eq!((f.method, f.path, f.bare_path()), ("", "", ""));
-        let map = HeaderMap::from_pairs(vec![(b":path", b"/\xff")]);
-        assert_eq!(RequestFacts::read(&map).path, "");
+        let buffer = serialize(&[(b":path", b"/\xff")]);
+        assert_eq!(RequestFacts::from_pairs(&buffer).unwrap().path, "");
     }
 }

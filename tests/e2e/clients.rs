@@ -90,6 +90,36 @@ pub async fn filter_reply(resp: Response) -> (u16, reqwest::header::HeaderMap, s
     (status, headers, json)
 }
 
+/// The filter's own refusal, as the contract (section 5) fixes it: the status, the JSON
+/// `detail`, and `required_scope` exactly when it is a scope miss. Returns the body.
+#[track_caller]
+pub fn assert_refusal(
+    got: &(u16, reqwest::header::HeaderMap, serde_json::Value),
+    status: u16,
+    detail: &str,
+    required_scope: Option<&str>,
+) -> serde_json::Value {
+    let (got_status, headers, body) = got;
+    assert_eq!(
+        (*got_status, body["detail"].as_str()),
+        (status, Some(detail)),
+        "{body}"
+    );
+    assert_eq!(body["required_scope"].as_str(), required_scope, "{body}");
+    assert_eq!(headers["content-type"], "application/json");
+    body.clone()
+}
+
+/// [`filter_reply`] then [`assert_refusal`].
+pub async fn assert_refused(
+    resp: Response,
+    status: u16,
+    detail: &str,
+    required_scope: Option<&str>,
+) -> serde_json::Value {
+    assert_refusal(&filter_reply(resp).await, status, detail, required_scope)
+}
+
 pub fn bearer(key: &str) -> String {
     format!("Bearer {key}")
 }

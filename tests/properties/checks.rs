@@ -93,20 +93,25 @@ fn single<'a>(values: &[&'a [u8]]) -> Single<'a> {
     }
 }
 
-/// What `RequestFacts::read` takes from the headers is exactly what they say.
-pub fn request(pairs: &[(Vec<u8>, Vec<u8>)]) {
-    let map = HeaderMap::from_pairs(
-        pairs
-            .iter()
-            .map(|(n, v)| (n.as_slice(), v.as_slice()))
-            .collect(),
+/// What `RequestFacts::from_pairs` (the adapter's one read of a request's headers) takes
+/// from a pairs buffer is exactly what the buffer says, and it refuses exactly the buffers
+/// the format does not allow.
+pub fn request(buffer: &[u8]) {
+    let facts = RequestFacts::from_pairs(buffer);
+    let reference = reference_pairs(buffer);
+    assert_eq!(
+        facts.is_some(),
+        reference.is_some(),
+        "reads what the format allows"
     );
-    let facts = RequestFacts::read(&map);
+    let (Some(facts), Some(pairs)) = (facts, reference) else {
+        return;
+    };
     let values = |name: &str| -> Vec<&[u8]> {
         pairs
             .iter()
-            .filter(|(n, _)| n == name.as_bytes())
-            .map(|(_, v)| v.as_slice())
+            .filter(|(n, _)| *n == name.as_bytes())
+            .map(|(_, v)| *v)
             .collect()
     };
     let text = |name: &str| {

@@ -53,6 +53,78 @@ fn header_name() -> impl Strategy<Value = Vec<u8>> {
     ]
 }
 
+/// A pairs buffer (Envoy's header-map format) that mostly is one: a count, then lengths
+/// and NUL-terminated names and values, sometimes damaged, sometimes bytes of any kind.
+fn pairs_buffer() -> impl Strategy<Value = Vec<u8>> {
+    let well_formed = || {
+        prop::collection::vec((header_name(), any_bytes(12)), 1..6).prop_map(|pairs| {
+            let refs: Vec<(&[u8], &[u8])> = pairs.iter().map(|(n, v)| (&n[..], &v[..])).collect();
+            serialize(&refs)
+        })
+    };
+    prop_oneof![
+        3 => well_formed(),
+        1 => (well_formed(), any::<prop::sample::Index>(), any::<u8>()).prop_map(|(mut b, at, byte)| {
+            let i = at.index(b.len());
+            b[i] = byte;
+            b
+        }),
+        1 => any_bytes(96),
+    ]
+}
+
+/// A request for the scope table: mostly a real endpoint of the table, under a route prefix
+/// and an API root it is served under, wildcards filled and its own method (or HEAD for a
+/// GET); otherwise something near one. So both reads and writes are drawn, in the share
+/// `scope_cases_reach_reads_and_writes` checks.
+fn scope_request() -> impl Strategy<Value = (String, String)> {
+    use hokusai_auth_filter::core::scope::{endpoint_table, Root, ROUTE_PREFIXES};
+    let table = endpoint_table();
+    let from_table = (
+        0..table.len(),
+        prop::sample::select(ROUTE_PREFIXES.to_vec()),
+        any::<bool>(),
+        "[a-z0-9._-]{1,8}(/[a-z0-9._-]{1,8}){0,2}",
+        "[a-z0-9]{1,8}",
+        prop::sample::select(vec![false, false, false, true]),
+    )
+        .prop_map(move |(i, prefix, ajax, tail, segment, head)| {
+            let e = table[i];
+            let root = if ajax && e.roots.includes(Root::Ajax) || !e.roots.includes(Root::Api) {
+                Root::Ajax
+            } else {
+                Root::Api
+            };
+            let endpoint = e.pattern.replace("{*}", &tail).replace("{}", &segment);
+            let method = match e.method.as_str() {
+                "GET" if head => "HEAD",
+                m => m,
+            };
+            (
+                method.to_string(),
+                format!("{prefix}{}{endpoint}", root.as_str()),
+            )
+        });
+    let near = (
+        prop_oneof![
+            prop::sample::select(vec!["GET", "POST", "PUT", "DELETE", "HEAD", "PATCH", "get"])
+                .prop_map(String::from),
+            "[ -~]{0,6}",
+        ],
+        prop::sample::select(vec![
+            "/api/2.0/mlflow/",
+            "/ajax-api/2.0/mlflow/",
+            "/api/3.0/mlflow/",
+            "/api/2.0/mlflow-artifacts/",
+            "/api/mlflow/api/2.0/mlflow/",
+            "/",
+        ]),
+        "([a-z0-9._-]{0,10}/?){0,4}",
+    )
+        .prop_map(|(method, prefix, rest)| (method, format!("{prefix}{rest}")));
+    prop_oneof![3 => from_table, 1 => near]
+}
+
 fn bearer_value() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
         "(?i:bearer)[ \t]{0,3}[!-~]{0,24}[ \t]{0,2}".prop_map(String::into_bytes),
@@ -161,7 +233,7 @@ proptest! {
     #![proptest_config(cases(1024))]
 
     #[test]
-    fn header_map_reads_the_pairs_format(bytes in any_bytes(96)) {
+    fn header_map_reads_the_pairs_format(bytes in pairs_buffer()) {
         checks::header_map(&bytes);
     }
 
@@ -187,8 +259,11 @@ proptest! {
     #[test]
     fn request_facts_are_what_the_headers_say(
         pairs in prop::collection::vec((header_name(), any_bytes(12)), 0..10),
+        raw in pairs_buffer(),
     ) {
-        checks::request(&pairs);
+        let refs: Vec<(&[u8], &[u8])> = pairs.iter().map(|(n, v)| (&n[..], &v[..])).collect();
+        checks::request(&serialize(&refs));
+        checks::request(&raw);
     }
 
     #[test]
@@ -373,21 +448,13 @@ proptest! {
 
     #[test]
     fn scope_ignores_query_and_fragment(
-        method in prop_oneof![
-            prop::sample::select(vec!["GET", "POST", "PUT", "DELETE", "HEAD", "PATCH", "get"]).prop_map(String::from),
-            "[ -~]{0,6}",
-        ],
-        prefix in prop::sample::select(vec![
-            "/api/2.0/mlflow/", "/ajax-api/2.0/mlflow/", "/api/3.0/mlflow/",
-            "/api/2.0/mlflow-artifacts/", "/api/mlflow/api/2.0/mlflow/", "/",
-        ]),
-        rest in "([a-z0-9._-]{0,10}/?){0,4}",
+        (method, path) in scope_request(),
         query in prop::option::of("[ -~]{0,12}"),
         suffix in "[ -~]{0,12}",
     ) {
         let path = match query {
-            Some(q) => format!("{prefix}{rest}?{q}"),
-            None => format!("{prefix}{rest}"),
+            Some(q) => format!("{path}?{q}"),
+            None => path,
         };
         checks::scope(&method, &path, &suffix);
     }
@@ -477,6 +544,62 @@ fn artifact_routes_read_only_on_get_and_head() {
     )| {
         checks::artifact_scope(method, &rest);
     });
+}
+
+/// `n` values of `strategy`, drawn the way proptest draws them.
+fn draw<S: Strategy>(strategy: S, n: usize) -> Vec<S::Value> {
+    use proptest::strategy::ValueTree;
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    (0..n)
+        .map(|_| strategy.new_tree(&mut runner).expect("a value").current())
+        .collect()
+}
+
+/// The scope property sees reads as well as writes: a generator that drew only unknown
+/// paths (all writes) once let it pass without checking a single read.
+#[test]
+fn scope_cases_reach_reads_and_writes() {
+    use hokusai_auth_filter::core::scope::{required_access, Access};
+    let drawn = draw(scope_request(), 4000);
+    let reads = drawn
+        .iter()
+        .filter(|(m, p)| required_access(m, p) == Access::Read)
+        .count();
+    println!("{reads} reads of {}", drawn.len());
+    assert!(
+        reads * 5 >= drawn.len(),
+        "only {reads} reads in {}",
+        drawn.len()
+    );
+    assert!(
+        (drawn.len() - reads) * 5 >= drawn.len(),
+        "only {reads} writes"
+    );
+}
+
+/// The pairs-format property sees buffers that parse, with headers in them, and ones that
+/// do not: the plain byte generator it once had almost never drew a header.
+#[test]
+fn pairs_buffers_reach_headers_and_damage() {
+    use hokusai_auth_filter::core::header_map::HeaderMap;
+    let drawn = draw(pairs_buffer(), 4000);
+    let with_headers = drawn
+        .iter()
+        .filter(|b| HeaderMap::parse(b).is_some_and(|m| !m.is_empty()))
+        .count();
+    let refused = drawn
+        .iter()
+        .filter(|b| HeaderMap::parse(b).is_none())
+        .count();
+    println!(
+        "{with_headers} with headers, {refused} refused, of {}",
+        drawn.len()
+    );
+    assert!(
+        with_headers * 2 >= drawn.len(),
+        "{with_headers} with headers"
+    );
+    assert!(refused * 10 >= drawn.len(), "{refused} refused");
 }
 
 /// The scenarios reach every kind of decision: without this, the properties above could pass

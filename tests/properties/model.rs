@@ -1250,11 +1250,16 @@ impl World {
                 &serialized
             }
         };
-        // An unreadable buffer never reaches the core: the adapter refuses it unverdicted.
-        let Some(map) = HeaderMap::parse(buffer) else {
+        // As the adapter reads it: an unreadable buffer never reaches the decision (it is
+        // refused unverdicted), and the reference reader must agree on which those are.
+        let Some(facts) = RequestFacts::from_pairs(buffer) else {
+            assert!(
+                HeaderMap::parse(buffer).is_none(),
+                "a readable buffer refused"
+            );
             return;
         };
-        let facts = RequestFacts::read(&map);
+        let map = HeaderMap::parse(buffer).expect("the reference reads what the adapter reads");
         let mut info = Info::read(&map, w);
         let bearer = map.get("authorization").and_then(reference_bearer);
         let payload = match &request.jwt {
