@@ -532,7 +532,10 @@ fn secrets_for(sds_secret: &str) -> &'static [(&'static str, &'static str)] {
             ("HOKUSAI_TLS_CLIENT_CERT", "client-cert"),
             ("HOKUSAI_TLS_CLIENT_KEY", "client-key"),
         ],
-        "ca_bundle" => &[("HOKUSAI_TLS_CA_BUNDLE", "ca-bundle")],
+        "ca_bundle" => &[
+            ("HOKUSAI_TLS_CA_BUNDLE", "ca-bundle"),
+            ("HOKUSAI_TLS_CRL", "ca-crl"),
+        ],
         other => panic!("unknown SDS secret {other}"),
     }
 }
@@ -838,11 +841,7 @@ fn dockerfile_ships_what_the_configs_reference() {
     for sds in ["server-cert.yaml", "client-cert.yaml", "ca-bundle.yaml"] {
         let v = yaml_to_json(&ecs_dir().join("sds").join(sds));
         let refs = file_refs(&v);
-        assert_eq!(
-            refs.len(),
-            if sds == "ca-bundle.yaml" { 2 } else { 3 },
-            "{sds}"
-        );
+        assert_eq!(refs.len(), 3, "{sds}");
         for p in refs {
             let p = p.as_str();
             assert!(
@@ -856,6 +855,10 @@ fn dockerfile_ships_what_the_configs_reference() {
             .run
             .contains(&format!("install -d -m 0755 {IMAGE_TLS_DIR}")),
         "the image makes {IMAGE_TLS_DIR}"
+    );
+    assert!(
+        docker.run.contains("command -v openssl"),
+        "the image has openssl, which the entrypoint's checks use"
     );
     let entry = std::fs::read_to_string(entrypoint()).unwrap();
     assert!(
@@ -937,6 +940,7 @@ fn entrypoint_writes_the_set_atomically_and_replaces_it_whole() {
     );
     for (name, src, want_mode) in [
         ("ca.crt", paths::cert("ca.crt"), 0o644),
+        ("ca.crl", paths::cert("ca.crl"), 0o644),
         ("server.crt", paths::cert("server.crt"), 0o644),
         ("server.key", paths::cert("server.key"), 0o600),
     ] {
@@ -1072,6 +1076,7 @@ fn entrypoint_execs_the_command_without_the_certificate_variables() {
         "HOKUSAI_TLS_SERVER_CERT",
         "HOKUSAI_TLS_SERVER_KEY",
         "HOKUSAI_TLS_CA_BUNDLE",
+        "HOKUSAI_TLS_CRL",
     ] {
         assert!(
             !env.contains(&format!("{var}=")),
@@ -1090,4 +1095,94 @@ fn entrypoint_execs_the_command_without_the_certificate_variables() {
     // Without a command there is nothing to exec: refuse rather than guess.
     let out = entrypoint_command(&tls, &secrets).output().unwrap();
     assert!(!out.status.success());
+}
+
+/// Sets that would pass Envoy's loading but refuse peers are refused before they are
+/// swapped in: a CA without its CRL (Envoy would refuse every certificate of it), a stale
+/// CRL (the same), a revoked or foreign certificate. The message names the variable; the
+/// current set stays.
+#[test]
+fn entrypoint_refuses_sets_that_would_lock_peers_out() {
+    let dir = TempDir::new("entrypoint-crl-refusals");
+    let tls = dir.join("tls");
+    write_certs(&tls, &dev_server_secrets());
+    let before = version_dirs(&tls);
+    let pki = TempDir::new("entrypoint-crl-pki");
+    let dev_ca = paths::cert("ca.crt");
+    let second = e2e::pki::Ca::new(pki.path(), "second-ca", "Hokusai MLflow CA 2");
+    let stale = e2e::pki::Ca::new(pki.path(), "stale-ca", "Hokusai Stale CA");
+    let stale_crl = stale.crl_dated(
+        "stale-ca-old",
+        &[],
+        Some(("20200101000000Z", "20200201000000Z")),
+    );
+    let stale_client = stale.client("stale-client", "svc", "spiffe://hokusai.internal/ns/x");
+    let server = Pair::dev("server");
+
+    let cases: Vec<(&str, Secrets, &str)> = vec![
+        (
+            "no CRL",
+            dev_server_secrets().with("HOKUSAI_TLS_CRL", String::new()),
+            "HOKUSAI_TLS_CRL is empty",
+        ),
+        (
+            "a CRL pasted with literal \\n",
+            dev_server_secrets().with(
+                "HOKUSAI_TLS_CRL",
+                std::fs::read_to_string(paths::cert("ca.crl"))
+                    .unwrap()
+                    .replace('\n', "\\n"),
+            ),
+            "HOKUSAI_TLS_CRL does not hold a PEM block",
+        ),
+        (
+            "a CA in the bundle without its CRL",
+            Secrets::server(&server, &[&dev_ca, &second.pair.cert])
+                .with_crls(&[&paths::cert("ca.crl")]),
+            "HOKUSAI_TLS_CRL holds no CRL signed by \"CN=Hokusai MLflow CA 2\"",
+        ),
+        (
+            "a CRL past its nextUpdate",
+            Secrets::client(&stale_client, &[&stale.pair.cert]).with_crls(&[&stale_crl]),
+            "the CRL of \"CN=Hokusai Stale CA\" ran out",
+        ),
+        (
+            "a revoked certificate",
+            Secrets::client(&Pair::dev("revoked-client"), &[&dev_ca]),
+            "HOKUSAI_TLS_CLIENT_CERT is revoked by HOKUSAI_TLS_CRL",
+        ),
+        (
+            "a certificate of a CA outside the bundle",
+            Secrets::client(&Pair::dev("rogue-client"), &[&dev_ca]),
+            "HOKUSAI_TLS_CLIENT_CERT does not verify against HOKUSAI_TLS_CA_BUNDLE",
+        ),
+    ];
+    for (what, secrets, named) in cases {
+        let out = entrypoint_command(&tls, &secrets)
+            .arg("write-certs")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{what}: accepted");
+        assert!(
+            stderr.contains(named),
+            "{what}: should say {named:?}: {stderr}"
+        );
+        assert!(
+            !stderr.contains("PRIVATE KEY"),
+            "{what}: key material in {stderr}"
+        );
+        assert_eq!(
+            version_dirs(&tls),
+            before,
+            "{what}: the current set must stay"
+        );
+    }
+
+    // During a CA rotation the bundle holds two CAs and the CRL secret a CRL from each.
+    write_certs(
+        &tls,
+        &Secrets::server(&server, &[&dev_ca, &second.pair.cert]),
+    );
+    assert_ne!(version_dirs(&tls), before);
 }

@@ -11,16 +11,21 @@
 # The certificates come from environment variables, which ECS fills from Secrets Manager:
 #   HOKUSAI_TLS_CA_BUNDLE                             required: the CA certificate(s) peers
 #                                                     must chain to (old + new in a rotation)
+#   HOKUSAI_TLS_CRL                                   required: a current CRL from every CA
+#                                                     in the bundle (PEM, one after another)
 #   HOKUSAI_TLS_SERVER_CERT, HOKUSAI_TLS_SERVER_KEY   the MLflow sidecar's pair
 #   HOKUSAI_TLS_CLIENT_CERT, HOKUSAI_TLS_CLIENT_KEY   a calling service's pair
-# At least one pair is required; a certificate without its key (or the reverse) is refused.
+# At least one pair is required; a certificate without its key (or the reverse) is refused,
+# and so is a set Envoy would refuse peers with: a CA without its CRL, a CRL past its
+# nextUpdate (Envoy then refuses every client certificate of that CA), a certificate that
+# does not chain to the bundle or that the CRL revokes. These checks use openssl.
 #
 # They land in HOKUSAI_TLS_DIR (default /etc/envoy/tls), the directory the SDS resources in
-# /etc/envoy/sds/ point at and Envoy watches, as ca.crt, server.crt/.key, client.crt/.key.
-# Each write is atomic as a whole: the files go into a fresh directory `..tls.XXXXXX`, and
-# a symlink `..data` is renamed onto it; the stable names are symlinks through `..data`.
-# Envoy sees the rename and reloads certificate, key and CA together, so it never pairs a
-# new certificate with an old key. Older sets are removed afterwards.
+# /etc/envoy/sds/ point at and Envoy watches, as ca.crt, ca.crl, server.crt/.key,
+# client.crt/.key. Each write is atomic as a whole: the files go into a fresh directory
+# `..tls.XXXXXX`, and a symlink `..data` is renamed onto it; the stable names are symlinks
+# through `..data`. Envoy sees the rename and reloads certificate, key, CA and CRL together,
+# so it never pairs a new certificate with an old key. Older sets are removed afterwards.
 #
 # Keys are written 0600 and never printed. When run as root, the files are given to
 # HOKUSAI_TLS_OWNER (default: envoy, the user the official image runs Envoy as; empty:
@@ -34,6 +39,10 @@ OWNER="${HOKUSAI_TLS_OWNER-envoy}"
 die() {
   echo "hokusai-entrypoint: $*" >&2
   exit 1
+}
+
+say() {
+  echo "hokusai-entrypoint: $*" >&2
 }
 
 # check_pem NAME VALUE LABEL-REGEX: VALUE must hold a PEM block with that label on a line
@@ -50,8 +59,69 @@ pem_out() {
   printf '%s\n' "$(printf '%s' "$1" | tr -d '\r')"
 }
 
+# split_pem FILE LABEL PREFIX: each PEM block with that label in FILE into PREFIX.1.pem,
+# PREFIX.2.pem, ...; prints how many.
+split_pem() {
+  awk -v label="$2" -v prefix="$3" '
+    $0 == "-----BEGIN " label "-----" { n++; out = prefix "." n ".pem" }
+    out != "" { print > out }
+    $0 == "-----END " label "-----" { close(out); out = "" }
+    END { print n + 0 }' "$1"
+}
+
+# check_set DIR: the set written into DIR, as Envoy will use it. Every CA of the bundle
+# needs a CRL it signed that is still current: with a CRL configured, Envoy refuses every
+# certificate whose chain has a CA without one, and every certificate of a CA whose CRL
+# is past its nextUpdate. Each certificate of the set must chain to the bundle and not be
+# revoked.
+check_set() {
+  local dir=$1 work=$1/.check
+  command -v openssl >/dev/null || die "openssl is needed to check the certificates (the image has it)"
+  mkdir "$work"
+  local cas crls now i j found subject next
+  cas=$(split_pem "$dir/ca.crt" CERTIFICATE "$work/ca")
+  crls=$(split_pem "$dir/ca.crl" "X509 CRL" "$work/crl")
+  now=$(date +%s)
+  for ((i = 1; i <= cas; i++)); do
+    subject=$(openssl x509 -in "$work/ca.$i.pem" -noout -subject -nameopt RFC2253 2>/dev/null) ||
+      die "HOKUSAI_TLS_CA_BUNDLE: certificate $i is unreadable"
+    subject=${subject#subject=}
+    found=""
+    for ((j = 1; j <= crls; j++)); do
+      if openssl crl -in "$work/crl.$j.pem" -CAfile "$work/ca.$i.pem" -noout 2>&1 | grep -qx "verify OK"; then
+        found="$work/crl.$j.pem"
+        break
+      fi
+    done
+    [[ -n $found ]] ||
+      die "HOKUSAI_TLS_CRL holds no CRL signed by \"$subject\"; every CA in HOKUSAI_TLS_CA_BUNDLE needs one"
+    next=$(openssl crl -in "$found" -noout -nextupdate | sed 's/^nextUpdate=//')
+    (($(date -d "$next" +%s) > now)) ||
+      die "HOKUSAI_TLS_CRL: the CRL of \"$subject\" ran out on $next (its nextUpdate); publish a new one"
+  done
+  rm -rf "$work"
+  local role purpose purposes
+  for role in server client; do
+    [[ -f $dir/$role.crt ]] || continue
+    local var="HOKUSAI_TLS_${role^^}_CERT" out
+    purposes=(sslclient)
+    [[ $role == client ]] || purposes=(sslserver)
+    for purpose in "${purposes[@]}"; do
+      out=$(openssl verify -crl_check_all -CAfile "$dir/ca.crt" -CRLfile "$dir/ca.crl" \
+        -purpose "$purpose" "$dir/$role.crt" 2>&1) && continue
+      case $out in
+        *"certificate revoked"*) die "$var is revoked by HOKUSAI_TLS_CRL" ;;
+        *"unsuitable certificate purpose"*)
+          [[ $purpose == sslclient ]] || die "$var is not a TLS server certificate (extendedKeyUsage serverAuth)"
+          die "$var is not a TLS client certificate (extendedKeyUsage clientAuth)" ;;
+        *) die "$var does not verify against HOKUSAI_TLS_CA_BUNDLE and HOKUSAI_TLS_CRL: $(grep -m1 '^error' <<<"$out" || echo "${out##*$'\n'}")" ;;
+      esac
+    done
+  done
+}
+
 write_certs() {
-  local ca="${HOKUSAI_TLS_CA_BUNDLE:-}"
+  local ca="${HOKUSAI_TLS_CA_BUNDLE:-}" crl="${HOKUSAI_TLS_CRL:-}"
   local server_cert="${HOKUSAI_TLS_SERVER_CERT:-}" server_key="${HOKUSAI_TLS_SERVER_KEY:-}"
   local client_cert="${HOKUSAI_TLS_CLIENT_CERT:-}" client_key="${HOKUSAI_TLS_CLIENT_KEY:-}"
 
@@ -69,54 +139,61 @@ write_certs() {
     pairs=$((pairs + 1))
   done
   ((pairs > 0)) || die "no certificate pair: set HOKUSAI_TLS_SERVER_CERT/_KEY or HOKUSAI_TLS_CLIENT_CERT/_KEY"
+  [[ -n $crl ]] || die "HOKUSAI_TLS_CRL is empty or not set (a CRL from every CA in the bundle)"
+  check_pem HOKUSAI_TLS_CRL "$crl" 'X509 CRL'
 
   mkdir -p "$TLS_DIR"
-  # The new set, complete, in a directory nobody reads yet.
+  # The new set, complete, in a directory nobody reads yet; removed again if anything below
+  # fails, so the current set stays in use.
   local new
   new="$(mktemp -d "$TLS_DIR/..tls.XXXXXX")"
+  # shellcheck disable=SC2064 # expand now
+  trap "rm -rf -- '$new'" EXIT
+  local names=(ca.crt ca.crl)
+  [[ -z $server_cert ]] || names+=(server.crt server.key)
+  [[ -z $client_cert ]] || names+=(client.crt client.key)
   (
     umask 077
-    local names=(ca.crt)
     pem_out "$ca" >"$new/ca.crt"
+    pem_out "$crl" >"$new/ca.crl"
     if [[ -n $server_cert ]]; then
       pem_out "$server_cert" >"$new/server.crt"
       pem_out "$server_key" >"$new/server.key"
-      names+=(server.crt server.key)
     fi
     if [[ -n $client_cert ]]; then
       pem_out "$client_cert" >"$new/client.crt"
       pem_out "$client_key" >"$new/client.key"
-      names+=(client.crt client.key)
     fi
-    chmod 0644 "$new"/*.crt
-    chmod 0600 "$new"/*.key
-    chmod 0755 "$new"
-    if [[ -n $OWNER && $(id -u) == 0 ]]; then
-      chown -R "$OWNER:" "$new" || die "cannot give $new to user $OWNER (HOKUSAI_TLS_OWNER)"
-    fi
-
-    # The switch: one rename(2) of a symlink, so readers see the old set or the new one.
-    local base
-    base="$(basename "$new")"
-    ln -sfn "$base" "$TLS_DIR/..data.tmp"
-    mv -Tf "$TLS_DIR/..data.tmp" "$TLS_DIR/..data"
-
-    # Stable names, made once (they point through ..data, so they never change again).
-    local name
-    for name in "${names[@]}"; do
-      if [[ $(readlink "$TLS_DIR/$name" 2>/dev/null) != "..data/$name" ]]; then
-        ln -sfn "..data/$name" "$TLS_DIR/$name.tmp"
-        mv -Tf "$TLS_DIR/$name.tmp" "$TLS_DIR/$name"
-      fi
-    done
-
-    # Earlier sets: nothing points at them any more.
-    local old
-    for old in "$TLS_DIR"/..tls.*; do
-      [[ $old == "$new" || ! -d $old ]] || rm -rf -- "$old"
-    done
   )
-  echo "hokusai-entrypoint: wrote $(cd "$new" && echo *) to $TLS_DIR ($(basename "$new"))" >&2
+  check_set "$new"
+  chmod 0644 "$new"/*.crt "$new/ca.crl"
+  chmod 0600 "$new"/*.key
+  chmod 0755 "$new"
+  if [[ -n $OWNER && $(id -u) == 0 ]]; then
+    chown -R "$OWNER:" "$new" || die "cannot give $new to user $OWNER (HOKUSAI_TLS_OWNER)"
+  fi
+
+  # Stable names first (through ..data; a new one dangles until the switch), so that the
+  # switch below is the one change Envoy sees, with every name already in place.
+  local name
+  for name in "${names[@]}"; do
+    if [[ $(readlink "$TLS_DIR/$name" 2>/dev/null) != "..data/$name" ]]; then
+      ln -sfn "..data/$name" "$TLS_DIR/$name.tmp"
+      mv -Tf "$TLS_DIR/$name.tmp" "$TLS_DIR/$name"
+    fi
+  done
+
+  # The switch: one rename(2) of a symlink, so readers see the old set or the new one.
+  ln -sfn "$(basename "$new")" "$TLS_DIR/..data.tmp"
+  mv -Tf "$TLS_DIR/..data.tmp" "$TLS_DIR/..data"
+  trap - EXIT
+
+  # Earlier sets: nothing points at them any more.
+  local old
+  for old in "$TLS_DIR"/..tls.*; do
+    [[ $old == "$new" || ! -d $old ]] || rm -rf -- "$old"
+  done
+  say "wrote $(cd "$new" && echo *) to $TLS_DIR ($(basename "$new"))"
 }
 
 healthcheck() {
@@ -142,7 +219,7 @@ case "${1:-}" in
     ;;
   *)
     write_certs
-    unset HOKUSAI_TLS_CA_BUNDLE HOKUSAI_TLS_SERVER_CERT HOKUSAI_TLS_SERVER_KEY \
+    unset HOKUSAI_TLS_CA_BUNDLE HOKUSAI_TLS_CRL HOKUSAI_TLS_SERVER_CERT HOKUSAI_TLS_SERVER_KEY \
       HOKUSAI_TLS_CLIENT_CERT HOKUSAI_TLS_CLIENT_KEY
     exec "$@"
     ;;

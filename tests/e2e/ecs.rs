@@ -66,7 +66,7 @@ impl Layout {
         for (file, times) in [
             ("server-cert.yaml", 3),
             ("client-cert.yaml", 3),
-            ("ca-bundle.yaml", 2),
+            ("ca-bundle.yaml", 3),
         ] {
             let text = read_ecs(&format!("sds/{file}"));
             let out = replace_exact(
@@ -105,36 +105,58 @@ pub struct Secrets {
 }
 
 impl Secrets {
-    /// The MLflow sidecar's set: server pair and CA bundle (one or more PEM files).
+    /// The MLflow sidecar's set: server pair, CA bundle (one or more PEM files) and the
+    /// CRL of each of those CAs (see [`crl_pem`]).
     pub fn server(server: &Pair, bundle: &[&Path]) -> Secrets {
         Secrets {
             vars: vec![
                 ("HOKUSAI_TLS_SERVER_CERT", server.cert_pem()),
                 ("HOKUSAI_TLS_SERVER_KEY", server.key_pem()),
                 ("HOKUSAI_TLS_CA_BUNDLE", bundle_pem(bundle)),
+                ("HOKUSAI_TLS_CRL", crl_pem(bundle)),
             ],
         }
     }
 
-    /// A calling service's set: client pair and CA bundle.
+    /// A calling service's set: client pair, CA bundle and CRLs.
     pub fn client(client: &Pair, bundle: &[&Path]) -> Secrets {
         Secrets {
             vars: vec![
                 ("HOKUSAI_TLS_CLIENT_CERT", client.cert_pem()),
                 ("HOKUSAI_TLS_CLIENT_KEY", client.key_pem()),
                 ("HOKUSAI_TLS_CA_BUNDLE", bundle_pem(bundle)),
+                ("HOKUSAI_TLS_CRL", crl_pem(bundle)),
             ],
         }
     }
+
+    /// The same set with `var` set to `value` (added, or replacing the current value).
+    pub fn with(mut self, var: &'static str, value: String) -> Secrets {
+        self.vars.retain(|(k, _)| *k != var);
+        self.vars.push((var, value));
+        self
+    }
+
+    /// The same set with these CRL files as HOKUSAI_TLS_CRL.
+    pub fn with_crls(self, crls: &[&Path]) -> Secrets {
+        self.with("HOKUSAI_TLS_CRL", bundle_pem(crls))
+    }
 }
 
-/// Several CA certificates in one PEM text, as a bundle secret holds them.
+/// Several PEM files in one text, as a bundle (or CRL) secret holds them.
 pub fn bundle_pem(files: &[&Path]) -> String {
     files
         .iter()
-        .map(|f| std::fs::read_to_string(f).expect("read CA file"))
+        .map(|f| std::fs::read_to_string(f).unwrap_or_else(|e| panic!("read {}: {e}", f.display())))
         .collect::<Vec<_>>()
         .join("")
+}
+
+/// The CRLs of the CAs in a bundle: `x.crl` next to each `x.crt`, as `make certs` writes the
+/// dev CA's (`certs/ca.crl`) and [`Ca::new`](super::pki::Ca::new) a test CA's.
+pub fn crl_pem(bundle: &[&Path]) -> String {
+    let crls: Vec<PathBuf> = bundle.iter().map(|ca| ca.with_extension("crl")).collect();
+    bundle_pem(&crls.iter().map(PathBuf::as_path).collect::<Vec<_>>())
 }
 
 /// The entrypoint with a clean environment plus `secrets`, writing into `tls_dir`.
