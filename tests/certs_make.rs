@@ -165,14 +165,23 @@ fn private_keys_are_private_and_git_ignores_every_generated_file() {
     }
 }
 
-/// `openssl verify` of a certificate against the scratch CA and CRL: its last line.
+/// What `openssl verify -crl_check` says of a certificate against the scratch CA and CRL.
 fn verify_with_crl(dir: &Path, cert: &str) -> String {
     let out = Command::new("openssl")
-        .args(["verify", "-crl_check", "-CAfile", "ca.crt", "-CRLfile", "ca.crl", cert])
+        .args([
+            "verify",
+            "-crl_check",
+            "-CAfile",
+            "ca.crt",
+            "-CRLfile",
+            "ca.crl",
+            cert,
+        ])
         .current_dir(dir.join("certs"))
         .output()
         .expect("run openssl verify");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     text.trim().to_owned()
 }
 
@@ -183,11 +192,17 @@ fn make_revoke_lists_a_dev_certificate_in_the_crl_and_the_list_outlives_a_lost_c
     make(dir, &["certs"]);
     // The dev CRL revokes revoked-client only.
     assert!(verify_with_crl(dir, "revoked-client.crt").contains("certificate revoked"));
-    assert_eq!(verify_with_crl(dir, "unlisted-client.crt"), "unlisted-client.crt: OK");
+    assert_eq!(
+        verify_with_crl(dir, "unlisted-client.crt"),
+        "unlisted-client.crt: OK"
+    );
 
     let ca = read(dir, "ca.crt");
     let said = stdout(&make(dir, &["revoke", "CERT=certs/unlisted-client.crt"]));
-    assert!(said.contains("revoked subject=CN = hokusai-notebook"), "{said}");
+    assert!(
+        said.contains("revoked subject=CN = hokusai-notebook"),
+        "{said}"
+    );
     assert!(verify_with_crl(dir, "unlisted-client.crt").contains("certificate revoked"));
     assert_eq!(verify_with_crl(dir, "client.crt"), "client.crt: OK");
     assert_eq!(read(dir, "ca.crt"), ca, "same CA");
