@@ -7,7 +7,7 @@
 
 mod e2e;
 
-use std::process::Command;
+use std::time::Duration;
 
 use e2e::clients::{bearer, echoed, plain_client, INTERNAL_IDENTITY, READWRITE_KEY};
 use e2e::ecs::*;
@@ -19,16 +19,6 @@ const SEARCH: &str = "/api/2.0/mlflow/experiments/search";
 
 fn dev_client_secrets() -> Secrets {
     Secrets::client(&Pair::dev("client"), &[&paths::cert("ca.crt")])
-}
-
-fn healthcheck(port: u16) -> bool {
-    Command::new("bash")
-        .arg(entrypoint())
-        .args(["healthcheck", &port.to_string()])
-        .output()
-        .expect("run entrypoint.sh healthcheck")
-        .status
-        .success()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -126,11 +116,114 @@ async fn health_route_and_container_health_checks() {
     );
     assert_eq!(stack.auth.validate_calls(), 0);
 
-    // The ECS container checks: the entrypoint's healthcheck against each admin port.
-    assert!(healthcheck(stack.sidecar.admin_port));
-    assert!(healthcheck(client.envoy.admin_port));
+    // The MLflow sidecar's ECS check: a real mTLS request through its TLS listener, to
+    // /health and on to MLflow. One more handshake, and it carried a client certificate.
+    let listener = format!("listener.127.0.0.1_{}", stack.ports.mtls);
+    let handshakes = stack
+        .sidecar
+        .stat(&format!("{listener}.ssl.handshake"))
+        .await;
+    let without_cert = stack
+        .sidecar
+        .stat(&format!("{listener}.ssl.no_certificate"))
+        .await;
+    let upstream = stack.echo.as_ref().unwrap().requests();
+    let (ok, said) = healthcheck_mtls(&stack.layout.tls_dir(), stack.ports.mtls);
+    assert!(ok, "{said}");
+    assert_eq!(
+        stack
+            .sidecar
+            .stat(&format!("{listener}.ssl.handshake"))
+            .await,
+        handshakes + 1
+    );
+    assert_eq!(
+        stack
+            .sidecar
+            .stat(&format!("{listener}.ssl.no_certificate"))
+            .await,
+        without_cert,
+        "the check presents the sidecar's own certificate"
+    );
+    assert_eq!(stack.echo.as_ref().unwrap().requests(), upstream + 1);
+    assert_eq!(stack.auth.validate_calls(), 0);
+    // The callers' sidecar's check stays with its own admin: its health must not hang on
+    // MLflow's (docs/deployment.md, "Health checks and start order").
+    assert!(healthcheck_ready(client.envoy.admin_port));
     let nobody = paths::free_ports::<1>()[0];
-    assert!(!healthcheck(nobody), "nothing listening must be unhealthy");
+    assert!(
+        !healthcheck_ready(nobody),
+        "nothing listening must be unhealthy"
+    );
+    assert!(!healthcheck_mtls(&stack.layout.tls_dir(), nobody).0);
+}
+
+/// An Envoy whose TLS listener has no certificate still reports ready (admin `/ready` is
+/// 200: the old container check passed) while it refuses every TLS connection. The mTLS
+/// health check fails, even with a good client identity of its own, and passes once the
+/// certificate is there: same process, after a `write-certs`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mtls_health_check_fails_while_the_tls_listener_has_no_certificate() {
+    // The MLflow sidecar given a caller's secrets by mistake: no server pair at all.
+    let ca = paths::cert("ca.crt");
+    let stack = EcsStack::start(&Secrets::client(&Pair::dev("client"), &[&ca])).await;
+    let pid = stack.sidecar.pid();
+    assert!(
+        healthcheck_ready(stack.sidecar.admin_port),
+        "Envoy says it is ready"
+    );
+    let (ok, said) = healthcheck_mtls(&stack.layout.tls_dir(), stack.ports.mtls);
+    assert!(!ok, "passed without a server certificate: {said}");
+    assert!(said.contains("no server.crt"), "{said}");
+
+    // The check's own identity is not the problem: from a full set elsewhere, it fails too,
+    // and so does a real caller, at the handshake.
+    let elsewhere = TempDir::new("health-identity");
+    write_certs(
+        &elsewhere.join("tls"),
+        &Secrets::server(&Pair::dev("server"), &[&ca]),
+    );
+    let (ok, said) = healthcheck_mtls(&elsewhere.join("tls"), stack.ports.mtls);
+    assert!(!ok, "passed against a listener with no certificate: {said}");
+    let caller = mtls_client(&[&ca], Some(&Pair::dev("client")), stack.mtls_addr())
+        .get(stack.mtls_url("/health"))
+        .send()
+        .await;
+    assert!(caller.is_err(), "{caller:?}");
+    assert!(
+        stack
+            .sidecar
+            .stat(&format!(
+                "listener.127.0.0.1_{}.server_ssl_socket_factory.downstream_context_secrets_not_ready",
+                stack.ports.mtls
+            ))
+            .await
+            >= 2,
+        "refused for want of a certificate"
+    );
+
+    // The server pair arrives (a rotation job, or the fixed secrets): the listener serves
+    // again without a restart, and the check passes.
+    write_certs(
+        &stack.layout.tls_dir(),
+        &Secrets::server(&Pair::dev("server"), &[&ca]),
+    );
+    let mut said = String::new();
+    for _ in 0..100 {
+        let (ok, out) = healthcheck_mtls(&stack.layout.tls_dir(), stack.ports.mtls);
+        if ok {
+            said.clear();
+            break;
+        }
+        said = out;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        said.is_empty(),
+        "still failing: {said}\n{}",
+        stack.sidecar.log()
+    );
+    assert_eq!(stack.sidecar.pid(), pid);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
