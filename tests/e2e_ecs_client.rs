@@ -2,8 +2,9 @@
 //! caller's egress sidecar (envoy/ecs/client-sidecar.yaml), which originates mTLS to
 //! mlflow.hokusai-development.local → the MLflow sidecar (envoy/ecs/envoy.yaml) → the filter's
 //! internal path → MLflow (the echo upstream). Plus the ALB listener's external path, with
-//! its callout over TLS to "auth.hokus.ai", the health checks ECS and the ALB use, and the
-//! real MLflow client against a real MLflow behind both sidecars.
+//! its callout over TLS to "auth.hokus.ai", the health checks ECS and the ALB use, the
+//! metrics the alerts and dashboard read, and the real MLflow client against a real MLflow
+//! behind both sidecars.
 
 mod e2e;
 
@@ -224,6 +225,69 @@ async fn mtls_health_check_fails_while_the_tls_listener_has_no_certificate() {
         stack.sidecar.log()
     );
     assert_eq!(stack.sidecar.pid(), pid);
+}
+
+/// Every Envoy metric of docs/observability/metrics.yml (what the alerts and the dashboard
+/// may use) is on a live sidecar, with each label value listed there: the MLflow sidecar's
+/// for the listener, the callers' for their cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_envoy_metric_the_alerts_and_dashboard_use_is_on_a_live_sidecar() {
+    let stack = EcsStack::start_dev(None).await;
+    let client = ClientSidecar::start(stack.ports.mtls, &dev_client_secrets()).await;
+    // Traffic on both listeners and through the caller, so that latency histograms fill.
+    let app = plain_client();
+    echoed(app.get(client.url(SEARCH)).send().await.unwrap()).await;
+    let external = app
+        .get(stack.alb_url(SEARCH))
+        .header("authorization", bearer(READWRITE_KEY));
+    echoed(external.send().await.unwrap()).await;
+
+    let spec = yaml_to_json(&paths::repo_root().join("docs/observability/metrics.yml"));
+    let metrics = spec["envoy"].as_object().expect("an `envoy` section");
+    // (series as Prometheus names it, label, value) that must appear.
+    let mut wanted: Vec<(String, Option<(String, String)>)> = Vec::new();
+    for (name, info) in metrics {
+        let series = if info["type"] == "histogram" {
+            format!("{name}_bucket")
+        } else {
+            name.clone()
+        };
+        wanted.push((series.clone(), None));
+        if let Some(labels) = info["labels"].as_object() {
+            for (label, values) in labels {
+                for value in values.as_array().into_iter().flatten() {
+                    let value = value.as_str().expect("label values are strings").to_owned();
+                    wanted.push((series.clone(), Some((label.clone(), value))));
+                }
+            }
+        }
+    }
+    assert!(wanted.len() > 20, "{wanted:?}");
+    let present = |text: &str, (series, label): &(String, Option<(String, String)>)| {
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{series}{{")))
+            .any(|l| match label {
+                None => true,
+                Some((k, v)) => l.contains(&format!("{k}=\"{v}\"")),
+            })
+    };
+    // Histograms reach /stats/prometheus at Envoy's stats flush (every 5 s): bounded wait.
+    let mut missing = Vec::new();
+    for _ in 0..100 {
+        let texts = [
+            stack.sidecar.prometheus().await,
+            client.envoy.prometheus().await,
+        ];
+        missing = wanted
+            .iter()
+            .filter(|w| !texts.iter().any(|t| present(t, w)))
+            .collect::<Vec<_>>();
+        if missing.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(missing.is_empty(), "not on a live sidecar: {missing:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
