@@ -290,10 +290,13 @@ async fn sigterm_drains_requests_in_flight_and_exits_within_the_stop_timeout() {
         "{log}"
     );
     eprintln!(
-        "stop: {} requests answered, {} told to close, exit {:.1} s after SIGTERM",
+        "stop: {} requests answered, {} told to close, exit {:.1} s after SIGTERM; {}",
         tally.ok.load(Ordering::SeqCst),
         tally.told_to_close.load(Ordering::SeqCst),
-        term_at.elapsed().as_secs_f64()
+        term_at.elapsed().as_secs_f64(),
+        log.lines()
+            .filter(|l| l.starts_with("hokusai-entrypoint: drained"))
+            .collect::<String>()
     );
 }
 

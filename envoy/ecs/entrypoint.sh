@@ -285,6 +285,17 @@ CHILD=""
 DRAIN_SECONDS=600
 STOPPING=""
 
+# Milliseconds on a monotonic-enough clock: bash's EPOCHREALTIME (SECONDS counts whole
+# seconds from the shell's start, so a drain could end up to a second early).
+now_ms() {
+  local t=${EPOCHREALTIME:-}
+  if [[ $t =~ ^([0-9]+)[.,]([0-9]{3}) ]]; then
+    echo $((BASH_REMATCH[1] * 1000 + 10#${BASH_REMATCH[2]}))
+  else
+    echo $((SECONDS * 1000))
+  fi
+}
+
 stop_gracefully() {
   # A second signal while draining stops Envoy at once.
   if [[ -n $STOPPING ]]; then
@@ -292,18 +303,19 @@ stop_gracefully() {
     return 0
   fi
   STOPPING=1
-  local start=$SECONDS elapsed active
+  local start elapsed active
+  start=$(now_ms)
   say "stopping: Envoy stops taking new connections after ${DRAIN_SECONDS}s and is stopped once nothing is in flight (at most ${STOP_SECONDS}s)"
   admin_request POST /healthcheck/fail || say "admin on 127.0.0.1:$ADMIN_PORT did not answer /healthcheck/fail"
   admin_request POST '/drain_listeners?graceful' || say "admin on 127.0.0.1:$ADMIN_PORT did not answer /drain_listeners"
   while kill -0 "$CHILD" 2>/dev/null; do
-    elapsed=$((SECONDS - start))
+    elapsed=$(($(now_ms) - start))
     active=$(requests_in_flight)
-    if ((elapsed >= DRAIN_SECONDS)) && [[ $active == 0 ]]; then
-      say "drained after ${elapsed}s: listeners closed, no request in flight"
+    if ((elapsed >= DRAIN_SECONDS * 1000)) && [[ $active == 0 ]]; then
+      say "drained after $((elapsed / 1000)).$((elapsed % 1000 / 100))s: listeners closed, no request in flight"
       break
     fi
-    if ((elapsed >= STOP_SECONDS)); then
+    if ((elapsed >= STOP_SECONDS * 1000)); then
       say "stop budget of ${STOP_SECONDS}s spent with ${active:-unknown} request(s) in flight: stopping Envoy now"
       break
     fi
