@@ -8,7 +8,7 @@ WASM := $(or $(CARGO_TARGET_DIR),target)/$(WASM_TARGET)/release/hokusai_auth_fil
 VENV := .venv
 PY := python3
 
-.PHONY: all build build-testing toolchain venv certs lint unit observability-check test run bench bench-smoke fuzz clean \
+.PHONY: all build build-testing toolchain venv certs revoke lint unit observability-check test run bench bench-smoke fuzz clean \
   cost-model cost-model-opt-levels cost-model-envoy
 
 all: build
@@ -42,6 +42,12 @@ CERT_FILES := $(addprefix certs/,$(shell bash certs/generate.sh --list))
 certs: $(CERT_FILES)
 $(CERT_FILES) &: certs/generate.sh
 	bash certs/generate.sh
+
+# Revokes a certificate of the dev CA in certs/ca.crl (make revoke CERT=certs/unlisted-client.crt);
+# restart a running local Envoy to load it (certs/README.md).
+revoke: certs
+	@test -n "$(CERT)" || { echo "usage: make revoke CERT=certs/<name>.crt" >&2; exit 2; }
+	bash certs/generate.sh --revoke "$(CERT)"
 
 lint:
 	cargo fmt --all -- --check
