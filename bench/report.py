@@ -21,7 +21,7 @@ from scenarios import (EXTRA_RATIOS, FLOORS, KEY_FORMAT, MIN_REPS_TO_JUDGE, NUM_
                        PACED_DELAY_MS, REPLAY_WARM_HOST_CALLS, SCENARIOS, TARGETS)
 
 WASM_COST_JSON = Path(__file__).resolve().parent / "raw" / "wasm_cost.json"
-# The quiet reference: bare Envoy's spread in the 2026-12-04 run (../shared/FACTS.md).
+# The quiet reference: bare Envoy's spread in the quiet run of 2026-12-04 (issue 19).
 QUIET_REFERENCE = "1.2% over 8 repetitions in the quiet run of 2026-12-04"
 
 
