@@ -42,8 +42,8 @@ if __name__ == "__main__":
 
 import mlflow_calls
 from report import replay_check, write_report
-from scenarios import (KEY_FORMAT, NUM_KEYS, PACED_CONNECTIONS, PACED_DELAY_MS, REQUEST_PATH, SCENARIOS,
-                       WARM_IDENTITY_HEADERS, Scenario)
+from scenarios import (KEY_FORMAT, MIN_REPS_TO_JUDGE, NUM_KEYS, PACED_CONNECTIONS, PACED_DELAY_MS, REQUEST_PATH,
+                       SCENARIOS, WARM_IDENTITY_HEADERS, Scenario)
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
@@ -910,8 +910,8 @@ def mlflow_only(s: Settings, label: str) -> int:
         bench = Bench(s)
         bench.start_backends()
         raw = mlflow_calls.MlflowCalls(bench, s.mlflow_rounds, s.mlflow_requests).run()
-    except BenchError as e:
-        print(f"\n{label}: FAILED: {e}", file=sys.stderr)
+    except (BenchError, OSError, http.client.HTTPException, ValueError, KeyError) as e:
+        print(f"\n{label}: FAILED: {e!r}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"\n{label}: interrupted", file=sys.stderr)
@@ -944,7 +944,10 @@ def print_verdicts(label: str, summary: dict, targets: list[dict], noise: dict) 
         print(f"\n  Noise: bare Envoy (A) took {b['median']:.1f} µs of Envoy CPU per request, "
               f"{b['min']:.1f} to {b['max']:.1f} over {b['n']} repetitions ({b['spread_pct']:.1f}% spread).")
     unresolved = [t for t in targets if t["verdict"] == "not resolved"]
-    if unresolved:
+    if unresolved and all(t["too_few_reps"] for t in unresolved):
+        print(f"\n  {label}: NOT RESOLVED: too few repetitions to measure this run's noise, so no target is "
+              f"judged; `make bench` runs 5 (--reps ≥ {MIN_REPS_TO_JUDGE}).")
+    elif unresolved:
         print(f"\n  {label}: {len(unresolved)} of {len(targets)} target(s) NOT RESOLVED: the distance to the "
               "threshold is inside this run's noise, so this run cannot say met or missed ("
               + ", ".join(t["label"].split(",")[0] for t in unresolved) + "). Rerun `make bench` on a quieter "
@@ -988,10 +991,10 @@ def main() -> int:
                   f"({s.mlflow_rounds} rounds) ...", flush=True)
             try:
                 mlflow = mlflow_calls.MlflowCalls(bench, s.mlflow_rounds, s.mlflow_requests).run()
-            except BenchError as e:
+            except Exception as e:  # noqa: BLE001 - whatever it was, the scenarios' data must survive
                 # The scenarios' numbers stand on their own; the report says what is missing.
-                print(f"  WARNING: the MLflow measurement failed, results.md will lack it: {e}", file=sys.stderr)
-                mlflow = {"error": str(e)}
+                print(f"  WARNING: the MLflow measurement failed, results.md will lack it: {e!r}", file=sys.stderr)
+                mlflow = {"error": f"{type(e).__name__}: {e}"}
         machine["loadavg_at_end"] = [f"{x:.2f}" for x in loadavg()]
     except BenchError as e:
         print(f"\n{label}: FAILED: {e}", file=sys.stderr)

@@ -113,9 +113,11 @@ def noise_summary(raw: dict, summary: dict) -> dict:
         out["baseline"] = {"median": a["envoy_cpu_us_per_req"], "min": a["envoy_cpu_min"],
                            "max": a["envoy_cpu_max"], "n": a["reps"], "spread_pct": a["envoy_cpu_spread_pct"],
                            "paced_p99_range_ms": a["paced_p99_max_ms"] - a["paced_p99_min_ms"]}
-    # Other work, as a share of one CPU, over every saturating run that recorded it.
+    # Other work, as a share of one CPU, over every saturating run that recorded it with the
+    # Envoy pinned (a two-worker Envoy is not, and its runs would mix CPUs).
+    pinned = [r["machine"] for r in runs if r.get("machine", {}).get("envoy_cpus")]
     for where in ("envoy_cpus", "other_cpus"):
-        parts = [r["machine"][where] for r in runs if r.get("machine", {}).get(where)]
+        parts = [machine[where] for machine in pinned if machine.get(where)]
         if parts:
             out[where] = {k: {"median": statistics.median(p[k] for p in parts), "max": max(p[k] for p in parts)}
                           for k in ("others", "irq", "steal", "idle")}
@@ -176,7 +178,8 @@ def evaluate_targets(summary: dict, runs: list[dict], noise: dict | None = None)
                      "noise_from_reps": from_reps, "noise_from_baseline": from_base, "reps": len(per_rep),
                      "margin_shown": f"{margin:+.{digits}f}{unit}", "noise_shown": f"{noise_value:.{digits}f}{unit}",
                      "noise_from_reps_shown": reps_shown, "noise_from_baseline_shown": base_shown,
-                     "verdict": verdict, "met": verdict == "met", **row})
+                     "verdict": verdict, "met": verdict == "met",
+                     "too_few_reps": len(per_rep) < MIN_REPS_TO_JUDGE, **row})
     return rows
 
 
@@ -357,7 +360,7 @@ def production_markdown(mlflow: dict | None, s: dict) -> list[str]:
     lines += [f"Real MLflow {mlflow['mlflow_version']} (sqlite, proxied artifacts, on this machine) answering typical "
               "client calls one at a time, directly and through Envoy (the production listener) without and with "
               f"the filter (a warm key; auth-service calls while measuring: {mlflow['auth_calls_while_measuring']}). "
-              f"{mlflow['rounds']} rounds of {mlflow['per_batch']} requests per call and route, the routes "
+              f"{mlflow['rounds']} round(s) of {mlflow['per_batch']} requests per call and route, the routes "
               "interleaved; CPU from /proc (MLflow: its whole process group). The filter adds: the filter route's "
               "Envoy CPU per request minus the bare route's, round by round (median, and the range over rounds: "
               "its noise). Latencies are medians over all requests of a route (client side, keep-alive).", "",
@@ -366,11 +369,11 @@ def production_markdown(mlflow: dict | None, s: dict) -> list[str]:
         warm = s["B"]["envoy_cpu_us_per_req"] - s["A"]["envoy_cpu_us_per_req"]
         mlflow_cpu = statistics.median(r["mlflow_cpu_us"]["median"] for r in rows)
         text = (f"Under saturation (the scenarios above) the warm path costs {warm:+.1f} µs of Envoy CPU per request "
-                f"over bare Envoy: {100 * warm / mlflow_cpu:.1f}% of the CPU MLflow spends on the median call here")
+                f"over bare Envoy: {100 * warm / mlflow_cpu:.2f}% of the CPU MLflow spends on the median call here")
         if {"A", "D"} <= s.keys():
             miss = s["D"]["envoy_cpu_us_per_req"] - s["A"]["envoy_cpu_us_per_req"]
             text += (f"; a cache miss (once per key per `cache.ttl_s`) costs {miss:+.1f} µs "
-                     f"({100 * miss / mlflow_cpu:.1f}%)")
+                     f"({100 * miss / mlflow_cpu:.2f}%)")
         lines += ["", text + "."]
     return lines
 
@@ -411,7 +414,10 @@ def write_markdown(raw: dict, summary: dict, targets: list[dict], path: Path) ->
         lines += [f"> **Warning:** the load average was {load:.2f} when this run started: other work on the "
                   "machine makes these numbers noisy. Rerun `make bench` on a quiet machine.", ""]
     unresolved = [t for t in targets if t["verdict"] == "not resolved"]
-    if unresolved:
+    if unresolved and all(t["too_few_reps"] for t in unresolved):
+        lines += [f"> **Not resolved:** with {st['reps']} repetition(s) this run cannot measure its own noise, so no "
+                  f"target is judged. `make bench` runs 5; use at least {MIN_REPS_TO_JUDGE}.", ""]
+    elif unresolved:
         lines += [f"> **Not resolved:** {len(unresolved)} of {len(targets)} targets are inside this run's noise "
                   "(their distance from the threshold is no larger than the noise; see Targets), so this run says "
                   "neither met nor missed for them: " + "; ".join(t["label"] for t in unresolved)
