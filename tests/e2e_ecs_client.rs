@@ -244,7 +244,11 @@ async fn alb_listener_verifies_user_jwts_with_the_fetched_jwks() {
     assert_eq!(resp.status(), 401);
     assert_eq!(
         resp.json::<serde_json::Value>().await.unwrap(),
-        serde_json::json!({"detail": "Invalid or expired token"})
+        serde_json::json!({
+            "detail": "Invalid or expired token",
+            "error_code": "UNAUTHENTICATED",
+            "message": "Invalid or expired token",
+        })
     );
     assert_eq!(stack.auth.validate_calls(), 0);
     assert_eq!(

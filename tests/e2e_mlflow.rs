@@ -92,26 +92,35 @@ async fn mlflow_client_through_envoy_on_both_paths() {
         "internal path makes no callout"
     );
 
-    // Read-only key: reads work, log_metric is refused by the filter.
-    let readonly = run_client_flow(
-        &["readonly", &run_id],
-        &[
-            ("MLFLOW_TRACKING_URI", stack.envoy.plain_url("/api/mlflow")),
-            ("MLFLOW_TRACKING_TOKEN", READONLY_KEY.to_owned()),
-        ],
+    // Read-only key and read-only user token: reads work, every write is refused, and the
+    // client reports each refusal in MLflow's own terms (CONTRACT section 5).
+    let readonly_jwt = stack.mint("e2e-reader", &["mlflow:read"]);
+    for (label, token) in [("key", READONLY_KEY.to_owned()), ("jwt", readonly_jwt)] {
+        let readonly = run_client_flow(
+            &["readonly", &run_id],
+            &[
+                ("MLFLOW_TRACKING_URI", stack.envoy.plain_url("/api/mlflow")),
+                ("MLFLOW_TRACKING_TOKEN", token),
+            ],
+        )
+        .await;
+        assert_read_only_refusals(&readonly.json, label);
+    }
+
+    // No credential at all: UNAUTHENTICATED, not a server error.
+    let nokey = run_client_flow(
+        &["nokey"],
+        &[("MLFLOW_TRACKING_URI", stack.envoy.plain_url("/api/mlflow"))],
     )
     .await;
-    let out = &readonly.json;
-    assert_eq!(out["read_ok"], true, "{out}");
+    let err = &nokey.json["error"];
+    assert_eq!(err["error_code"], "UNAUTHENTICATED", "{}", nokey.json);
     assert_eq!(
-        out["write_endpoint"], "/api/2.0/mlflow/runs/log-metric",
-        "{out}"
+        err["str"], "UNAUTHENTICATED: API key required",
+        "{}",
+        nokey.json
     );
-    assert_eq!(out["write_status"], 403, "{out}");
-    assert_eq!(
-        out["write_error"]["detail"], "Insufficient permissions",
-        "{out}"
-    );
+    assert_eq!(nokey.json["reply"][1], 401, "{}", nokey.json);
 
     let run = RunArtifacts {
         experiment_id: &exp_id,
@@ -125,6 +134,39 @@ async fn mlflow_client_through_envoy_on_both_paths() {
         "e2e: read/write by endpoint checks took {:?}",
         started.elapsed()
     );
+}
+
+/// The `readonly` flow's output: the read worked, and each of its three writes was refused
+/// by the filter with 403 and shown by the client as `PERMISSION_DENIED: ...`.
+fn assert_read_only_refusals(out: &serde_json::Value, label: &str) {
+    assert_eq!(out["read_ok"], true, "{label}: {out}");
+    assert_eq!(
+        out["write_endpoint"], "/api/2.0/mlflow/runs/log-metric",
+        "{label}: {out}"
+    );
+    assert_eq!(
+        out["write_error"]["detail"], "Insufficient permissions",
+        "{label}: {out}"
+    );
+    for write in ["log_metric", "create_experiment", "set_tag"] {
+        let err = &out["write_errors"][write];
+        assert_eq!(
+            out["write_replies"][write][1], 403,
+            "{label} {write}: {out}"
+        );
+        assert_eq!(
+            err["error_code"], "PERMISSION_DENIED",
+            "{label} {write}: {out}"
+        );
+        assert_eq!(
+            err["str"], "PERMISSION_DENIED: Insufficient permissions (requires mlflow:write)",
+            "{label} {write}: {out}"
+        );
+        assert_eq!(
+            err["json"]["required_scope"], "mlflow:write",
+            "{label} {write}: {out}"
+        );
+    }
 }
 
 /// A run's place in MLflow's proxied artifact store.
