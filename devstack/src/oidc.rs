@@ -566,7 +566,9 @@ fn page(status: StatusCode, title: &str, body: &str, note: &str) -> Outcome {
         .header("x-frame-options", "DENY")
         .header(
             "content-security-policy",
-            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
+            // No form-action: Chrome applies it to the redirect that follows the form, which
+            // goes to the client's (registered) callback on another origin.
+            "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
         )
         .body(Full::new(Bytes::from(doc)))
         .expect("static response parts are valid");

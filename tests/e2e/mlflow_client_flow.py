@@ -59,7 +59,9 @@ def full(label):
             downloaded = f.read()
     return {
         "experiment_id": exp_id,
+        "experiment_name": client.get_experiment(exp_id).name,
         "run_id": run_id,
+        "run_name": run.info.run_name,
         "status": run.info.status,
         "artifact_uri": run.info.artifact_uri,
         "params": dict(run.data.params),
