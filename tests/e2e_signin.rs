@@ -366,6 +366,7 @@ async fn api_clients_never_get_a_redirect() {
     let token = stack.mint("svc-user", &["mlflow:read"]);
     let paths = [
         "/mlflow/",
+        "/api/mlflow/",
         "/mlflow/graphql",
         "/mlflow/static-files/favicon.ico",
         "/mlflow/get-artifact?path=x&run_uuid=r",
@@ -409,6 +410,17 @@ async fn api_clients_never_get_a_redirect() {
                 .unwrap();
             if method == Method::GET && path == "/mlflow/" {
                 assert_eq!(resp.status(), 302, "the shell");
+            } else if method == Method::GET && path == "/api/mlflow/" {
+                // The shell below the API prefix sends a browser to the UI's entry point.
+                assert_eq!(resp.status(), 302, "the shell under /api/mlflow/");
+                assert_eq!(
+                    resp.headers()["location"],
+                    stack.envoy.plain_url("/mlflow/").as_str()
+                );
+            } else if path == "/api/mlflow/" {
+                // A POST there without a key is the auth filter's to refuse, as before.
+                let (status, _, body) = filter_reply(resp).await;
+                assert_eq!((status, &body["detail"]), (401, &"API key required".into()));
             } else {
                 assert_unauthenticated(resp, &format!("no credential: {method} {path}")).await;
             }
