@@ -14,6 +14,12 @@
 #   HOKUSAI_TLS_SERVER_CERT, HOKUSAI_TLS_SERVER_KEY   the MLflow sidecar's pair
 #   HOKUSAI_TLS_CLIENT_CERT, HOKUSAI_TLS_CLIENT_KEY   a calling service's pair
 # At least one pair is required; a certificate without its key (or the reverse) is refused.
+# The MLflow sidecar's browser sign-in (oauth2 filter) also needs, both or neither:
+#   HOKUSAI_OAUTH_CLIENT_SECRET                       the OIDC client secret
+#   HOKUSAI_OAUTH_HMAC_SECRET                         the key of the session cookies (the same
+#                                                     in every task)
+# each one line of at least 16 printable characters, written as oauth-client-secret and
+# oauth-hmac (0600, no trailing newline: Envoy reads the whole file as the secret).
 #
 # They land in HOKUSAI_TLS_DIR (default /etc/envoy/tls), the directory the SDS resources in
 # /etc/envoy/sds/ point at and Envoy watches, as ca.crt, server.crt/.key, client.crt/.key.
@@ -69,6 +75,16 @@ write_certs() {
     pairs=$((pairs + 1))
   done
   ((pairs > 0)) || die "no certificate pair: set HOKUSAI_TLS_SERVER_CERT/_KEY or HOKUSAI_TLS_CLIENT_CERT/_KEY"
+  local oauth_secret="${HOKUSAI_OAUTH_CLIENT_SECRET:-}" oauth_hmac="${HOKUSAI_OAUTH_HMAC_SECRET:-}"
+  if [[ -n $oauth_secret || -n $oauth_hmac ]]; then
+    [[ -n $oauth_secret ]] || die "HOKUSAI_OAUTH_HMAC_SECRET is set but HOKUSAI_OAUTH_CLIENT_SECRET is not"
+    [[ -n $oauth_hmac ]] || die "HOKUSAI_OAUTH_CLIENT_SECRET is set but HOKUSAI_OAUTH_HMAC_SECRET is not"
+    local var
+    for var in HOKUSAI_OAUTH_CLIENT_SECRET HOKUSAI_OAUTH_HMAC_SECRET; do
+      [[ ${!var} =~ ^[[:graph:]]{16,}$ ]] ||
+        die "$var must be one line of at least 16 printable characters, no spaces"
+    done
+  fi
 
   mkdir -p "$TLS_DIR"
   # The new set, complete, in a directory nobody reads yet.
@@ -87,6 +103,12 @@ write_certs() {
       pem_out "$client_cert" >"$new/client.crt"
       pem_out "$client_key" >"$new/client.key"
       names+=(client.crt client.key)
+    fi
+    if [[ -n $oauth_secret ]]; then
+      printf '%s' "$oauth_secret" >"$new/oauth-client-secret"
+      printf '%s' "$oauth_hmac" >"$new/oauth-hmac"
+      chmod 0600 "$new/oauth-client-secret" "$new/oauth-hmac"
+      names+=(oauth-client-secret oauth-hmac)
     fi
     chmod 0644 "$new"/*.crt
     chmod 0600 "$new"/*.key
@@ -143,7 +165,8 @@ case "${1:-}" in
   *)
     write_certs
     unset HOKUSAI_TLS_CA_BUNDLE HOKUSAI_TLS_SERVER_CERT HOKUSAI_TLS_SERVER_KEY \
-      HOKUSAI_TLS_CLIENT_CERT HOKUSAI_TLS_CLIENT_KEY
+      HOKUSAI_TLS_CLIENT_CERT HOKUSAI_TLS_CLIENT_KEY \
+      HOKUSAI_OAUTH_CLIENT_SECRET HOKUSAI_OAUTH_HMAC_SECRET
     exec "$@"
     ;;
 esac
