@@ -58,14 +58,14 @@ http_ok() { curl -sf -o /dev/null --max-time 2 "$1"; }
 DEV_AUTH="${CARGO_TARGET_DIR:-target}/release/dev-auth-service"
 # --jwt-key: it also plays the login service (JWKS, dev login) with the key whose public
 # half Envoy trusts (certs/jwks.json); --oidc-*: and the OIDC provider Envoy's oauth2 filter
-# signs browsers in with (client secret from make certs, Envoy's callback and the page a
-# signed-out browser returns to, under both names of this machine).
+# signs browsers in with (client secret from make certs, Envoy's callback and the UI a
+# signed-out browser is sent back to, under both names of this machine).
 OIDC=()
 for host in 127.0.0.1:10000 localhost:10000; do
-  OIDC+=(--oidc-redirect-uri "http://$host/mlflow/oauth2/callback" --oidc-post-logout-uri "http://$host/")
+  OIDC+=(--oidc-redirect-uri "http://$host/mlflow/oauth2/callback" --oidc-post-logout-uri "http://$host/mlflow/")
 done
 for host in 127.0.0.1:10443 localhost:10443; do
-  OIDC+=(--oidc-redirect-uri "https://$host/mlflow/oauth2/callback" --oidc-post-logout-uri "https://$host/")
+  OIDC+=(--oidc-redirect-uri "https://$host/mlflow/oauth2/callback" --oidc-post-logout-uri "https://$host/mlflow/")
 done
 start auth-service "$RUN/auth-service.log" "$RUN/auth-service.log" \
   "$DEV_AUTH" --listen 127.0.0.1:8000 --keys devstack/dev-keys.json \

@@ -9,7 +9,7 @@
 //!   authorization asked for one) for an access token, the same ES256 JWT `jwt_authn` already
 //!   trusts (issuer, audience, the user's scopes), plus an ID token for the client;
 //! - `GET /oauth2/logout`: the end-session endpoint; it keeps no session of its own, so it
-//!   only sends the browser on to a registered post-logout URI.
+//!   only sends the browser on to a registered post-logout URI (see [`post_logout_target`]).
 //!
 //! Nothing is trusted from the browser: an unknown client or a redirect URI that is not
 //! registered gets an error page (never a redirect), codes are random, live 60 s and are
@@ -498,29 +498,53 @@ fn token_error(status: StatusCode, error: &'static str, note: &str) -> Outcome {
     Outcome::new(resp, None, format!("token refused: {note}"))
 }
 
+/// Where a signed-out browser may go for the `post_logout_redirect_uri` it brought: that URI
+/// when it is registered; or, when it is the bare root of a registered URI's origin, that
+/// registered URI. Envoy's oauth2 filter always sends the bare root (`http://host/`), which
+/// the gateway does not serve (CONTRACT section 2), so the client registers its UI
+/// (`http://host/mlflow/`) instead. Either way only a registered URI is ever a target.
+pub fn post_logout_target<'a>(registered: &'a [String], asked: &str) -> Option<&'a str> {
+    if let Some(exact) = registered.iter().find(|r| *r == asked) {
+        return Some(exact);
+    }
+    let origin = asked.strip_suffix('/')?;
+    if origin.matches('/').count() != 2 {
+        return None; // not `scheme://authority/`
+    }
+    registered
+        .iter()
+        .find(|r| {
+            r.strip_prefix(origin)
+                .is_some_and(|path| path.starts_with('/'))
+        })
+        .map(String::as_str)
+}
+
 /// RP-initiated logout: there is no provider session to end, so only the redirect is left,
 /// and only to a registered URI.
 fn end_session(oidc: &Oidc, form: &Form) -> Outcome {
     let client = &oidc.settings.client;
-    match form.get("post_logout_redirect_uri") {
-        Some(uri) if client.post_logout_redirect_uris.iter().any(|r| r == uri) => {
+    let asked = form.get("post_logout_redirect_uri");
+    let target = asked.and_then(|uri| post_logout_target(&client.post_logout_redirect_uris, uri));
+    match (asked, target) {
+        (_, Some(uri)) => {
             let target = match form.get("state") {
                 Some(state) => {
                     let mut q = form_urlencoded::Serializer::new(String::new());
                     q.append_pair("state", state);
                     format!("{uri}?{}", q.finish())
                 }
-                None => uri.clone(),
+                None => uri.to_owned(),
             };
             redirect(&target, "signed out")
         }
-        Some(_) => page(
+        (Some(_), None) => page(
             StatusCode::BAD_REQUEST,
             "This post-logout URI is not registered",
             "",
             "sign-out refused",
         ),
-        None => page(
+        (None, None) => page(
             StatusCode::OK,
             "Signed out",
             "<h1 id=\"signed-out\">Signed out</h1>\n",
@@ -608,6 +632,40 @@ mod tests {
         assert!(!is_pkce_value(&"a".repeat(42)));
         assert!(!is_pkce_value(&"a".repeat(129)));
         assert!(!is_pkce_value(&format!("{}+", "a".repeat(43))));
+    }
+
+    #[test]
+    fn sign_out_goes_only_to_registered_uris() {
+        let registered = vec![
+            "http://127.0.0.1:10000/mlflow/".to_owned(),
+            "https://mlflow.example/mlflow/".to_owned(),
+        ];
+        let target = |asked| post_logout_target(&registered, asked);
+        assert_eq!(
+            target("http://127.0.0.1:10000/mlflow/"),
+            Some("http://127.0.0.1:10000/mlflow/")
+        );
+        // Envoy's bare root leads to the registered UI of that origin.
+        assert_eq!(
+            target("http://127.0.0.1:10000/"),
+            Some("http://127.0.0.1:10000/mlflow/")
+        );
+        assert_eq!(
+            target("https://mlflow.example/"),
+            Some("https://mlflow.example/mlflow/")
+        );
+        for foreign in [
+            "http://127.0.0.1:1000/",
+            "http://127.0.0.1:10000.evil.example/",
+            "http://127.0.0.1:10000/other/",
+            "http://127.0.0.1:10000",
+            "https://127.0.0.1:10000/",
+            "https://evil.example/",
+            "http://127.0.0.1:10000//",
+            "",
+        ] {
+            assert_eq!(target(foreign), None, "{foreign}");
+        }
     }
 
     #[test]

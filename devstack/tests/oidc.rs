@@ -16,7 +16,7 @@ type TestResult = Result<(), Box<dyn std::error::Error>>;
 
 const SECRET: &str = "a-client-secret-for-the-tests";
 const CALLBACK: &str = "http://127.0.0.1:10000/mlflow/oauth2/callback";
-const SIGNED_OUT: &str = "http://127.0.0.1:10000/";
+const SIGNED_OUT: &str = "http://127.0.0.1:10000/mlflow/";
 const VERIFIER: &str = "a-pkce-verifier-that-is-long-enough-to-be-valid-0123456789";
 
 fn challenge(verifier: &str) -> String {
@@ -468,6 +468,14 @@ async fn the_provider_never_redirects_where_it_should_not() -> TestResult {
             ("post_logout_redirect_uri", SIGNED_OUT),
             ("client_id", DEV_CLIENT_ID),
         ])
+        .send()
+        .await?;
+    assert_eq!(resp.status(), StatusCode::FOUND);
+    assert_eq!(resp.headers()["location"], SIGNED_OUT);
+    // Envoy sends the bare root: the provider sends the browser to that origin's registered UI.
+    let resp = client()
+        .get(format!("{base}/oauth2/logout"))
+        .query(&[("post_logout_redirect_uri", "http://127.0.0.1:10000/")])
         .send()
         .await?;
     assert_eq!(resp.status(), StatusCode::FOUND);

@@ -185,7 +185,7 @@ pub fn dev_login() -> DevLogin {
 }
 
 /// The sign-in client Envoy is registered as, with its callback on both of `ports`'
-/// listeners and the bare root (where a signed-out browser lands) as post-logout URI.
+/// listeners and the UI (where a signed-out browser is sent) as post-logout URI.
 pub fn oidc_settings(auth: SocketAddr, ports: Ports) -> OidcSettings {
     let secret = std::fs::read_to_string(paths::cert("oauth-client-secret"))
         .unwrap_or_else(|e| panic!("e2e: certs/oauth-client-secret: {e}; run `make certs`"));
@@ -198,7 +198,7 @@ pub fn oidc_settings(auth: SocketAddr, ports: Ports) -> OidcSettings {
                 format!("http://127.0.0.1:{}/mlflow/oauth2/callback", ports.plain),
                 format!("https://127.0.0.1:{}/mlflow/oauth2/callback", ports.tls),
             ],
-            post_logout_redirect_uris: vec![format!("http://127.0.0.1:{}/", ports.plain)],
+            post_logout_redirect_uris: vec![format!("http://127.0.0.1:{}/mlflow/", ports.plain)],
         },
     }
 }

@@ -39,7 +39,8 @@ usage: dev-auth-service [--listen ADDR] [--keys FILE] [--service-token-env NAME]
   --oidc-redirect-uri URI   a redirect URI registered for it (repeatable, exact match)
   --oidc-post-logout-uri URI
                             a URI the end-session endpoint may send a browser to
-                            (repeatable, exact match)
+                            (repeatable; asked for exactly, or as its origin's bare root,
+                            which is what Envoy's oauth2 filter asks for)
   --public-url URL          where browsers reach this service (default http://ADDR)
   --control                 serve the dev-only /__dev/{fault,stats,reset} API
   --quiet                   no per-request log lines
