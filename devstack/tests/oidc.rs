@@ -220,7 +220,14 @@ async fn a_code_needs_the_client_secret_the_verifier_and_the_same_redirect() -> 
         STANDARD.encode(format!("{DEV_CLIENT_ID}:guess"))
     );
     // (what, extra form fields, Authorization header, expected status and error)
-    let cases: Vec<(&str, Vec<(&str, &str)>, Option<&str>, StatusCode, &str)> = vec![
+    type Case<'a> = (
+        &'a str,
+        Vec<(&'a str, &'a str)>,
+        Option<&'a str>,
+        StatusCode,
+        &'a str,
+    );
+    let cases: Vec<Case> = vec![
         (
             "wrong secret",
             vec![
