@@ -41,6 +41,7 @@ $(VENV)/.installed: requirements-dev.txt
 CERT_FILES := $(addprefix certs/,$(shell bash certs/generate.sh --list))
 certs: $(CERT_FILES)
 $(CERT_FILES) &: certs/generate.sh
+	@bash scripts/test-tools.sh openssl
 	bash certs/generate.sh
 
 lint:

@@ -2,7 +2,8 @@
 # Makes sure the system tools `make test` uses are there: openssl (make certs), wrk (bench
 # smoke run), promtool (alert rule tests; Debian's prometheus package), chromium and
 # chromium-driver (the browser test, tests/e2e_browser.rs). Installs what is missing when it can (root with apt-get);
-# otherwise stops and prints the one command that installs them.
+# otherwise stops and prints the one command that installs them. With arguments, only those
+# commands (`test-tools.sh openssl`, what make certs needs, so make run sets itself up too).
 set -euo pipefail
 
 # command -> Debian package
@@ -14,8 +15,14 @@ declare -A PACKAGE=(
   [chromedriver]=chromium-driver
 )
 
+WANTED=("$@")
+((${#WANTED[@]} > 0)) || WANTED=(openssl wrk promtool chromium chromedriver)
+for cmd in "${WANTED[@]}"; do
+  [[ -n ${PACKAGE[$cmd]:-} ]] || { echo "test-tools.sh: unknown tool $cmd" >&2; exit 2; }
+done
+
 missing=()
-for cmd in openssl wrk promtool chromium chromedriver; do
+for cmd in "${WANTED[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${PACKAGE[$cmd]}")
 done
 ((${#missing[@]} == 0)) && exit 0
@@ -36,6 +43,6 @@ apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 if [[ " ${missing[*]} " == *" prometheus "* ]]; then
   systemctl disable --now prometheus >/dev/null 2>&1 || true
 fi
-for cmd in openssl wrk promtool chromium chromedriver; do
+for cmd in "${WANTED[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || { echo "make test: $cmd still missing after the install" >&2; exit 1; }
 done
