@@ -8,7 +8,7 @@ WASM := $(or $(CARGO_TARGET_DIR),target)/$(WASM_TARGET)/release/hokusai_auth_fil
 VENV := .venv
 PY := python3
 
-.PHONY: all build build-testing toolchain venv certs revoke lint unit observability-check test run bench bench-smoke bench-mlflow fuzz clean \
+.PHONY: all build build-testing toolchain test-tools venv certs revoke lint unit observability-check test run bench bench-smoke bench-mlflow fuzz clean \
   cost-model cost-model-opt-levels cost-model-envoy
 
 all: build
@@ -41,6 +41,7 @@ $(VENV)/.installed: requirements-dev.txt
 CERT_FILES := $(addprefix certs/,$(shell bash certs/generate.sh --list))
 certs: $(CERT_FILES)
 $(CERT_FILES) &: certs/generate.sh
+	@bash scripts/test-tools.sh openssl
 	bash certs/generate.sh
 
 # Revokes a certificate of the dev CA in certs/ca.crl (make revoke CERT=certs/unlisted-client.crt);
@@ -69,9 +70,15 @@ observability-check: venv
 	promtool test rules docs/observability/alerts.test.yml
 	$(VENV)/bin/python docs/observability/check.py
 
-# Unit tests, the wasm harness stories, the end-to-end suite (real Envoy and MLflow), the
-# observability checks, and a few seconds of every benchmark scenario so the benchmark never rots.
-test: toolchain lint observability-check build build-testing venv certs
+# The system tools the checks below use (wrk, promtool, chromium, chromium-driver): installed
+# with apt-get when missing and we are root, else the one command to run is printed.
+test-tools:
+	@bash scripts/test-tools.sh
+
+# Unit tests, the wasm harness stories, the end-to-end suite (real Envoy and MLflow, and a real
+# browser), the observability checks, and a few seconds of every benchmark scenario so the
+# benchmark never rots.
+test: toolchain test-tools lint observability-check build build-testing venv certs
 	cargo test --workspace --profile ci -- --test-threads=2
 	$(MAKE) bench-smoke
 

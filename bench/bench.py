@@ -56,6 +56,8 @@ SERVER_NAME = "mlflow.hokusai-development.local"
 
 HCM_TYPE = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 JWT_AUTHN_TYPE = "envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication"
+# The browser sign-in's filters, by name (csrf is wrapped in a matcher, so its type is not its own).
+SIGN_IN_FILTERS = ("envoy.filters.http.csrf", "envoy.filters.http.oauth2")
 WASM_TYPE = "envoy.extensions.filters.http.wasm.v3.Wasm"
 ROUTER_TYPE = "envoy.extensions.filters.http.router.v3.Router"
 
@@ -411,10 +413,12 @@ class ConfigFactory:
         # hide the filter's share. Everything else is the production connection manager.
         hcm.pop("access_log", None)
         # Only the filter under test changes: the wasm filter is taken out and put back per
-        # scenario; jwt_authn (user tokens) is taken out everywhere, since no scenario sends a
-        # JWT and bare Envoy means no authentication at all.
+        # scenario; jwt_authn (user tokens) and the browser sign-in (csrf, oauth2) are taken
+        # out everywhere, since no scenario sends a JWT or a cookie, the API routes the bench
+        # calls disable the sign-in anyway, and bare Envoy means no authentication at all.
         filters = [f for f in hcm["http_filters"]
-                   if not f.get("typed_config", {}).get("@type", "").endswith((WASM_TYPE, JWT_AUTHN_TYPE))]
+                   if not f.get("typed_config", {}).get("@type", "").endswith((WASM_TYPE, JWT_AUTHN_TYPE))
+                   and f.get("name") not in SIGN_IN_FILTERS]
         if not filters or not filters[-1].get("typed_config", {}).get("@type", "").endswith(ROUTER_TYPE):
             raise BenchError(f"{PROD_CONFIG}: expected the router as the last HTTP filter")
         if scn.auth in ("wasm", "wasm-nocache"):

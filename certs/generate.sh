@@ -9,9 +9,13 @@
 #   the dev login service's JWT signing key: jwt-signing.key (EC P-256, for ES256)
 #     and jwks.json (its public half as a JWKS, kid = RFC 7638 thumbprint), which
 #     Envoy's jwt_authn reads
+#   the browser sign-in's secrets (Envoy's oauth2 filter): oauth-client-secret (the
+#     OIDC client secret, which the dev auth service also reads) and the SDS resources
+#     Envoy loads them from, oauth-client-secret.sds.yaml and oauth-hmac.sds.yaml (the
+#     key that signs the session cookies)
 # Idempotent: a complete, valid set is left alone (so a running Envoy keeps
 # working); anything missing, wrong or close to expiry regenerates that set (a new
-# PKI also means a new CRL). `--force` always regenerates all three; `--list` prints
+# PKI also means a new CRL). `--force` always regenerates all four; `--list` prints
 # every file it writes (the Makefile's targets); `--revoke FILE.crt` adds a
 # certificate of the dev CA to the CRL (`make revoke CERT=...`). Needs only bash,
 # coreutils and openssl (1.1 or 3.x).
@@ -40,11 +44,12 @@ FILES=(ca.crt ca.key server.crt server.key client.crt client.key client.pem
   expired-client.crt expired-client.key revoked-client.crt revoked-client.key)
 CRL_FILES=(ca.crl crl-index.txt)
 JWT_FILES=(jwt-signing.key jwks.json)
+OAUTH_FILES=(oauth-client-secret oauth-client-secret.sds.yaml oauth-hmac.sds.yaml)
 # The dev CRL lives as long as the leaves; `make certs` renews it a day before it runs out.
 CRL_DAYS=825
 
 if [[ $MODE == --list ]]; then
-  echo "${FILES[*]} ${CRL_FILES[*]} ${JWT_FILES[*]}"
+  echo "${FILES[*]} ${CRL_FILES[*]} ${JWT_FILES[*]} ${OAUTH_FILES[*]}"
   exit 0
 fi
 
@@ -149,11 +154,34 @@ check_jwt() {
   [[ $(cat jwks.json) == "$want" ]] || { echo "jwks.json does not hold jwt-signing.key's public key"; return 1; }
 }
 
+# An SDS resource holding one generic secret, inline: Envoy reads it with no other file.
+sds_secret() {
+  printf '# SDS resource for Envoy (make certs): never commit, never log.\nresources:\n- "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret\n  name: %s\n  generic_secret:\n    secret: { inline_string: "%s" }\n' "$1" "$2"
+}
+
+# The SDS resource's secret, for the check below.
+sds_value() { sed -n 's/^    secret: { inline_string: "\([A-Za-z0-9_-]*\)" }$/\1/p' "$1"; }
+
+check_oauth() {
+  local f
+  for f in "${OAUTH_FILES[@]}"; do [[ -s $f ]] || { echo "missing $f"; return 1; }; done
+  local secret
+  secret=$(cat oauth-client-secret)
+  [[ $secret =~ ^[A-Za-z0-9_-]{43}$ ]] || { echo "oauth-client-secret is not 32 random bytes"; return 1; }
+  [[ $(sds_value oauth-client-secret.sds.yaml) == "$secret" ]] ||
+    { echo "oauth-client-secret.sds.yaml does not hold oauth-client-secret"; return 1; }
+  [[ $(sds_value oauth-hmac.sds.yaml) =~ ^[A-Za-z0-9_-]{43}$ ]] ||
+    { echo "oauth-hmac.sds.yaml holds no 32-byte key"; return 1; }
+  grep -q '^  name: oauth_client_secret$' oauth-client-secret.sds.yaml &&
+    grep -q '^  name: oauth_hmac$' oauth-hmac.sds.yaml || { echo "an SDS resource has the wrong name"; return 1; }
+}
+
 # Each set is checked on its own: deleting jwks.json must not rotate the CA, a lost CRL
 # is rewritten under the same CA, and a new CA must not invalidate tokens already minted.
 pki_reason="--force"
 crl_reason="--force"
 jwt_reason="--force"
+oauth_reason="--force"
 if [[ $MODE != --force ]]; then
   if pki_reason=$(check_set 2>/dev/null); then pki_reason=""; fi
   if [[ -n $pki_reason ]]; then
@@ -162,15 +190,16 @@ if [[ $MODE != --force ]]; then
     crl_reason=""
   fi
   if jwt_reason=$(check_jwt 2>/dev/null); then jwt_reason=""; fi
+  if oauth_reason=$(check_oauth 2>/dev/null); then oauth_reason=""; fi
 fi
 if [[ -n $REVOKE ]]; then
   [[ -z $pki_reason && -z $crl_reason ]] ||
     { log "the dev PKI is incomplete or invalid (${pki_reason:-$crl_reason}): run make certs first"; exit 1; }
   crl_reason="revoking $REVOKE"
 fi
-if [[ -z $pki_reason && -z $crl_reason && -z $jwt_reason ]]; then
+if [[ -z $pki_reason && -z $crl_reason && -z $jwt_reason && -z $oauth_reason ]]; then
   # Newer than generate.sh, so make sees every target as done.
-  touch "${FILES[@]}" "${CRL_FILES[@]}" "${JWT_FILES[@]}"
+  touch "${FILES[@]}" "${CRL_FILES[@]}" "${JWT_FILES[@]}" "${OAUTH_FILES[@]}"
   log "existing files are complete and valid; nothing to do (--force regenerates)"
   exit 0
 fi
@@ -343,7 +372,24 @@ make_jwt() {
   reason=$(check_jwt 2>&1) || { log "generated JWT key failed its own checks: $reason"; exit 1; }
 }
 
+# 32 random bytes, base64url without padding: the client secret and the cookie HMAC key.
+make_oauth() {
+  local secret hmac
+  secret=$(openssl rand 32 | b64url)
+  hmac=$(openssl rand 32 | b64url)
+  printf '%s\n' "$secret" >oauth-client-secret
+  sds_secret oauth_client_secret "$secret" >oauth-client-secret.sds.yaml
+  sds_secret oauth_hmac "$hmac" >oauth-hmac.sds.yaml
+  local reason
+  reason=$(check_oauth 2>&1) || { log "generated sign-in secrets failed their own checks: $reason"; exit 1; }
+}
+
 written=()
+if [[ -n $oauth_reason ]]; then
+  log "generating the sign-in secrets ($oauth_reason)"
+  make_oauth
+  written+=("${OAUTH_FILES[@]}")
+fi
 if [[ -n $pki_reason ]]; then
   log "generating the PKI ($pki_reason)"
   make_pki
@@ -362,5 +408,5 @@ fi
 for f in "${written[@]}"; do mv -f "$f" "$DIR/$f"; done
 cd "$DIR"
 # The set left alone must also look up to date to make.
-touch "${FILES[@]}" "${CRL_FILES[@]}" "${JWT_FILES[@]}"
+touch "${FILES[@]}" "${CRL_FILES[@]}" "${JWT_FILES[@]}" "${OAUTH_FILES[@]}"
 log "wrote ${written[*]}"

@@ -19,7 +19,8 @@ export HOKUSAI_AUTH_SERVICE_TOKEN="${HOKUSAI_AUTH_SERVICE_TOKEN:-hk_dev_service_
 die() { echo "run-local: $*" >&2; exit 1; }
 
 for f in "$VENV/bin/envoy" "$VENV/bin/mlflow" "$WASM" certs/ca.crt certs/ca.crl certs/server.crt certs/client.pem \
-  certs/jwks.json certs/jwt-signing.key; do
+  certs/jwks.json certs/jwt-signing.key certs/oauth-client-secret certs/oauth-client-secret.sds.yaml \
+  certs/oauth-hmac.sds.yaml; do
   [[ -e $f ]] || die "$f is missing; run 'make run' (it builds the venv, the filter and the certs first)"
 done
 
@@ -56,10 +57,20 @@ http_ok() { curl -sf -o /dev/null --max-time 2 "$1"; }
 
 DEV_AUTH="${CARGO_TARGET_DIR:-target}/release/dev-auth-service"
 # --jwt-key: it also plays the login service (JWKS, dev login) with the key whose public
-# half Envoy trusts (certs/jwks.json).
+# half Envoy trusts (certs/jwks.json); --oidc-*: and the OIDC provider Envoy's oauth2 filter
+# signs browsers in with (client secret from make certs, Envoy's callback and the UI a
+# signed-out browser is sent back to, under both names of this machine).
+OIDC=()
+for host in 127.0.0.1:10000 localhost:10000; do
+  OIDC+=(--oidc-redirect-uri "http://$host/mlflow/oauth2/callback" --oidc-post-logout-uri "http://$host/mlflow/")
+done
+for host in 127.0.0.1:10443 localhost:10443; do
+  OIDC+=(--oidc-redirect-uri "https://$host/mlflow/oauth2/callback" --oidc-post-logout-uri "https://$host/mlflow/")
+done
 start auth-service "$RUN/auth-service.log" "$RUN/auth-service.log" \
   "$DEV_AUTH" --listen 127.0.0.1:8000 --keys devstack/dev-keys.json \
-  --control --service-token-env HOKUSAI_AUTH_SERVICE_TOKEN --jwt-key certs/jwt-signing.key
+  --control --service-token-env HOKUSAI_AUTH_SERVICE_TOKEN --jwt-key certs/jwt-signing.key \
+  --oidc-client-secret-file certs/oauth-client-secret "${OIDC[@]}"
 wait_for auth-service "${PGIDS[-1]}" "$RUN/auth-service.log" 80 http_up http://127.0.0.1:8000/
 
 # Job execution off: 2 processes (~0.5 GB) instead of ~9; nothing here needs MLflow jobs.
@@ -77,6 +88,12 @@ wait_for envoy "${PGIDS[-1]}" "$RUN/envoy.log" 80 http_ok http://127.0.0.1:9901/
 cat <<EOF
 
 Local stack is up. Logs: $RUN/{auth-service,mlflow,envoy}.log; Envoy's access log follows below.
+
+# MLflow's web UI in a browser: open http://127.0.0.1:10000/mlflow/ and sign in on the dev
+# login page as one of the dev users (public, dev-only passwords):
+#   dev-writer / dev-writer-password   mlflow:read mlflow:write
+#   dev-reader / dev-reader-password   mlflow:read (sees everything, changes nothing)
+# Sign out: http://127.0.0.1:10000/mlflow/oauth2/signout
 
 # internal service: mTLS with the allow-listed client certificate, no API key (-> 200)
 curl --cacert certs/ca.crt --cert certs/client.crt --key certs/client.key \\

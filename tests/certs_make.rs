@@ -20,8 +20,8 @@ impl Drop for Scratch {
     }
 }
 
-/// A directory of its own (tests run in parallel) holding just the Makefile and
-/// certs/generate.sh.
+/// A directory of its own (tests run in parallel) holding just the Makefile,
+/// certs/generate.sh and scripts/test-tools.sh (which the certs rule runs for openssl).
 fn scratch_copy(label: &str) -> Scratch {
     let dir =
         std::env::temp_dir().join(format!("hokusai-certs-make-{label}-{}", std::process::id()));
@@ -31,6 +31,12 @@ fn scratch_copy(label: &str) -> Scratch {
     std::fs::copy(
         repo().join("certs/generate.sh"),
         dir.join("certs/generate.sh"),
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.join("scripts")).unwrap();
+    std::fs::copy(
+        repo().join("scripts/test-tools.sh"),
+        dir.join("scripts/test-tools.sh"),
     )
     .unwrap();
     Scratch(dir)

@@ -22,6 +22,8 @@ async fn assert_unavailable(stack: &Stack) {
     let (status, headers, body) = filter_reply(resp).await;
     assert_eq!(status, 503);
     assert_eq!(body["detail"], "Authentication service unavailable");
+    assert_eq!(body["error_code"], "TEMPORARILY_UNAVAILABLE");
+    assert_eq!(body["message"], "Authentication service unavailable");
     assert_eq!(headers["retry-after"], "1");
     assert_eq!(headers["content-type"], "application/json");
     assert_eq!(headers["x-request-id"], "e2e-unavailable");

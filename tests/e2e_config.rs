@@ -64,16 +64,24 @@ fn rendering_changes_only_ports_and_paths() {
         if before != after {
             changed += 1;
             assert!(
-                ["port_value:", "filename:", "\"auth_authority\":"]
-                    .iter()
-                    .any(|marker| before.contains(marker)),
+                [
+                    "port_value:",
+                    "filename:",
+                    "\"auth_authority\":",
+                    // The sign-in's provider URLs and its SDS files.
+                    "uri: http://127.0.0.1:8000/oauth2/",
+                    "_endpoint: http://127.0.0.1:8000/oauth2/",
+                    "path_config_source: { path: certs/",
+                ]
+                .iter()
+                .any(|marker| before.contains(marker)),
                 "unexpected change:\n  {before}\n  {after}"
             );
         }
     }
     // Five ports, the authority, the wasm, four certificate files (server pair, CA, CRL)
-    // and the JWKS.
-    assert_eq!(changed, 12);
+    // and the JWKS; the sign-in's three provider URLs and two SDS files.
+    assert_eq!(changed, 17);
 }
 
 /// The filter trusts Envoy's x-forwarded-client-cert and Envoy's pause semantics; every Envoy

@@ -401,7 +401,11 @@ async fn alb_listener_verifies_user_jwts_with_the_fetched_jwks() {
     assert_eq!(resp.status(), 401);
     assert_eq!(
         resp.json::<serde_json::Value>().await.unwrap(),
-        serde_json::json!({"detail": "Invalid or expired token"})
+        serde_json::json!({
+            "detail": "Invalid or expired token",
+            "error_code": "UNAUTHENTICATED",
+            "message": "Invalid or expired token",
+        })
     );
     assert_eq!(stack.auth.validate_calls(), 0);
     assert_eq!(
@@ -409,4 +413,51 @@ async fn alb_listener_verifies_user_jwts_with_the_fetched_jwks() {
         0,
         "the JWKS has its own cluster"
     );
+}
+
+/// The sign-in on the ALB listener: the browser is sent to the login service's form with a
+/// callback on the public name it used and the scheme the ALB saw (`x-forwarded-proto`),
+/// and API clients on the same listener are untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alb_listener_signs_browsers_in_at_the_login_service_over_https() {
+    let stack = EcsStack::start_dev(None).await;
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let resp = client
+        .get(stack.alb_url("/mlflow/"))
+        .header("host", "mlflow.hokus.ai")
+        .header("x-forwarded-proto", "https")
+        .header("x-forwarded-for", "203.0.113.7")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 302);
+    let location = resp.headers()["location"].to_str().unwrap().to_owned();
+    assert!(
+        location.starts_with(&format!("https://{AUTH_HOST}/oauth2/authorize?")),
+        "{location}"
+    );
+    assert!(
+        location
+            .contains("redirect_uri=https%3A%2F%2Fmlflow.hokus.ai%2Fmlflow%2Foauth2%2Fcallback"),
+        "the callback the login service must have registered: {location}"
+    );
+    for line in resp.headers().get_all("set-cookie") {
+        let line = line.to_str().unwrap();
+        assert!(
+            line.contains("secure") && line.contains("HttpOnly"),
+            "{line}"
+        );
+    }
+    // An API key on the same listener never meets the sign-in.
+    let resp = client
+        .get(stack.alb_url("/mlflow/api/2.0/mlflow/experiments/search"))
+        .header("authorization", bearer(READWRITE_KEY))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
 }

@@ -210,6 +210,7 @@ async fn unknown_paths_are_404_from_envoy_with_or_without_a_key() {
     let client = plain_client();
     for path in [
         "/",
+        "/index.html",
         "/api/2.0/other/thing",
         "/api/2.0/mlflow",
         "/static-files/index.html",

@@ -97,7 +97,15 @@ fn broken_tokens() -> Vec<(&'static str, String)> {
 async fn assert_refused_by_envoy(resp: reqwest::Response, request_id: &str, label: &str) {
     let (status, headers, body) = filter_reply(resp).await;
     assert_eq!(status, 401, "{label}: {body}");
-    assert_eq!(body, json!({ "detail": INVALID_TOKEN }), "{label}");
+    assert_eq!(
+        body,
+        json!({
+            "detail": INVALID_TOKEN,
+            "error_code": "UNAUTHENTICATED",
+            "message": INVALID_TOKEN,
+        }),
+        "{label}"
+    );
     assert_eq!(headers["content-type"], "application/json", "{label}");
     let challenges: Vec<_> = headers.get_all("www-authenticate").iter().collect();
     assert_eq!(challenges, ["Bearer realm=\"hokusai\""], "{label}");

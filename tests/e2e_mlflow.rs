@@ -92,26 +92,35 @@ async fn mlflow_client_through_envoy_on_both_paths() {
         "internal path makes no callout"
     );
 
-    // Read-only key: reads work, log_metric is refused by the filter.
-    let readonly = run_client_flow(
-        &["readonly", &run_id],
-        &[
-            ("MLFLOW_TRACKING_URI", stack.envoy.plain_url("/api/mlflow")),
-            ("MLFLOW_TRACKING_TOKEN", READONLY_KEY.to_owned()),
-        ],
+    // Read-only key and read-only user token: reads work, every write is refused, and the
+    // client reports each refusal in MLflow's own terms (CONTRACT section 5).
+    let readonly_jwt = stack.mint("e2e-reader", &["mlflow:read"]);
+    for (label, token) in [("key", READONLY_KEY.to_owned()), ("jwt", readonly_jwt)] {
+        let readonly = run_client_flow(
+            &["readonly", &run_id],
+            &[
+                ("MLFLOW_TRACKING_URI", stack.envoy.plain_url("/api/mlflow")),
+                ("MLFLOW_TRACKING_TOKEN", token),
+            ],
+        )
+        .await;
+        assert_read_only_refusals(&readonly.json, label);
+    }
+
+    // No credential at all: UNAUTHENTICATED, not a server error.
+    let nokey = run_client_flow(
+        &["nokey"],
+        &[("MLFLOW_TRACKING_URI", stack.envoy.plain_url("/api/mlflow"))],
     )
     .await;
-    let out = &readonly.json;
-    assert_eq!(out["read_ok"], true, "{out}");
+    let err = &nokey.json["error"];
+    assert_eq!(err["error_code"], "UNAUTHENTICATED", "{}", nokey.json);
     assert_eq!(
-        out["write_endpoint"], "/api/2.0/mlflow/runs/log-metric",
-        "{out}"
+        err["str"], "UNAUTHENTICATED: API key required",
+        "{}",
+        nokey.json
     );
-    assert_eq!(out["write_status"], 403, "{out}");
-    assert_eq!(
-        out["write_error"]["detail"], "Insufficient permissions",
-        "{out}"
-    );
+    assert_eq!(nokey.json["reply"][1], 401, "{}", nokey.json);
 
     let run = RunArtifacts {
         experiment_id: &exp_id,
@@ -121,10 +130,44 @@ async fn mlflow_client_through_envoy_on_both_paths() {
     let started = std::time::Instant::now();
     read_only_key_cannot_write_artifacts_whatever_their_name(&stack, &run).await;
     read_only_key_reads_artifacts_and_searches(&stack, &run).await;
+    read_only_key_uses_the_ui_and_graphql_and_writes_nothing(&stack, &run).await;
     eprintln!(
         "e2e: read/write by endpoint checks took {:?}",
         started.elapsed()
     );
+}
+
+/// The `readonly` flow's output: the read worked, and each of its three writes was refused
+/// by the filter with 403 and shown by the client as `PERMISSION_DENIED: ...`.
+fn assert_read_only_refusals(out: &serde_json::Value, label: &str) {
+    assert_eq!(out["read_ok"], true, "{label}: {out}");
+    assert_eq!(
+        out["write_endpoint"], "/api/2.0/mlflow/runs/log-metric",
+        "{label}: {out}"
+    );
+    assert_eq!(
+        out["write_error"]["detail"], "Insufficient permissions",
+        "{label}: {out}"
+    );
+    for write in ["log_metric", "create_experiment", "set_tag"] {
+        let err = &out["write_errors"][write];
+        assert_eq!(
+            out["write_replies"][write][1], 403,
+            "{label} {write}: {out}"
+        );
+        assert_eq!(
+            err["error_code"], "PERMISSION_DENIED",
+            "{label} {write}: {out}"
+        );
+        assert_eq!(
+            err["str"], "PERMISSION_DENIED: Insufficient permissions (requires mlflow:write)",
+            "{label} {write}: {out}"
+        );
+        assert_eq!(
+            err["json"]["required_scope"], "mlflow:write",
+            "{label} {write}: {out}"
+        );
+    }
 }
 
 /// A run's place in MLflow's proxied artifact store.
@@ -286,4 +329,116 @@ async fn read_only_key_reads_artifacts_and_searches(stack: &Stack, run: &RunArti
         let body: serde_json::Value = resp.json().await.expect("experiments JSON");
         assert!(body["experiments"].is_array(), "{method} {path}: {body}");
     }
+}
+
+/// MLflow's web UI routes are reads for a read-only key under both UI prefixes, GraphQL
+/// included, and none of them opens a way to a write: GraphQL has no writing field (a
+/// mutation that would delete is unknown to MLflow), and a UI route in front of an API
+/// write is resolved by Envoy to that write.
+async fn read_only_key_uses_the_ui_and_graphql_and_writes_nothing(
+    stack: &Stack,
+    run: &RunArtifacts<'_>,
+) {
+    use reqwest::Method;
+    let run_id = run.run_id;
+    for prefix in ["/mlflow", "/api/mlflow"] {
+        let resp = send(stack, Method::GET, &format!("{prefix}/"), READONLY_KEY, "").await;
+        assert_eq!(resp.status(), 200, "{prefix}/ shell");
+        assert!(resp.text().await.unwrap().contains("<title>MLflow</title>"));
+        let favicon = format!("{prefix}/static-files/favicon.ico");
+        let resp = send(stack, Method::GET, &favicon, READONLY_KEY, "").await;
+        assert_eq!(resp.status(), 200, "{favicon}");
+        let artifact = format!("{prefix}/get-artifact?path=notes.txt&run_uuid={run_id}");
+        let resp = send(stack, Method::GET, &artifact, READONLY_KEY, "").await;
+        assert_eq!(resp.status(), 200, "{artifact}");
+        assert_eq!(
+            resp.text().await.unwrap(),
+            "written through Envoy by the e2e suite\n"
+        );
+
+        let graphql = |query: String| {
+            plain_client()
+                .post(stack.envoy.plain_url(&format!("{prefix}/graphql")))
+                .header("authorization", bearer(READONLY_KEY))
+                .json(&serde_json::json!({ "query": query }))
+                .send()
+        };
+        let read = format!(
+            "query {{ mlflowGetRun(input: {{runId: \"{run_id}\"}}) {{ run {{ info {{ runId }} }} }} }}"
+        );
+        let resp = graphql(read).await.unwrap();
+        assert_eq!(resp.status(), 200, "{prefix}/graphql read");
+        let body: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(
+            body["data"]["mlflowGetRun"]["run"]["info"]["runId"], run_id,
+            "{body}"
+        );
+        // What MLflow's Mutation type holds: a search, passed as the read it is.
+        let search =
+            "mutation { mlflowSearchRuns(input: {experimentIds: [\"0\"]}) { __typename } }";
+        let resp = graphql(search.to_owned()).await.unwrap();
+        assert_eq!(resp.status(), 200, "{prefix}/graphql Mutation search");
+        // A mutation that would delete, as MLflow might add one: MLflow knows no such field.
+        let delete = format!(
+            "mutation {{ mlflowDeleteRun(input: {{runId: \"{run_id}\"}}) {{ __typename }} }}"
+        );
+        let resp = graphql(delete).await.unwrap();
+        let body: serde_json::Value = resp.json().await.unwrap_or_default();
+        assert!(
+            body["errors"].is_array() && body["data"]["mlflowDeleteRun"].is_null(),
+            "{prefix}: {body}"
+        );
+    }
+
+    // UI routes in front of writes: Envoy resolves the dot segments first, so the filter
+    // judges the write they lead to.
+    let delete_body = r#"{"run_id": "x"}"#;
+    for (method, path) in [
+        (
+            Method::POST,
+            "/mlflow/static-files/../api/2.0/mlflow/runs/delete",
+        ),
+        (
+            Method::POST,
+            "/mlflow/static-files/%2e%2e/api/2.0/mlflow/runs/delete",
+        ),
+        (
+            Method::POST,
+            "/mlflow/graphql/../ajax-api/2.0/mlflow/runs/delete",
+        ),
+        (
+            Method::POST,
+            "/api/mlflow/get-artifact/../api/2.0/mlflow/runs/delete",
+        ),
+        (
+            Method::GET,
+            "/mlflow/static-files/../ajax-api/2.0/mlflow/webhooks",
+        ),
+        (Method::PUT, "/mlflow/graphql"),
+        (Method::DELETE, "/mlflow/get-artifact?path=notes.txt"),
+    ] {
+        let resp = send(stack, method.clone(), path, READONLY_KEY, delete_body).await;
+        assert_refused_as_write(resp, &format!("read-only {method} {path}")).await;
+    }
+    let resp = plain_client()
+        .post(stack.envoy.plain_url("/mlflow/graphql"))
+        .header("authorization", bearer(READONLY_KEY))
+        .header("x-http-method-override", "DELETE")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_refused_as_write(resp, "graphql with a method override").await;
+
+    // The run is still there, untouched.
+    let resp = send(
+        stack,
+        Method::GET,
+        &format!("/api/2.0/mlflow/runs/get?run_id={run_id}"),
+        READONLY_KEY,
+        "",
+    )
+    .await;
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["run"]["info"]["lifecycle_stage"], "active", "{body}");
 }

@@ -57,6 +57,18 @@ async fn refusals_have_the_contract_status_detail_and_headers() {
             (status, Some(detail)),
             "case {i}"
         );
+        // MLflow's error dialect, so its client names the cause (CONTRACT section 5).
+        let code = if status == 401 {
+            "UNAUTHENTICATED"
+        } else {
+            "PERMISSION_DENIED"
+        };
+        assert_eq!(body["error_code"], code, "case {i}");
+        let message = body["message"].as_str().unwrap_or_default();
+        match body["required_scope"].as_str() {
+            Some(scope) => assert_eq!(message, format!("{detail} (requires {scope})"), "case {i}"),
+            None => assert_eq!(message, detail, "case {i}"),
+        }
         assert_eq!(headers["content-type"], "application/json", "case {i}");
         assert_eq!(headers["x-request-id"], request_id.as_str(), "case {i}");
         if status == 401 {
@@ -85,6 +97,10 @@ async fn a_scope_miss_names_the_scope_and_reads_still_work() {
     assert_eq!(status, 403);
     // docs: the first scope of the needed set, as configured in envoy.yaml.
     assert_eq!(body["required_scope"], "mlflow:write");
+    assert_eq!(
+        body["message"],
+        "Insufficient permissions (requires mlflow:write)"
+    );
     // Reads sent as POST are still reads.
     let resp = client
         .post(stack.envoy.plain_url("/api/2.0/mlflow/runs/search"))
@@ -122,6 +138,8 @@ async fn a_key_past_its_hourly_limit_gets_429() {
     let (status, headers, body) = filter_reply(resp).await;
     assert_eq!(status, 429);
     assert_eq!(body["detail"], "Rate limit exceeded");
+    assert_eq!(body["error_code"], "REQUEST_LIMIT_EXCEEDED");
+    assert_eq!(body["message"], "Rate limit exceeded");
     // docs: the seconds left in the clock-aligned hour the filter counts in.
     let retry: u64 = headers["retry-after"]
         .to_str()

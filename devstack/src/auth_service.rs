@@ -20,6 +20,7 @@ use serde_json::Value;
 use crate::faults::{Fault, FaultSpec, GATHER_TIMEOUT, HOLD_TIMEOUT};
 use crate::keys::{fingerprint, KeySpec, KeyStore, KeyStoreError, Verdict, DEFAULT_SERVICE_ID};
 use crate::login::{self, DevLogin};
+use crate::oidc::{self, Oidc, OidcSettings};
 use crate::server::{self, detail, json_response, Body, DropConnection, Running};
 
 /// Where the filter posts keys (CONTRACT section 6).
@@ -49,6 +50,9 @@ pub struct ServeOptions {
     /// Also play the login service: `GET /.well-known/jwks.json`,
     /// `POST /api/v1/login`, `/api/v1/validate` (404 without).
     pub login: Option<DevLogin>,
+    /// With `login`, also an OpenID Connect provider for browser sign-in
+    /// (`crate::oidc`: discovery, authorize, token, end session).
+    pub oidc: Option<OidcSettings>,
 }
 
 impl Default for ServeOptions {
@@ -57,6 +61,7 @@ impl Default for ServeOptions {
             control_api: false,
             log_requests: true,
             login: None,
+            oidc: None,
         }
     }
 }
@@ -107,6 +112,7 @@ pub(crate) struct State {
     log_requests: AtomicBool,
     control_api: bool,
     login: Option<DevLogin>,
+    oidc: Option<Oidc>,
     /// Calls held by a `Gather` fault, and the signal that lets them all go.
     gathered: Mutex<u32>,
     gather_released: tokio::sync::Notify,
@@ -276,6 +282,7 @@ impl DevAuth {
             last_token_validate: Mutex::new(None),
             log_requests: AtomicBool::new(options.log_requests),
             control_api: options.control_api,
+            oidc: options.login.as_ref().and(options.oidc).map(Oidc::new),
             login: options.login,
             gathered: Mutex::new(0),
             gather_released: tokio::sync::Notify::new(),
@@ -468,6 +475,10 @@ async fn handle(
         ext_authz(&state, req).await
     } else if let (Some(login), true) = (&state.login, login::is_login_path(&path)) {
         login::route(&state, login, &path, req).await
+    } else if let (Some(login), Some(oidc), true) =
+        (&state.login, &state.oidc, oidc::is_oidc_path(&path))
+    {
+        oidc::route(oidc, login, &path, req).await
     } else if path == "/health" {
         // Readiness probe for scripts: never faulted, never counted.
         let body = br#"{"status":"ok"}"#.to_vec();

@@ -29,6 +29,12 @@
 # and so is a set Envoy would refuse peers with: a CA without its CRL, a CRL past its
 # nextUpdate (Envoy then refuses every client certificate of that CA), a certificate that
 # does not chain to the bundle or that the CRL revokes. These checks use openssl.
+# The MLflow sidecar's browser sign-in (oauth2 filter) also needs, both or neither:
+#   HOKUSAI_OAUTH_CLIENT_SECRET                       the OIDC client secret
+#   HOKUSAI_OAUTH_HMAC_SECRET                         the key of the session cookies (the same
+#                                                     in every task)
+# each one line of at least 16 printable characters, written as oauth-client-secret and
+# oauth-hmac (0600, no trailing newline: Envoy reads the whole file as the secret).
 #
 # They land in HOKUSAI_TLS_DIR (default /etc/envoy/tls), the directory the SDS resources in
 # /etc/envoy/sds/ point at and Envoy watches, as ca.crt, ca.crl, server.crt/.key,
@@ -164,6 +170,16 @@ write_certs() {
   ((pairs > 0)) || die "no certificate pair: set HOKUSAI_TLS_SERVER_CERT/_KEY or HOKUSAI_TLS_CLIENT_CERT/_KEY"
   [[ -n $crl ]] || die "HOKUSAI_TLS_CRL is empty or not set (a CRL from every CA in the bundle)"
   check_pem HOKUSAI_TLS_CRL "$crl" 'X509 CRL'
+  local oauth_secret="${HOKUSAI_OAUTH_CLIENT_SECRET:-}" oauth_hmac="${HOKUSAI_OAUTH_HMAC_SECRET:-}"
+  if [[ -n $oauth_secret || -n $oauth_hmac ]]; then
+    [[ -n $oauth_secret ]] || die "HOKUSAI_OAUTH_HMAC_SECRET is set but HOKUSAI_OAUTH_CLIENT_SECRET is not"
+    [[ -n $oauth_hmac ]] || die "HOKUSAI_OAUTH_CLIENT_SECRET is set but HOKUSAI_OAUTH_HMAC_SECRET is not"
+    local var
+    for var in HOKUSAI_OAUTH_CLIENT_SECRET HOKUSAI_OAUTH_HMAC_SECRET; do
+      [[ ${!var} =~ ^[[:graph:]]{16,}$ ]] ||
+        die "$var must be one line of at least 16 printable characters, no spaces"
+    done
+  fi
 
   mkdir -p "$TLS_DIR"
   # The new set, complete, in a directory nobody reads yet; removed again if anything below
@@ -175,6 +191,7 @@ write_certs() {
   local names=(ca.crt ca.crl)
   [[ -z $server_cert ]] || names+=(server.crt server.key)
   [[ -z $client_cert ]] || names+=(client.crt client.key)
+  [[ -z $oauth_secret ]] || names+=(oauth-client-secret oauth-hmac)
   (
     umask 077
     pem_out "$ca" >"$new/ca.crt"
@@ -186,6 +203,10 @@ write_certs() {
     if [[ -n $client_cert ]]; then
       pem_out "$client_cert" >"$new/client.crt"
       pem_out "$client_key" >"$new/client.key"
+    fi
+    if [[ -n $oauth_secret ]]; then
+      printf '%s' "$oauth_secret" >"$new/oauth-client-secret"
+      printf '%s' "$oauth_hmac" >"$new/oauth-hmac"
     fi
   )
   check_set "$new"
@@ -394,7 +415,8 @@ case "${1:-}" in
   *)
     write_certs
     unset HOKUSAI_TLS_CA_BUNDLE HOKUSAI_TLS_CRL HOKUSAI_TLS_SERVER_CERT HOKUSAI_TLS_SERVER_KEY \
-      HOKUSAI_TLS_CLIENT_CERT HOKUSAI_TLS_CLIENT_KEY
+      HOKUSAI_TLS_CLIENT_CERT HOKUSAI_TLS_CLIENT_KEY \
+      HOKUSAI_OAUTH_CLIENT_SECRET HOKUSAI_OAUTH_HMAC_SECRET
     run "$@"
     ;;
 esac

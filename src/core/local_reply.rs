@@ -1,4 +1,8 @@
-//! Replies the filter makes itself (contract section 5): JSON `{"detail": ...}`.
+//! Replies the filter makes itself (contract section 5): JSON `{"detail": ...}`, which also
+//! speaks MLflow's error dialect (`error_code`, `message`), so the MLflow client names the
+//! real cause (`PERMISSION_DENIED: ...`) instead of reporting a server error.
+
+use super::json;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalReply {
@@ -63,13 +67,35 @@ impl LocalReply {
         }
     }
 
-    pub fn body(&self) -> Vec<u8> {
-        let mut body = serde_json::Map::new();
-        body.insert("detail".into(), self.detail.into());
-        if let Some(scope) = &self.required_scope {
-            body.insert("required_scope".into(), scope.as_str().into());
+    /// MLflow's name for the status, as its client maps it back to an exception.
+    pub fn error_code(&self) -> &'static str {
+        match self.status {
+            401 => "UNAUTHENTICATED",
+            403 => "PERMISSION_DENIED",
+            429 => "REQUEST_LIMIT_EXCEEDED",
+            _ => "TEMPORARILY_UNAVAILABLE",
         }
-        serde_json::to_vec(&body).unwrap_or_default()
+    }
+
+    /// `{"detail", "error_code", "message"[, "required_scope"]}`: a few short fields written
+    /// by hand; `message` is the detail, naming the scope on a scope miss.
+    pub fn body(&self) -> Vec<u8> {
+        let scope = self.required_scope.as_deref();
+        let mut message = String::with_capacity(self.detail.len() + 32);
+        message.push_str(self.detail);
+        if let Some(scope) = scope {
+            message.push_str(" (requires ");
+            message.push_str(scope);
+            message.push(')');
+        }
+        let mut body = json::Object::with_capacity(64 + 2 * message.len());
+        body.field("detail", self.detail)
+            .field("error_code", self.error_code())
+            .field("message", &message);
+        if let Some(scope) = scope {
+            body.field("required_scope", scope);
+        }
+        body.finish().into_bytes()
     }
 
     /// Response headers; the adapter adds the request's `x-request-id`.
@@ -94,7 +120,11 @@ mod tests {
         let r = LocalReply::key_required();
         assert_eq!(
             (r.status, r.body()),
-            (401, br#"{"detail":"API key required"}"#.to_vec())
+            (
+                401,
+                br#"{"detail":"API key required","error_code":"UNAUTHENTICATED","message":"API key required"}"#
+                    .to_vec()
+            )
         );
         assert!(r
             .headers()
@@ -102,7 +132,8 @@ mod tests {
         let r = LocalReply::scope_missing("mlflow:write");
         assert_eq!(
             r.body(),
-            br#"{"detail":"Insufficient permissions","required_scope":"mlflow:write"}"#.to_vec()
+            br#"{"detail":"Insufficient permissions","error_code":"PERMISSION_DENIED","message":"Insufficient permissions (requires mlflow:write)","required_scope":"mlflow:write"}"#
+                .to_vec()
         );
         assert!(!r.headers().iter().any(|(n, _)| *n == "www-authenticate"));
         let r = LocalReply::unavailable();
@@ -111,5 +142,47 @@ mod tests {
         assert!(LocalReply::rate_limited(42)
             .headers()
             .contains(&("retry-after", "42".into())));
+    }
+
+    #[test]
+    fn every_reply_speaks_mlflows_error_dialect() {
+        let cases = [
+            (LocalReply::key_required(), "UNAUTHENTICATED"),
+            (LocalReply::key_malformed(), "UNAUTHENTICATED"),
+            (LocalReply::key_invalid(), "UNAUTHENTICATED"),
+            (LocalReply::token_invalid(), "UNAUTHENTICATED"),
+            (LocalReply::forbidden(), "PERMISSION_DENIED"),
+            (
+                LocalReply::scope_missing("model:write"),
+                "PERMISSION_DENIED",
+            ),
+            (LocalReply::rate_limited(7), "REQUEST_LIMIT_EXCEEDED"),
+            (LocalReply::unavailable(), "TEMPORARILY_UNAVAILABLE"),
+        ];
+        for (reply, code) in cases {
+            let body: serde_json::Value = serde_json::from_slice(&reply.body()).unwrap();
+            assert_eq!(body["error_code"], code, "{body}");
+            assert_eq!(body["detail"], reply.detail, "{body}");
+            let want = match &reply.required_scope {
+                Some(scope) => format!("{} (requires {scope})", reply.detail),
+                None => reply.detail.to_string(),
+            };
+            assert_eq!(body["message"], want.as_str(), "{body}");
+            assert_eq!(
+                body.get("required_scope").and_then(|v| v.as_str()),
+                reply.required_scope.as_deref()
+            );
+        }
+    }
+
+    #[test]
+    fn a_scope_from_the_config_is_escaped_not_trusted() {
+        let r = LocalReply::scope_missing("a\"b\n");
+        let body: serde_json::Value = serde_json::from_slice(&r.body()).unwrap();
+        assert_eq!(body["required_scope"], "a\"b\n");
+        assert_eq!(
+            body["message"],
+            "Insufficient permissions (requires a\"b\n)"
+        );
     }
 }

@@ -5,8 +5,9 @@
 //! - the query and fragment are dropped; nothing is percent-decoded or case-folded, so an
 //!   unusual spelling of an endpoint is simply not in the table;
 //! - the path must start with one of the route prefixes Envoy forwards (none, `/api/mlflow`,
-//!   `/mlflow`), then an API root (`/api/` or `/ajax-api/`), and what follows must match a
-//!   table pattern as a whole, segment by segment;
+//!   `/mlflow`), then an API root (`/api/` or `/ajax-api/`), or just `/` for the few routes of
+//!   MLflow's web UI (its shell, `static-files`, `get-artifact`, `graphql`), and what follows
+//!   must match a table pattern as a whole, segment by segment;
 //! - a path parameter (an artifact path, a run or trace id, a tag key) is a wildcard whose
 //!   content never decides: an artifact called `get_model.pkl` is just an artifact;
 //! - `HEAD` is looked up as `GET`; a method MLflow does not route (OPTIONS, lower case, ...)
@@ -80,13 +81,18 @@ pub enum Roots {
     Ajax,
     /// `/api/` only.
     Api,
+    /// Right below the route prefix, outside both API roots: the web UI's own routes.
+    Ui,
 }
 
 impl Roots {
     pub fn includes(self, root: Root) -> bool {
         matches!(
             (self, root),
-            (Roots::Both, _) | (Roots::Ajax, Root::Ajax) | (Roots::Api, Root::Api)
+            (Roots::Both, Root::Api | Root::Ajax)
+                | (Roots::Ajax, Root::Ajax)
+                | (Roots::Api, Root::Api)
+                | (Roots::Ui, Root::Ui)
         )
     }
 }
@@ -95,6 +101,8 @@ impl Roots {
 pub enum Root {
     Api,
     Ajax,
+    /// No API root: the pattern follows the route prefix's `/` (the UI shell is `""`).
+    Ui,
 }
 
 impl Root {
@@ -102,6 +110,7 @@ impl Root {
         match self {
             Root::Api => "/api/",
             Root::Ajax => "/ajax-api/",
+            Root::Ui => "/",
         }
     }
 }
@@ -157,7 +166,7 @@ impl Endpoint {
 
 /// Envoy's routes forward these prefixes to MLflow (the last two with the prefix stripped).
 pub const ROUTE_PREFIXES: [&str; 3] = ["", "/api/mlflow", "/mlflow"];
-const ROOTS: [Root; 2] = [Root::Api, Root::Ajax];
+const ROOTS: [Root; 3] = [Root::Api, Root::Ajax, Root::Ui];
 /// Longer paths are not classified (so: write). Linux's PATH_MAX bounds any artifact path a
 /// local store can hold, and the bound keeps the wildcard matcher's work small.
 pub const MAX_PATH: usize = 4096;

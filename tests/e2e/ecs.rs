@@ -67,6 +67,8 @@ impl Layout {
             ("server-cert.yaml", 3),
             ("client-cert.yaml", 3),
             ("ca-bundle.yaml", 3),
+            ("oauth-client-secret.yaml", 1),
+            ("oauth-hmac.yaml", 1),
         ] {
             let text = read_ecs(&format!("sds/{file}"));
             let out = replace_exact(
@@ -105,15 +107,26 @@ pub struct Secrets {
 }
 
 impl Secrets {
-    /// The MLflow sidecar's set: server pair, CA bundle (one or more PEM files) and the
-    /// CRL of each of those CAs (see [`crl_pem`]).
+    /// The MLflow sidecar's set: server pair, CA bundle (one or more PEM files), the CRL of
+    /// each of those CAs (see [`crl_pem`]), and the browser sign-in's client secret (the dev
+    /// one) and cookie key.
     pub fn server(server: &Pair, bundle: &[&Path]) -> Secrets {
+        let client_secret = std::fs::read_to_string(paths::cert("oauth-client-secret"))
+            .expect("certs/oauth-client-secret (make certs)");
         Secrets {
             vars: vec![
                 ("HOKUSAI_TLS_SERVER_CERT", server.cert_pem()),
                 ("HOKUSAI_TLS_SERVER_KEY", server.key_pem()),
                 ("HOKUSAI_TLS_CA_BUNDLE", bundle_pem(bundle)),
                 ("HOKUSAI_TLS_CRL", crl_pem(bundle)),
+                (
+                    "HOKUSAI_OAUTH_CLIENT_SECRET",
+                    client_secret.trim().to_owned(),
+                ),
+                (
+                    "HOKUSAI_OAUTH_HMAC_SECRET",
+                    "e2e-ecs-cookie-key-0123456789".to_owned(),
+                ),
             ],
         }
     }
@@ -264,7 +277,7 @@ pub fn render_sidecar(layout: &Layout, ports: SidecarPorts, up: &SidecarUpstream
         &out,
         &format!("path: {IMAGE_SDS_DIR}/"),
         &layout.sds_prefix(),
-        2,
+        4,
     );
     assert!(
         !out.contains("address: 0.0.0.0"),

@@ -34,6 +34,8 @@ pub struct EnvoyOptions {
     pub legacy_fail_open_false: bool,
     /// Filter settings instead of the committed ones (timeouts, TTLs, the in-flight cap).
     pub tuning: Tuning,
+    /// Another SDS file for the oauth2 filter's cookie HMAC key (a "foreign" Envoy).
+    pub oauth_hmac_sds: Option<&'static str>,
 }
 
 impl Default for EnvoyOptions {
@@ -43,6 +45,7 @@ impl Default for EnvoyOptions {
             trap_path: None,
             legacy_fail_open_false: false,
             tuning: Tuning::default(),
+            oauth_hmac_sds: None,
         }
     }
 }
@@ -139,9 +142,18 @@ pub fn render(ports: Ports, up: Upstreams) -> String {
         &format!("filename: {}", paths::wasm().display()),
         1,
     );
+    // The browser sign-in's provider: token, authorization and end-session endpoints.
+    out = replace_exact(
+        &out,
+        "http://127.0.0.1:8000/oauth2/",
+        &format!("http://127.0.0.1:{}/oauth2/", up.auth_port),
+        3,
+    );
     let certs = format!("{}/", paths::certs_dir().display());
     // Server cert and key, the CA and its CRL, and jwt_authn's JWKS.
     out = replace_exact(&out, "filename: certs/", &format!("filename: {certs}"), 5);
+    // The sign-in's SDS files: the client secret and the cookie HMAC key.
+    out = replace_exact(&out, "path: certs/", &format!("path: {certs}"), 2);
     out
 }
 
@@ -170,6 +182,10 @@ pub fn render_with(ports: Ports, up: Upstreams, opts: EnvoyOptions) -> String {
     }
     for (from, to) in opts.tuning.edits() {
         out = replace_exact(&out, from, &to, 1);
+    }
+    if let Some(sds) = opts.oauth_hmac_sds {
+        let committed = format!("path: {}", paths::cert("oauth-hmac.sds.yaml").display());
+        out = replace_exact(&out, &committed, &format!("path: {sds}"), 1);
     }
     out
 }
@@ -206,10 +222,23 @@ impl Envoy {
         opts: EnvoyOptions,
         extra_args: &[&str],
     ) -> Envoy {
-        paths::require_envoy_inputs();
-        let dir = TempDir::new("envoy");
         let [plain, tls, admin] = paths::free_ports::<3>();
         let ports = Ports { plain, tls, admin };
+        Self::start_at(ports, up, service_token, opts, extra_args).await
+    }
+
+    /// [`Envoy::start_with`] on ports the caller chose (e.g. so the sign-in provider,
+    /// started first, can register Envoy's callback URL).
+    pub async fn start_at(
+        ports: Ports,
+        up: Upstreams,
+        service_token: Option<&str>,
+        opts: EnvoyOptions,
+        extra_args: &[&str],
+    ) -> Envoy {
+        paths::require_envoy_inputs();
+        let dir = TempDir::new("envoy");
+        let admin = ports.admin;
         let config = dir.join("envoy.yaml");
         std::fs::write(&config, render_with(ports, up, opts)).expect("write rendered envoy.yaml");
 

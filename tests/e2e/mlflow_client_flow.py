@@ -6,7 +6,9 @@ a user would set them. Prints one JSON line for the Rust side to assert on.
 
   full <label>        create an experiment and a run, log a param, metrics and an
                       artifact, then read all of it back
-  readonly <run_id>   read the run, then try to log a metric (expected: refused)
+  readonly <run_id>   read the run, then try three writes (expected: each refused); each
+                      refusal as the client reports it (error_code, message, str)
+  nokey               one read with no credential at all (expected: refused)
 """
 
 import json
@@ -57,7 +59,9 @@ def full(label):
             downloaded = f.read()
     return {
         "experiment_id": exp_id,
+        "experiment_name": client.get_experiment(exp_id).name,
         "run_id": run_id,
+        "run_name": run.info.run_name,
         "status": run.info.status,
         "artifact_uri": run.info.artifact_uri,
         "params": dict(run.data.params),
@@ -68,21 +72,49 @@ def full(label):
     }
 
 
+def _refusal(e):
+    """What the client made of a refusal: MLflow's error code and message, as users see them."""
+    return {
+        "error_code": e.error_code,
+        "message": e.message,
+        "str": str(e),
+        "json": getattr(e, "json", None),
+    }
+
+
 def readonly(run_id):
     client = MlflowClient()
     read_ok = client.get_run(run_id).info.run_id == run_id
-    try:
-        client.log_metric(run_id, "loss", 0.1, step=99)
-        write_error = None
-    except MlflowException as e:
-        write_error = getattr(e, "json", None) or str(e)
-    endpoint, status = _replies[-1]
+    writes = {
+        "log_metric": lambda: client.log_metric(run_id, "loss", 0.1, step=99),
+        "create_experiment": lambda: client.create_experiment(f"e2e-ro-{os.getpid()}"),
+        "set_tag": lambda: client.set_tag(run_id, "who", "read-only"),
+    }
+    errors, endpoints = {}, {}
+    for name, write in writes.items():
+        try:
+            write()
+            errors[name] = None
+        except MlflowException as e:
+            errors[name] = _refusal(e)
+        endpoints[name] = _replies[-1]
+    endpoint, status = endpoints["log_metric"]
     return {
         "read_ok": read_ok,
         "write_endpoint": endpoint,
         "write_status": status,
-        "write_error": write_error,
+        "write_error": errors["log_metric"]["json"] if errors["log_metric"] else None,
+        "write_errors": errors,
+        "write_replies": endpoints,
     }
+
+
+def nokey():
+    try:
+        MlflowClient().search_experiments(max_results=1)
+        return {"error": None}
+    except MlflowException as e:
+        return {"error": _refusal(e), "reply": _replies[-1]}
 
 
 def main(argv):
@@ -90,6 +122,8 @@ def main(argv):
         result = full(argv[1])
     elif len(argv) == 2 and argv[0] == "readonly":
         result = readonly(argv[1])
+    elif argv == ["nokey"]:
+        result = nokey()
     else:
         sys.exit(__doc__)
     result["replies"] = _replies

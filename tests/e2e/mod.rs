@@ -20,4 +20,5 @@ pub mod paths;
 pub mod pki;
 pub mod procs;
 pub mod raw_http;
+pub mod session;
 pub mod stack;

@@ -81,6 +81,9 @@ pub fn require_envoy_inputs() {
         "client.key",
         "jwks.json",
         "jwt-signing.key",
+        "oauth-client-secret",
+        "oauth-client-secret.sds.yaml",
+        "oauth-hmac.sds.yaml",
     ] {
         require(&cert(file), "make certs");
     }

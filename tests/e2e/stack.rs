@@ -4,10 +4,11 @@
 use std::net::SocketAddr;
 
 use hokusai_devstack::{
-    DevAuth, DevAuthConfig, DevLogin, Echo, EchoHandle, KeyStore, ServeOptions,
+    DevAuth, DevAuthConfig, DevLogin, Echo, EchoHandle, KeyStore, OidcClient, OidcSettings,
+    ServeOptions, DEV_CLIENT_ID,
 };
 
-use super::envoy::{Envoy, EnvoyOptions, Tuning, Upstreams};
+use super::envoy::{Envoy, EnvoyOptions, Ports, Tuning, Upstreams};
 use super::paths;
 
 /// The token the dev auth service demands and the filter forwards (via Envoy's env).
@@ -28,6 +29,16 @@ pub struct StackOptions {
     pub upstream_port: Option<u16>,
     /// Worker count and test-only config departures.
     pub envoy: EnvoyOptions,
+    /// The login service (and so the sign-in provider) signs with this key instead of the
+    /// one Envoy trusts, and its tokens live this long instead of an hour.
+    pub login: LoginOptions,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoginOptions {
+    /// Sign with a freshly generated key, which jwt_authn does not trust.
+    pub foreign_key: bool,
+    pub token_ttl_s: Option<i64>,
 }
 
 impl Default for StackOptions {
@@ -36,6 +47,7 @@ impl Default for StackOptions {
             auth: AuthMode::Dev,
             upstream_port: None,
             envoy: EnvoyOptions::default(),
+            login: LoginOptions::default(),
         }
     }
 }
@@ -75,9 +87,13 @@ impl Stack {
     pub async fn start_with_envoy_args(opts: StackOptions, envoy_args: &[&str]) -> Stack {
         // Check before starting anything, so a missing input reads as such.
         paths::require_envoy_inputs();
+        let [plain, tls, admin] = paths::free_ports::<3>();
+        let ports = Ports { plain, tls, admin };
         let (auth, auth_port) = match opts.auth {
             AuthMode::Dev => {
-                let auth = start_dev_auth("127.0.0.1:0".parse().unwrap()).await;
+                let auth =
+                    start_dev_auth_with("127.0.0.1:0".parse().unwrap(), Some(ports), opts.login)
+                        .await;
                 let port = auth.addr().port();
                 (Some(auth), port)
             }
@@ -93,7 +109,8 @@ impl Stack {
                 (Some(echo), port)
             }
         };
-        let envoy = Envoy::start_with(
+        let envoy = Envoy::start_at(
+            ports,
             Upstreams {
                 auth_port,
                 mlflow_port,
@@ -120,7 +137,7 @@ impl Stack {
     /// Brings the dev auth service up on the auth cluster's port (after `AuthMode::Down`).
     pub async fn start_auth_now(&mut self) {
         let addr = SocketAddr::from(([127, 0, 0, 1], self.auth_port));
-        self.auth = Some(start_dev_auth(addr).await);
+        self.auth = Some(start_dev_auth_with(addr, None, LoginOptions::default()).await);
     }
 
     /// One of the filter's counters as Envoy exports it, by the name the filter defines
@@ -188,7 +205,43 @@ pub fn dev_login() -> DevLogin {
         .unwrap_or_else(|e| panic!("e2e: {e}; run `make certs`"))
 }
 
-async fn start_dev_auth(listen: SocketAddr) -> DevAuth {
+/// The sign-in client Envoy is registered as, with its callback on both of `ports`'
+/// listeners and the UI (where a signed-out browser is sent) as post-logout URI.
+pub fn oidc_settings(auth: SocketAddr, ports: Ports) -> OidcSettings {
+    let secret = std::fs::read_to_string(paths::cert("oauth-client-secret"))
+        .unwrap_or_else(|e| panic!("e2e: certs/oauth-client-secret: {e}; run `make certs`"));
+    OidcSettings {
+        base_url: format!("http://{auth}"),
+        client: OidcClient {
+            client_id: DEV_CLIENT_ID.to_owned(),
+            client_secret: secret.trim().to_owned(),
+            redirect_uris: vec![
+                format!("http://127.0.0.1:{}/mlflow/oauth2/callback", ports.plain),
+                format!("https://127.0.0.1:{}/mlflow/oauth2/callback", ports.tls),
+            ],
+            post_logout_redirect_uris: vec![format!("http://127.0.0.1:{}/mlflow/", ports.plain)],
+        },
+    }
+}
+
+async fn start_dev_auth_with(
+    listen: SocketAddr,
+    envoy: Option<Ports>,
+    login: LoginOptions,
+) -> DevAuth {
+    // Bind first so the provider's own URL is known; the OIDC settings need it.
+    let listen = if listen.port() == 0 {
+        SocketAddr::from(([127, 0, 0, 1], paths::free_ports::<1>()[0]))
+    } else {
+        listen
+    };
+    let mut dev_login = dev_login();
+    if login.foreign_key {
+        dev_login.key = hokusai_devstack::JwtKey::generate();
+    }
+    if let Some(ttl) = login.token_ttl_s {
+        dev_login.token_ttl_s = ttl;
+    }
     DevAuth::start_with(
         DevAuthConfig {
             listen,
@@ -198,7 +251,8 @@ async fn start_dev_auth(listen: SocketAddr) -> DevAuth {
         ServeOptions {
             // One stderr line per call would drown test output.
             log_requests: false,
-            login: Some(dev_login()),
+            login: Some(dev_login),
+            oidc: envoy.map(|ports| oidc_settings(listen, ports)),
             ..ServeOptions::default()
         },
     )

@@ -1,5 +1,6 @@
-"""List every (root, pattern, method) the installed MLflow server serves under /api/ and
-/ajax-api/, for tests/scope_routes.rs to compare with the filter's endpoint table.
+"""List every (root, pattern, method) the installed MLflow server serves: under /api/ and
+/ajax-api/, and (root "ui") every other route, the web UI's among them, for
+tests/scope_routes.rs to compare with the filter's endpoint table.
 
 Reads the routes of the app `mlflow server` runs (FastAPI's native routers, then the Flask
 app mounted under it). Path parameters are written the table's way: `{}` for one segment,
@@ -62,10 +63,12 @@ def main():
         counts[kind] = 0
         for path, methods, source in routes:
             m = API.match(path)
-            if not m:
-                continue
             counts[kind] += 1
-            root, pattern = m.group(1), to_pattern(m.group(2))
+            if m:
+                root, pattern = m.group(1), to_pattern(m.group(2))
+            else:
+                # Envoy forwards these below its /mlflow/ and /api/mlflow/ prefixes.
+                root, pattern = "ui", to_pattern(path[1:])
             for method in methods:
                 served.setdefault((root, pattern, method), []).append(source)
     if min(counts.values()) == 0:

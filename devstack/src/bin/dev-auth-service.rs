@@ -5,11 +5,17 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use hokusai_devstack::jwt::{self, JwtKey, DEV_AUDIENCE, DEV_ISSUER, DEV_SIGNING_KEY_PATH};
-use hokusai_devstack::{sha256_hex, DevAuth, DevAuthConfig, DevLogin, KeyStore, ServeOptions};
+use hokusai_devstack::{
+    sha256_hex, DevAuth, DevAuthConfig, DevLogin, KeyStore, OidcClient, OidcSettings, ServeOptions,
+    DEV_CLIENT_ID,
+};
 
 const USAGE: &str = "\
 usage: dev-auth-service [--listen ADDR] [--keys FILE] [--service-token-env NAME]
                         [--jwt-key FILE [--jwt-issuer ISS] [--jwt-audience AUD]]
+                        [--oidc-client-secret-file FILE [--oidc-client-id ID]
+                         --oidc-redirect-uri URI... [--oidc-post-logout-uri URI...]
+                         [--public-url URL]]
                         [--control] [--quiet]
        dev-auth-service mint --sub SUB [--scopes \"S1 S2\"] [--ttl SECONDS]
                         [--aud AUD] [--iss ISS] [--key FILE]
@@ -25,6 +31,17 @@ usage: dev-auth-service [--listen ADDR] [--keys FILE] [--service-token-env NAME]
                             POST /api/v1/login, /api/v1/validate
   --jwt-issuer ISS          the issuer tokens must name (default https://login.hokus.ai)
   --jwt-audience AUD        the audience tokens must name (default mlflow)
+  --oidc-client-secret-file FILE
+                            with --jwt-key, also a minimal OpenID Connect provider
+                            for browser sign-in (devstack/README.md): one client,
+                            whose secret is this file's content (certs/oauth-client-secret)
+  --oidc-client-id ID       that client's id (default hokusai-mlflow-ui)
+  --oidc-redirect-uri URI   a redirect URI registered for it (repeatable, exact match)
+  --oidc-post-logout-uri URI
+                            a URI the end-session endpoint may send a browser to
+                            (repeatable; asked for exactly, or as its origin's bare root,
+                            which is what Envoy's oauth2 filter asks for)
+  --public-url URL          where browsers reach this service (default http://ADDR)
   --control                 serve the dev-only /__dev/{fault,stats,reset} API
   --quiet                   no per-request log lines
   --hash KEY                print the key_sha256 for KEY (to add keys) and exit
@@ -43,6 +60,11 @@ struct Args {
     jwt_key: Option<String>,
     jwt_issuer: String,
     jwt_audience: String,
+    oidc_secret_file: Option<String>,
+    oidc_client_id: String,
+    oidc_redirect_uris: Vec<String>,
+    oidc_post_logout_uris: Vec<String>,
+    public_url: Option<String>,
     control: bool,
     quiet: bool,
 }
@@ -76,6 +98,11 @@ fn parse(argv: impl Iterator<Item = String>) -> Result<Command, String> {
         jwt_key: None,
         jwt_issuer: DEV_ISSUER.to_owned(),
         jwt_audience: DEV_AUDIENCE.to_owned(),
+        oidc_secret_file: None,
+        oidc_client_id: DEV_CLIENT_ID.to_owned(),
+        oidc_redirect_uris: Vec::new(),
+        oidc_post_logout_uris: Vec::new(),
+        public_url: None,
         control: false,
         quiet: false,
     };
@@ -91,6 +118,11 @@ fn parse(argv: impl Iterator<Item = String>) -> Result<Command, String> {
             "--jwt-key" => args.jwt_key = Some(value()?),
             "--jwt-issuer" => args.jwt_issuer = value()?,
             "--jwt-audience" => args.jwt_audience = value()?,
+            "--oidc-client-secret-file" => args.oidc_secret_file = Some(value()?),
+            "--oidc-client-id" => args.oidc_client_id = value()?,
+            "--oidc-redirect-uri" => args.oidc_redirect_uris.push(value()?),
+            "--oidc-post-logout-uri" => args.oidc_post_logout_uris.push(value()?),
+            "--public-url" => args.public_url = Some(value()?),
             "--control" => args.control = true,
             "--quiet" => args.quiet = true,
             "--hash" => return Ok(Command::Hash(value()?)),
@@ -208,6 +240,42 @@ async fn run(args: Args) -> Result<(), String> {
         }
         None => None,
     };
+    let oidc = match &args.oidc_secret_file {
+        Some(path) => {
+            if login.is_none() {
+                return Err("--oidc-client-secret-file needs --jwt-key (tokens are signed)".into());
+            }
+            if args.oidc_redirect_uris.is_empty() {
+                return Err(
+                    "--oidc-client-secret-file needs at least one --oidc-redirect-uri".into(),
+                );
+            }
+            let secret = std::fs::read_to_string(path)
+                .map_err(|e| format!("{path}: {e} (run `make certs`)"))?
+                .trim()
+                .to_owned();
+            if secret.len() < 16 {
+                return Err(format!("{path}: a client secret of 16 bytes at least"));
+            }
+            Some(OidcSettings {
+                base_url: args
+                    .public_url
+                    .clone()
+                    .unwrap_or_else(|| format!("http://{}", args.listen)),
+                client: OidcClient {
+                    client_id: args.oidc_client_id.clone(),
+                    client_secret: secret,
+                    redirect_uris: args.oidc_redirect_uris.clone(),
+                    post_logout_redirect_uris: args.oidc_post_logout_uris.clone(),
+                },
+            })
+        }
+        None => None,
+    };
+    let oidc_note = match &oidc {
+        Some(o) => format!(", OIDC provider on for client {}", o.client.client_id),
+        None => String::new(),
+    };
     let login_note = match &login {
         Some(login) => format!("login service on, kid {}", login.key.kid()),
         None => "login service off".to_owned(),
@@ -228,12 +296,13 @@ async fn run(args: Args) -> Result<(), String> {
             control_api: args.control,
             log_requests: !args.quiet,
             login,
+            oidc,
         },
     )
     .await
     .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     eprintln!(
-        "dev-auth-service: listening on {} ({key_count} keys, service token {token_note}, {login_note}, control API {})",
+        "dev-auth-service: listening on {} ({key_count} keys, service token {token_note}, {login_note}{oidc_note}, control API {})",
         auth.base_url(),
         if args.control { "on" } else { "off" },
     );

@@ -1,6 +1,7 @@
-//! Every endpoint MLflow 3.17.2 serves under `/api/` and `/ajax-api/`, and whether calling
-//! it is a read or a write. `tests/scope_routes.rs` compares this list with the routes of
-//! the MLflow server installed in `.venv`, both ways, so an upgrade cannot slip past it.
+//! Every endpoint MLflow 3.17.2 serves under `/api/` and `/ajax-api/`, and the few routes of
+//! its web UI, and whether calling each is a read or a write. `tests/scope_routes.rs`
+//! compares this list with the routes of the MLflow server installed in `.venv`, both ways
+//! (and walks its GraphQL schema), so an upgrade cannot slip past it.
 //!
 //! The judgement, per endpoint, follows what the call does, cross-checked with the
 //! permission MLflow's own auth app demands for it: a read-level permission (or none, for
@@ -19,6 +20,11 @@ const fn both(method: Method, pattern: &'static str, access: Access) -> Endpoint
 /// Served under `/ajax-api/` only.
 const fn ajax(method: Method, pattern: &'static str, access: Access) -> Endpoint {
     Endpoint::new(Roots::Ajax, method, pattern, access)
+}
+
+/// The web UI's routes, right below the route prefix (`/mlflow/graphql`).
+const fn ui(method: Method, pattern: &'static str, access: Access) -> Endpoint {
+    Endpoint::new(Roots::Ui, method, pattern, access)
 }
 
 /// The table. Order does not matter (lookups use a sorted copy); grouped by MLflow service
@@ -315,4 +321,15 @@ pub(super) const ENDPOINTS: &[Endpoint] = &[
     // Loads (or deletes) demo data into the tracking store.
     ajax(Post, "3.0/mlflow/demo/generate", W),
     ajax(Post, "3.0/mlflow/demo/delete", W),
+    // The web UI, so a read-only user can use it: its shell (`/`, which MLflow serves only
+    // as that exact path), its bundled files, artifact downloads for run and model-version
+    // pages, and GraphQL. Every field of MLflow 3.17's GraphQL schema, `Mutation` included,
+    // resolves to a search or a get; tests/scope_routes.rs walks the installed schema and
+    // fails on any field that could write, so POST stays a read only while that holds.
+    ui(Get, "", R),
+    ui(Get, "static-files/{*}", R),
+    ui(Get, "get-artifact", R),
+    ui(Get, "model-versions/get-artifact", R),
+    ui(Get, "graphql", R),
+    ui(Post, "graphql", R),
 ];

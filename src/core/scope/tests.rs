@@ -316,11 +316,83 @@ fn the_whole_path_after_a_known_prefix_decides() {
         ("POST", "/api/2.0/mlflow/runs/Search", Write),
         ("POST", "/API/2.0/mlflow/runs/search", Write),
         ("GET", "/Api/2.0/mlflow/runs/get", Write),
-        // Paths outside the API, even GETs.
-        ("GET", "/mlflow/get-artifact?path=x&run_id=y", Write),
-        ("GET", "/mlflow/graphql", Write),
-        ("GET", "/", Write),
+        // Paths outside the API and the UI's routes, even GETs.
+        ("GET", "/mlflow/version", Write),
+        ("GET", "/mlflow/index.html", Write),
+        ("GET", "/mlflow", Write),
         ("GET", "", Write),
+    ]);
+}
+
+#[test]
+fn the_web_ui_reads_under_every_prefix() {
+    for prefix in ROUTE_PREFIXES {
+        for (method, rest, want) in [
+            // The shell, its files, artifact views and GraphQL: reads.
+            ("GET", "/", Read),
+            ("HEAD", "/", Read),
+            ("GET", "/?x=/api/2.0/mlflow/runs/delete", Read),
+            ("GET", "/static-files/static/js/main.c2f5f8d4.js", Read),
+            ("GET", "/static-files/favicon.ico", Read),
+            ("GET", "/get-artifact?path=notes.txt&run_uuid=r1", Read),
+            (
+                "GET",
+                "/model-versions/get-artifact?path=MLmodel&name=m&version=1",
+                Read,
+            ),
+            ("GET", "/graphql?query=%7Btest%7D", Read),
+            ("POST", "/graphql", Read),
+            ("POST", "/graphql?operationName=MlflowDeleteRun", Read),
+            // The same routes with another method: writes.
+            ("POST", "/", Write),
+            ("PUT", "/static-files/static/js/main.js", Write),
+            ("DELETE", "/static-files/favicon.ico", Write),
+            ("POST", "/get-artifact", Write),
+            ("DELETE", "/get-artifact", Write),
+            ("POST", "/model-versions/get-artifact", Write),
+            ("PUT", "/graphql", Write),
+            ("PATCH", "/graphql", Write),
+            ("DELETE", "/graphql", Write),
+            ("OPTIONS", "/graphql", Write),
+            ("post", "/graphql", Write),
+            // Only the whole path counts: no prefix, suffix or spelling of a UI route reads.
+            ("POST", "/graphql/", Write),
+            ("POST", "/graphql/x", Write),
+            ("POST", "/graphqlx", Write),
+            ("POST", "/GraphQL", Write),
+            ("POST", "/%67raphql", Write),
+            ("POST", "/x/graphql", Write),
+            ("POST", "/api/graphql", Write),
+            ("POST", "/ajax-api/graphql", Write),
+            ("GET", "/get-artifact/x", Write),
+            ("GET", "/get-artifacts", Write),
+            ("GET", "/model-versions/get-artifact/x", Write),
+            ("GET", "/static-files", Write),
+            ("GET", "/index.html", Write),
+            // A UI route in front of an API write is still the API write (Envoy also
+            // resolves dot segments before the filter sees the path).
+            ("POST", "/static-files/../api/2.0/mlflow/runs/delete", Write),
+            (
+                "POST",
+                "/static-files/a/../../ajax-api/2.0/mlflow/experiments/delete",
+                Write,
+            ),
+            ("POST", "/graphql/../api/2.0/mlflow/runs/create", Write),
+        ] {
+            let path = format!("{prefix}{rest}");
+            assert_eq!(required_access(method, &path), want, "{method} {path}");
+        }
+    }
+    // Only the prefixes Envoy forwards, and only once.
+    check(&[
+        ("POST", "/other/graphql", Write),
+        ("POST", "/mlflowx/graphql", Write),
+        ("POST", "/mlflow/mlflow/graphql", Write),
+        ("POST", "/api/mlflow/api/mlflow/graphql", Write),
+        ("POST", "/mlflow/api/mlflow/graphql", Write),
+        ("GET", "/mlflow/api/mlflow/", Write),
+        ("GET", "/api/", Write),
+        ("GET", "/ajax-api/", Write),
     ]);
 }
 
@@ -440,7 +512,7 @@ fn a_literal_match_is_never_overruled() {
     // served on, the full scan over the table agrees with the entry alone.
     let mut checked = 0;
     for e in endpoint_table().iter().filter(|e| !e.has_wildcard()) {
-        for root in [Root::Api, Root::Ajax] {
+        for root in ROOTS {
             if e.roots.includes(root) {
                 assert_eq!(
                     classify_by_scan(root, e.method, e.pattern),
