@@ -7,14 +7,18 @@
 //!
 //! - [`abi`]: the host functions imported, and the ABI's numbers;
 //! - [`host`]: a total wrapper for each (every status a `Result`), and the core's host traits;
-//! - [`exports`]: the entry points Envoy calls, and the registry of root and stream contexts;
-//! - [`root`]: configuration and the tick; [`stream`]: one request, and applying decisions;
+//! - [`exports`]: the entry points Envoy calls; [`registry`]: the root and stream contexts
+//!   they share (data only, so nothing below `exports` depends on it);
+//! - [`root`]: configuration and the tick; [`stream`]: one request; [`apply`]: applying a
+//!   decision to its request (forward with identity headers, or reply);
 //! - [`metrics`], [`logger`]: what reaches Envoy's stats and log.
 
 mod abi;
+mod apply;
 mod exports;
 mod host;
 mod logger;
 mod metrics;
+mod registry;
 mod root;
 mod stream;

@@ -3,28 +3,14 @@
 //! callouts whose reply is long overdue.
 
 use super::abi;
-use super::exports::Contexts;
+use super::apply::apply_resolved;
 use super::host::{self, Envoy};
 use super::logger;
 use super::metrics::Metrics;
-use super::stream::apply_resolved;
+use super::registry::{Contexts, Filter};
 use crate::core::config::FilterConfig;
 use crate::core::decision::Policy;
 use crate::core::flow::{Worker, TICK_MS};
-
-/// What every stream of this root shares. None until configured: a stream of an
-/// unconfigured root is refused.
-#[derive(Default)]
-pub struct Root {
-    pub filter: Option<Filter>,
-}
-
-pub struct Filter {
-    pub worker: Worker,
-    metrics: Metrics,
-    #[cfg(feature = "testing")]
-    pub trap_path: Option<String>,
-}
 
 /// A plugin configuration far larger than any real one is refused unread.
 const MAX_CONFIGURATION_BYTES: usize = 1 << 20;
@@ -95,7 +81,7 @@ pub fn configure(c: &mut Contexts, root: u32, size: usize) -> bool {
 }
 
 pub fn tick(c: &mut Contexts, root: u32) {
-    let Some(filter) = c.roots.get_mut(&root).and_then(|r| r.filter.as_mut()) else {
+    let Some(filter) = c.filter(root) else {
         return;
     };
     let Ok(now) = host::now_ms() else {
