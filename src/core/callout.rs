@@ -5,14 +5,8 @@
 
 use super::config::{CredentialTransport, FilterConfig};
 use super::credential::Credential;
+use super::host::Callout;
 use super::json;
-
-pub struct ValidationCall {
-    /// The Envoy cluster to call (`auth_cluster`).
-    pub cluster: String,
-    pub headers: Vec<(&'static str, String)>,
-    pub body: Vec<u8>,
-}
 
 pub fn validation_call(
     config: &FilterConfig,
@@ -20,7 +14,7 @@ pub fn validation_call(
     client_ip: &str,
     request_id: Option<&str>,
     service_token: Option<&str>,
-) -> ValidationCall {
+) -> Callout {
     let (path, transport, secret) = match credential {
         Credential::ApiKey(key) => (&config.validate_path, config.credential_transport, key),
         Credential::Jwt(token) => (
@@ -51,7 +45,7 @@ pub fn validation_call(
     body.field("service_id", &config.service_id)
         .field("client_ip", client_ip);
     let body = body.finish().into_bytes();
-    ValidationCall {
+    Callout {
         cluster: config.auth_cluster.clone(),
         headers,
         body,
@@ -76,14 +70,14 @@ mod tests {
         Credential::ApiKey(Secret::for_tests(k))
     }
 
-    fn header<'a>(call: &'a ValidationCall, name: &str) -> Option<&'a str> {
+    fn header<'a>(call: &'a Callout, name: &str) -> Option<&'a str> {
         call.headers
             .iter()
             .find(|(n, _)| *n == name)
             .map(|(_, v)| v.as_str())
     }
 
-    fn body(call: &ValidationCall) -> serde_json::Value {
+    fn body(call: &Callout) -> serde_json::Value {
         serde_json::from_slice(&call.body).unwrap()
     }
 

@@ -6,10 +6,11 @@
 //! Callouts, waiting and coalescing are [`super::flow`]'s business; this module never sees
 //! them. The adapter strips [`super::VERDICT_HEADERS`] before any decision reaches upstream.
 
-use super::callout::{validation_call, ValidationCall};
+use super::callout::validation_call;
 use super::config::{FilterConfig, JwtMode};
 use super::credential::{find_credential, Credential, Kind, Lookup, Presented, Secret};
 use super::digest::KeyDigest;
+use super::host::{Callout, RequestHost, SharedStore};
 use super::json;
 use super::jwt;
 use super::local_reply::LocalReply;
@@ -19,25 +20,10 @@ use super::peer_certs::PeerCerts;
 use super::rate_limit::{Count, RateCounters};
 use super::request::{RequestFacts, Single};
 use super::scope::{required_access, Access};
-use super::store::SharedStore;
 use super::telemetry::{AuthMethod, AuthPath, CacheUse, Facts, Outcome, Tally};
 use super::validation_reply::{Denial, ValidationOutcome};
 use super::verdict_cache::{Probe, VerdictCache};
 use std::rc::Rc;
-
-/// What the decision may ask of Envoy while deciding, beyond the request headers. Each is a
-/// host call, so each is asked only when the answer matters.
-pub trait RequestHost: SharedStore {
-    /// `connection.mtls`: Envoy validated the client's certificate chain on this connection.
-    fn peer_verified(&mut self) -> bool;
-    /// `connection.sha256_peer_certificate_digest`: the hex SHA-256 of the certificate the
-    /// peer presented on this connection, as Envoy computed it.
-    fn peer_certificate_digest(&mut self) -> Option<Vec<u8>>;
-    /// The payload jwt_authn verified for this request, from Envoy's dynamic metadata
-    /// (`metadata.filter_metadata.<namespace>.<payload_key>`, a map in proxy-wasm's pairs
-    /// format), never from a header.
-    fn verified_jwt_payload(&mut self, namespace: &str, payload_key: &str) -> Option<Vec<u8>>;
-}
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Decision {
@@ -558,7 +544,7 @@ impl Policy {
         client_ip: &str,
         request_id: Option<&str>,
         service_token: Option<&str>,
-    ) -> ValidationCall {
+    ) -> Callout {
         validation_call(
             &self.config,
             &pending.credential,

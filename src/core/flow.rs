@@ -23,20 +23,17 @@
 //! - **A reply that never comes** (which Envoy should not allow: every call has a timeout) is
 //!   given up on the tick after its deadline plus a grace, so no flight lives for ever.
 
-use super::callout::ValidationCall;
-use super::decision::{Decision, Final, Forward, Pending, Policy, Refusal, RequestHost, Settled};
+use super::decision::{Decision, Final, Forward, Pending, Policy, Refusal, Settled};
 use super::digest::KeyDigest;
+use super::host::{Callout, CalloutHost, CalloutToken, DispatchRefused, SharedStore, StreamHost};
 use super::request::RequestFacts;
 use super::scope::Access;
-use super::store::SharedStore;
 use super::telemetry::{AuthMethod, CalloutFailure, Outcome, Tally};
 use super::validation_reply::{interpret, ValidationOutcome};
 use std::collections::HashMap;
 
 /// Envoy's id for a stream's context.
 pub type RequestId = u32;
-/// Envoy's token for a callout.
-pub type CalloutToken = u32;
 
 /// How often the adapter should call [`Worker::on_tick`].
 pub const TICK_MS: u64 = 200;
@@ -46,26 +43,6 @@ const MIN_RETRY_MS: i64 = 20;
 const TIMEOUT_SLACK_MS: i64 = 5;
 /// Past its deadline by this much, a callout whose reply never came is given up.
 const LOST_REPLY_GRACE_MS: i64 = 5_000;
-
-/// Envoy would not start a callout (unknown cluster, no async client, ...).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DispatchRefused;
-
-/// What the flow needs from Envoy to run callouts.
-pub trait CalloutHost: SharedStore {
-    /// Starts a callout (Envoy makes it from the root context, whichever context is current).
-    fn dispatch(
-        &mut self,
-        call: &ValidationCall,
-        timeout_ms: u64,
-    ) -> Result<CalloutToken, DispatchRefused>;
-}
-
-/// ...and, inside a request, about the request.
-pub trait StreamHost: RequestHost + CalloutHost {
-    /// `source.address`, for the callout body.
-    fn source_address(&mut self) -> String;
-}
 
 /// See [`Worker::report`].
 pub struct Report<'a> {
@@ -137,7 +114,7 @@ struct Waiter {
 
 struct Flight {
     pending: Pending,
-    call: ValidationCall,
+    call: Callout,
     /// Envoy's token for the current attempt.
     token: CalloutToken,
     attempt_started_ms: i64,
@@ -191,6 +168,11 @@ impl Worker {
 
     pub fn waiting(&self) -> usize {
         self.waiting.len()
+    }
+
+    /// The counts so far (the adapter takes them with [`Self::report`]).
+    pub fn tally(&self) -> &Tally {
+        &self.policy.tally
     }
 
     /// What the adapter tells Envoy on a tick: the counts so far, the callout latencies

@@ -1,7 +1,6 @@
 //! The host-agnostic heart of the filter: plain Rust types in, a decision out. Nothing here
-//! calls proxy-wasm; what the decision needs from Envoy it asks through small traits
-//! ([`store::SharedStore`], [`decision::RequestHost`], [`flow::CalloutHost`]) that the adapter
-//! implements and the tests fake.
+//! calls proxy-wasm; what the decision needs from Envoy it asks through the traits of
+//! [`host`], which the adapter implements and [`host::fake`] plays in tests.
 //!
 //! - What the request says: [`header_map`], [`request`], [`credential`], [`xfcc`], [`peer`],
 //!   [`jwt`], [`scope`].
@@ -18,6 +17,7 @@ pub mod decision;
 pub mod digest;
 pub mod flow;
 pub mod header_map;
+pub mod host;
 pub mod json;
 pub mod jwt;
 pub mod local_reply;
@@ -28,7 +28,6 @@ pub mod rate_limit;
 pub mod request;
 pub mod scope;
 pub mod slot_codec;
-pub mod store;
 pub mod telemetry;
 pub mod time;
 pub mod validation_reply;

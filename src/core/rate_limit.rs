@@ -14,7 +14,7 @@
 //! service allowed with a limit ever count, so sprayed keys take no slot.
 
 use super::digest::KeyDigest;
-use super::store::{SharedStore, StoreError};
+use super::host::{SharedStore, StoreError};
 
 const WINDOW_S: i64 = 3600;
 /// Rounds of read and CAS write before giving up; each lost round is another worker's
@@ -213,7 +213,7 @@ fn rank(fit: Fit) -> u8 {
 
 #[cfg(test)]
 mod tests {
-    use super::super::store::MemoryStore;
+    use super::super::host::fake::MemoryStore;
     use super::*;
 
     fn counters(store: &MemoryStore, slots: u32) -> RateCounters {

@@ -10,8 +10,8 @@
 
 use super::config::CacheConfig;
 use super::digest::KeyDigest;
+use super::host::{SharedStore, StoreError};
 use super::slot_codec::{self, Slot};
-use super::store::{SharedStore, StoreError};
 use super::validation_reply::{KeyGrant, Verdict};
 
 /// What a lookup saw in the key's two slots, so that the write after a callout needs no
@@ -153,7 +153,7 @@ impl<'a, S: SharedStore> VerdictCache<'a, S> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::store::MemoryStore;
+    use super::super::host::fake::MemoryStore;
     use super::super::validation_reply::Denial;
     use super::*;
 

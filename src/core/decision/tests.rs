@@ -1,59 +1,13 @@
 use super::*;
 use crate::core::header_map::serialize;
+use crate::core::host::fake::FakeEnvoy;
 use crate::core::request::Single;
-use crate::core::store::{MemoryStore, StoreError};
 use crate::core::test_certs::{self, TestPeer};
 use crate::core::validation_reply::interpret;
-use std::cell::Cell;
 
 const NOW: i64 = 1_795_435_200;
 const API_ID: &str = "spiffe://hokusai.internal/ns/development/sa/hokusai-api";
 const NOTEBOOK: &str = "spiffe://hokusai.internal/ns/development/sa/notebook";
-
-/// Shared data plus the answers Envoy would give about the request, counting what is asked.
-#[derive(Default)]
-pub(super) struct FakeRequestHost {
-    pub store: MemoryStore,
-    pub mtls: bool,
-    pub digest: Option<Vec<u8>>,
-    pub jwt_payload: Option<Vec<u8>>,
-    pub mtls_asked: Cell<u32>,
-    pub digest_asked: Cell<u32>,
-    pub jwt_asked: Cell<u32>,
-    pub reads: Cell<u32>,
-}
-
-impl SharedStore for FakeRequestHost {
-    fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
-        self.reads.set(self.reads.get() + 1);
-        self.store.get(key)
-    }
-
-    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
-        self.store.set(key, value, cas)
-    }
-}
-
-impl RequestHost for FakeRequestHost {
-    fn peer_verified(&mut self) -> bool {
-        self.mtls_asked.set(self.mtls_asked.get() + 1);
-        self.mtls
-    }
-
-    fn peer_certificate_digest(&mut self) -> Option<Vec<u8>> {
-        self.digest_asked.set(self.digest_asked.get() + 1);
-        self.digest.clone()
-    }
-
-    fn verified_jwt_payload(&mut self, namespace: &str, payload_key: &str) -> Option<Vec<u8>> {
-        assert_eq!(
-            (namespace, payload_key),
-            ("envoy.filters.http.jwt_authn", "jwt_payload")
-        );
-        self.jwt_asked.set(self.jwt_asked.get() + 1);
-        self.jwt_payload.clone()
-    }
-}
 
 fn policy() -> Policy {
     let mut config = FilterConfig::default();
@@ -62,9 +16,9 @@ fn policy() -> Policy {
 }
 
 /// A host whose shared data holds what the adapter prepares at start (the rate counters).
-fn prepared(p: &Policy) -> FakeRequestHost {
-    let host = FakeRequestHost::default();
-    p.prepare(&host.store).expect("rate counter slots");
+fn prepared(p: &Policy) -> FakeEnvoy {
+    let host = FakeEnvoy::default();
+    p.prepare(&*host.store).expect("rate counter slots");
     host
 }
 
@@ -132,7 +86,7 @@ fn pending(d: Decision) -> Pending {
 /// Runs a request through a miss and the given auth-service reply.
 fn validate(
     p: &mut Policy,
-    host: &mut FakeRequestHost,
+    host: &mut FakeEnvoy,
     req: &RequestFacts,
     status: u16,
     body: &str,
@@ -149,7 +103,7 @@ fn forwarded_final(f: Final) -> Forward {
 
 #[test]
 fn exempt_paths_and_preflight_pass_untouched() {
-    let (mut p, mut host) = (policy(), FakeRequestHost::default());
+    let (mut p, mut host) = (policy(), FakeEnvoy::default());
     let f = forwarded(p.decide(&get("/health?full=1"), &mut host, NOW));
     assert_eq!((f.facts.path, f.identity), (AuthPath::Exempt, None));
     let preflight = RequestFacts {
@@ -178,12 +132,8 @@ fn mtls<'a>(req: RequestFacts<'a>, peer: &'a TestPeer) -> RequestFacts<'a> {
 }
 
 /// Envoy's answers for an mTLS connection whose peer presented `peer`'s certificate.
-fn connection_of(peer: &TestPeer) -> FakeRequestHost {
-    FakeRequestHost {
-        mtls: true,
-        digest: Some(peer.digest_hex.clone()),
-        ..Default::default()
-    }
+fn connection_of(peer: &TestPeer) -> FakeEnvoy {
+    FakeEnvoy::mtls_peer(peer.digest_hex.clone())
 }
 
 #[test]
@@ -220,7 +170,11 @@ fn allow_listed_mtls_peer_is_internal_without_callout() {
         None,
         "the caller's x-user-id is kept"
     );
-    assert_eq!(host.reads.get(), 0, "no shared data on the internal path");
+    assert_eq!(
+        host.shared_reads.get(),
+        0,
+        "no shared data on the internal path"
+    );
     assert_eq!(
         p.peer_certs.take_changed().len(),
         1,
@@ -230,13 +184,13 @@ fn allow_listed_mtls_peer_is_internal_without_callout() {
 
 #[test]
 fn a_plain_request_costs_no_property_read() {
-    let (mut p, mut host) = (policy(), FakeRequestHost::default());
+    let (mut p, mut host) = (policy(), FakeEnvoy::default());
     let _ = p.decide(
         &keyed(get("/api/2.0/mlflow/experiments/get"), "hk_1"),
         &mut host,
         NOW,
     );
-    assert_eq!((host.mtls_asked.get(), host.digest_asked.get()), (0, 0));
+    assert_eq!((host.asked.mtls, host.asked.digest), (0, 0));
 }
 
 #[test]
@@ -270,8 +224,8 @@ fn unlisted_unverified_or_repeated_peers_fall_through_to_a_credential() {
     assert_eq!(p.tally.mtls_fallbacks, 1);
     // Envoy's XFCC on a connection whose chain was not verified: not trusted.
     let api = test_certs::peer(&[API_ID], &[], None);
-    let mut plain = FakeRequestHost {
-        digest: Some(api.digest_hex.clone()),
+    let mut plain = FakeEnvoy {
+        peer_digest: Some(api.digest_hex.clone()),
         ..Default::default()
     };
     let d = p.decide(
@@ -280,7 +234,7 @@ fn unlisted_unverified_or_repeated_peers_fall_through_to_a_credential() {
         NOW,
     );
     assert_eq!(status(&d), 401);
-    assert_eq!((plain.mtls_asked.get(), plain.digest_asked.get()), (1, 0));
+    assert_eq!((plain.asked.mtls, plain.asked.digest), (1, 0));
     // Two XFCC headers: not what SANITIZE_SET writes.
     let repeated = RequestFacts {
         xfcc: Single::Repeated,
@@ -294,9 +248,9 @@ fn unlisted_unverified_or_repeated_peers_fall_through_to_a_credential() {
         Some(b"zz".to_vec()),
         Some(notebook.digest_hex.clone()),
     ] {
-        let mut host = FakeRequestHost {
+        let mut host = FakeEnvoy {
             mtls: true,
-            digest,
+            peer_digest: digest,
             ..Default::default()
         };
         let d = p.decide(&mtls(get("/x"), &api), &mut host, NOW);
@@ -336,7 +290,7 @@ fn a_san_or_cn_that_merely_contains_an_allow_listed_id_is_not_that_id() {
 
 #[test]
 fn missing_malformed_and_repeated_credentials_never_call_out() {
-    let (mut p, mut host) = (policy(), FakeRequestHost::default());
+    let (mut p, mut host) = (policy(), FakeEnvoy::default());
     let d = p.decide(&get("/api/2.0/mlflow/experiments/get"), &mut host, NOW);
     assert_eq!(refused(&d).reply, LocalReply::key_required());
     let bad = keyed(get("/api/2.0/mlflow/experiments/get"), "has space");
@@ -352,12 +306,12 @@ fn missing_malformed_and_repeated_credentials_never_call_out() {
         refused(&p.decide(&twice, &mut host, NOW)).reply,
         LocalReply::key_malformed()
     );
-    assert_eq!(host.reads.get(), 0);
+    assert_eq!(host.shared_reads.get(), 0);
 }
 
 #[test]
 fn validated_key_is_forwarded_with_identity_and_then_cached() {
-    let (mut p, mut host) = (policy(), FakeRequestHost::default());
+    let (mut p, mut host) = (policy(), FakeEnvoy::default());
     let req = RequestFacts {
         authorization: Single::One(b"Bearer hk_good"),
         ..post("/api/2.0/mlflow/runs/search")
@@ -394,7 +348,7 @@ fn validated_key_is_forwarded_with_identity_and_then_cached() {
 
 #[test]
 fn method_override_headers_make_any_call_a_write() {
-    let (mut p, mut host) = (policy(), FakeRequestHost::default());
+    let (mut p, mut host) = (policy(), FakeEnvoy::default());
     let read_only = grant_json(r#"["mlflow:read"]"#, "null");
     let req = keyed(get("/api/2.0/mlflow/experiments/get"), "hk_ro");
     forwarded_final(validate(&mut p, &mut host, &req, 200, &read_only));
@@ -408,7 +362,7 @@ fn method_override_headers_make_any_call_a_write() {
 
 #[test]
 fn scope_miss_is_403_naming_the_scope() {
-    let (mut p, mut host) = (policy(), FakeRequestHost::default());
+    let (mut p, mut host) = (policy(), FakeEnvoy::default());
     let req = keyed(post("/api/2.0/mlflow/runs/log-metric"), "hk_ro");
     let d = validate(
         &mut p,
@@ -424,7 +378,7 @@ fn scope_miss_is_403_naming_the_scope() {
 
 #[test]
 fn denials_are_cached_negatively() {
-    let (mut p, mut host) = (policy(), FakeRequestHost::default());
+    let (mut p, mut host) = (policy(), FakeEnvoy::default());
     let req = keyed(get("/api/2.0/mlflow/experiments/get"), "hk_bad");
     let d: Decision = validate(&mut p, &mut host, &req, 401, "").into();
     assert_eq!(status(&d), 401);
@@ -442,7 +396,7 @@ fn denials_are_cached_negatively() {
 
 #[test]
 fn errors_are_not_cached_and_stale_allow_is_served_marked() {
-    let (mut p, mut host) = (policy(), FakeRequestHost::default());
+    let (mut p, mut host) = (policy(), FakeEnvoy::default());
     let req = keyed(get("/api/2.0/mlflow/experiments/get"), "hk_good");
     let d: Decision = validate(&mut p, &mut host, &req, 500, "").into();
     assert_eq!(status(&d), 503);
@@ -516,7 +470,7 @@ fn two_limited_keys_never_share_a_counter() {
 
 #[test]
 fn an_unprepared_or_failing_rate_counter_refuses_rather_than_counts_nothing() {
-    let (mut p, mut host) = (policy(), FakeRequestHost::default());
+    let (mut p, mut host) = (policy(), FakeEnvoy::default());
     let req = keyed(get("/api/2.0/mlflow/experiments/get"), "hk_limited");
     let d: Decision = validate(
         &mut p,
@@ -532,7 +486,7 @@ fn an_unprepared_or_failing_rate_counter_refuses_rather_than_counts_nothing() {
 
 #[test]
 fn auth_service_429_is_passed_on_and_not_cached() {
-    let (mut p, mut host) = (policy(), FakeRequestHost::default());
+    let (mut p, mut host) = (policy(), FakeEnvoy::default());
     let req = keyed(get("/api/2.0/mlflow/experiments/get"), "hk_x");
     let pend = pending(p.decide(&req, &mut host, NOW));
     let out = interpret(Some(429), b"", Some(b"30"), NOW, "ml-platform");
@@ -547,7 +501,7 @@ fn auth_service_429_is_passed_on_and_not_cached() {
 
 #[test]
 fn verdicts_are_namespaced_by_service_id() {
-    let mut host = FakeRequestHost::default();
+    let mut host = FakeEnvoy::default();
     let mut p1 = policy();
     let mut p2 = Policy::new(FilterConfig {
         service_id: "other".into(),
@@ -569,7 +523,7 @@ fn verdicts_are_namespaced_by_service_id() {
 
 #[test]
 fn a_repeat_key_is_answered_from_the_workers_copy_without_shared_reads() {
-    let (mut p, mut host) = (policy(), FakeRequestHost::default());
+    let (mut p, mut host) = (policy(), FakeEnvoy::default());
     let req = keyed(get("/api/2.0/mlflow/experiments/get"), "hk_good");
     forwarded_final(validate(
         &mut p,
@@ -578,7 +532,7 @@ fn a_repeat_key_is_answered_from_the_workers_copy_without_shared_reads() {
         200,
         &grant_json(r#"["mlflow:read"]"#, "null"),
     ));
-    let reads = host.reads.get();
+    let reads = host.shared_reads.get();
     for _ in 0..10 {
         assert_eq!(
             forwarded(p.decide(&req, &mut host, NOW + 10)).facts.cache,
@@ -586,14 +540,14 @@ fn a_repeat_key_is_answered_from_the_workers_copy_without_shared_reads() {
         );
     }
     assert_eq!(
-        host.reads.get(),
+        host.shared_reads.get(),
         reads,
         "no shared-data read for a warm key"
     );
     // Another worker (a fresh policy) learns it from shared data, once.
     let mut worker2 = policy();
     forwarded(worker2.decide(&req, &mut host, NOW + 10));
-    assert!(host.reads.get() > reads);
+    assert!(host.shared_reads.get() > reads);
     // The copy ends with the verdict's TTL.
     assert!(matches!(
         p.decide(&req, &mut host, NOW + 300),
@@ -623,7 +577,7 @@ fn payload(claims: &[(&str, &str)]) -> Vec<u8> {
 #[test]
 fn a_verified_jwt_is_admitted_from_its_verified_claims_without_callout() {
     let mut p = policy();
-    let mut host = FakeRequestHost {
+    let mut host = FakeEnvoy {
         jwt_payload: Some(payload(&[("sub", "user_123"), ("scope", "mlflow:read")])),
         ..Default::default()
     };
@@ -639,7 +593,7 @@ fn a_verified_jwt_is_admitted_from_its_verified_claims_without_callout() {
         refused(&p.decide(&write, &mut host, NOW)).reply,
         LocalReply::scope_missing("mlflow:write")
     );
-    assert_eq!(host.reads.get(), 0, "no cache, no callout");
+    assert_eq!(host.shared_reads.get(), 0, "no cache, no callout");
 }
 
 #[test]
@@ -653,7 +607,7 @@ fn only_the_verified_payload_grants_scopes() {
         ("mlflow:read\tmlflow:write", Some(403)),
         ("mlflow:read", Some(403)),
     ] {
-        let mut host = FakeRequestHost {
+        let mut host = FakeEnvoy {
             jwt_payload: Some(payload(&[("sub", "user_123"), ("scope", scope)])),
             ..Default::default()
         };
@@ -677,20 +631,20 @@ fn an_unverified_jwt_or_unusable_claims_are_refused_without_callout() {
         Some(payload(&[("sub", "u\r\nx-admin: 1")])),
         Some(b"not pairs".to_vec()),
     ] {
-        let mut host = FakeRequestHost {
+        let mut host = FakeEnvoy {
             jwt_payload,
             ..Default::default()
         };
         let d = p.decide(&req, &mut host, NOW);
         assert_eq!(refused(&d).reply, LocalReply::token_invalid());
         assert_eq!(refused(&d).facts.method, AuthMethod::Jwt);
-        assert_eq!(host.jwt_asked.get(), 1);
+        assert_eq!(host.asked.jwt_payload, 1);
     }
 }
 
 #[test]
 fn an_api_key_never_asks_for_jwt_metadata() {
-    let (mut p, mut host) = (policy(), FakeRequestHost::default());
+    let (mut p, mut host) = (policy(), FakeEnvoy::default());
     let req = RequestFacts {
         authorization: Single::One(b"Bearer hk_dev_readwrite_0001"),
         ..get("/api/2.0/mlflow/experiments/get")
@@ -699,14 +653,14 @@ fn an_api_key_never_asks_for_jwt_metadata() {
         p.decide(&req, &mut host, NOW),
         Decision::Validate(_)
     ));
-    assert_eq!(host.jwt_asked.get(), 0);
+    assert_eq!(host.asked.jwt_payload, 0);
 }
 
 #[test]
 fn callout_mode_tokens_are_validated_and_cached_apart_from_keys() {
     let mut config = FilterConfig::default();
     config.jwt.mode = JwtMode::Callout;
-    let (mut p, mut host) = (Policy::new(config), FakeRequestHost::default());
+    let (mut p, mut host) = (Policy::new(config), FakeEnvoy::default());
     let req = with_jwt(get("/api/2.0/mlflow/experiments/get"), BEARER);
     let pend = pending(p.decide(&req, &mut host, NOW));
     assert!(matches!(pend.credential, Credential::Jwt(_)));
@@ -725,7 +679,7 @@ fn callout_mode_tokens_are_validated_and_cached_apart_from_keys() {
         forwarded(p.decide(&req, &mut host, NOW + 1)).facts.cache,
         CacheUse::Hit
     );
-    assert_eq!(host.jwt_asked.get(), 0);
+    assert_eq!(host.asked.jwt_payload, 0);
     // The same bytes as an API key share nothing with the token's verdict.
     let as_key = keyed(get("/api/2.0/mlflow/experiments/get"), &BEARER[7..]);
     assert!(matches!(
@@ -736,7 +690,7 @@ fn callout_mode_tokens_are_validated_and_cached_apart_from_keys() {
 
 #[test]
 fn the_access_log_record_holds_facts_never_credentials() {
-    let (mut p, mut host) = (policy(), FakeRequestHost::default());
+    let (mut p, mut host) = (policy(), FakeEnvoy::default());
     let req = keyed(
         get("/api/2.0/mlflow/experiments/get"),
         "hk_secret_key_value",
@@ -760,7 +714,7 @@ fn the_access_log_record_holds_facts_never_credentials() {
 
 #[test]
 fn identity_facts_with_quotes_stay_valid_json_in_the_record() {
-    let (mut p, mut host) = (policy(), FakeRequestHost::default());
+    let (mut p, mut host) = (policy(), FakeEnvoy::default());
     let req = keyed(get("/api/2.0/mlflow/experiments/get"), "hk_quoted");
     let body = r#"{"valid": true, "key_id": "k\"1\\", "user_id": "o'neil \"the\" user", "scopes": ["mlflow:read"]}"#;
     let f = forwarded_final(validate(&mut p, &mut host, &req, 200, body));

@@ -1,65 +1,10 @@
 use super::*;
 use crate::core::config::FilterConfig;
+use crate::core::host::fake::FakeEnvoy;
 use crate::core::request::Single;
-use crate::core::store::{MemoryStore, StoreError};
 use crate::core::telemetry::CacheUse;
 
 const T0: i64 = 1_795_435_200_000;
-
-/// Envoy as the flow sees it: shared data, and callouts recorded instead of sent.
-#[derive(Default)]
-struct FakeEnvoy {
-    store: MemoryStore,
-    sent: Vec<(CalloutToken, Vec<u8>, u64)>,
-    next_token: u32,
-    refuse_dispatch: bool,
-}
-
-impl SharedStore for FakeEnvoy {
-    fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
-        self.store.get(key)
-    }
-
-    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
-        self.store.set(key, value, cas)
-    }
-}
-
-impl CalloutHost for FakeEnvoy {
-    fn dispatch(
-        &mut self,
-        call: &ValidationCall,
-        timeout_ms: u64,
-    ) -> Result<CalloutToken, DispatchRefused> {
-        if self.refuse_dispatch {
-            return Err(DispatchRefused);
-        }
-        self.next_token += 4;
-        self.sent
-            .push((self.next_token, call.body.clone(), timeout_ms));
-        Ok(self.next_token)
-    }
-}
-
-impl RequestHost for FakeEnvoy {
-    fn peer_verified(&mut self) -> bool {
-        false
-    }
-
-    fn peer_certificate_digest(&mut self) -> Option<Vec<u8>> {
-        None
-    }
-
-    fn verified_jwt_payload(&mut self, _: &str, _: &str) -> Option<Vec<u8>> {
-        None
-    }
-}
-
-impl StreamHost for FakeEnvoy {
-    fn source_address(&mut self) -> String {
-        "203.0.113.7:40000".into()
-    }
-}
 
 fn worker_with(config: FilterConfig) -> Worker {
     Worker::new(Policy::new(config), None)
@@ -134,7 +79,7 @@ fn concurrent_requests_for_one_key_make_one_callout_and_each_gets_its_own_verdic
     assert_eq!(w.on_request(3, &read("hk_1"), T0, &mut envoy), Step::Wait);
     assert_eq!(envoy.sent.len(), 1, "one callout for three requests");
     assert_eq!(w.policy.tally.coalesced, 2);
-    let token = envoy.sent[0].0;
+    let token = envoy.sent[0].token;
     let resolved = w.on_callout_reply(token, ok(READ_ONLY), T0 + 5, &mut envoy);
     let statuses: Vec<_> = resolved.iter().map(|r| (r.request, status_of(r))).collect();
     assert_eq!(statuses, vec![(1, 200), (2, 403), (3, 200)]);
@@ -177,7 +122,7 @@ fn past_the_cap_a_new_key_is_refused_at_once() {
     // A key already in flight still joins its callout: the cap counts callouts, not waiters.
     assert_eq!(w.on_request(4, &read("hk_1"), T0, &mut envoy), Step::Wait);
     // Once one settles, there is room again.
-    w.on_callout_reply(envoy.sent[0].0, ok(READ_ONLY), T0 + 1, &mut envoy);
+    w.on_callout_reply(envoy.sent[0].token, ok(READ_ONLY), T0 + 1, &mut envoy);
     assert_eq!(
         w.on_request(5, &read("hk_3"), T0 + 1, &mut envoy),
         Step::Wait
@@ -188,22 +133,25 @@ fn past_the_cap_a_new_key_is_refused_at_once() {
 fn a_reset_is_retried_once_within_the_deadline() {
     let (mut w, mut envoy) = (worker(), FakeEnvoy::default());
     w.on_request(1, &read("hk_1"), T0, &mut envoy);
-    let first = envoy.sent[0].0;
+    let first = envoy.sent[0].token;
     assert!(
         w.on_callout_reply(first, NO_REPLY, T0 + 3, &mut envoy)
             .is_empty(),
         "retried, not decided"
     );
     assert_eq!(envoy.sent.len(), 2);
-    assert_eq!(envoy.sent[1].1, envoy.sent[0].1, "the same request again");
     assert_eq!(
-        envoy.sent[1].2,
+        envoy.sent[1].call.body, envoy.sent[0].call.body,
+        "the same request again"
+    );
+    assert_eq!(
+        envoy.sent[1].timeout_ms,
         2000 - 3,
         "within what is left of the deadline"
     );
     assert_eq!(w.policy.tally.callout_retries, 1);
     // A second reset is not retried again.
-    let second = envoy.sent[1].0;
+    let second = envoy.sent[1].token;
     let resolved = w.on_callout_reply(second, NO_REPLY, T0 + 6, &mut envoy);
     assert_eq!(resolved.len(), 1);
     assert_eq!(status_of(&resolved[0]), 503);
@@ -219,8 +167,8 @@ fn a_reset_is_retried_once_within_the_deadline() {
 fn a_retry_that_succeeds_decides_normally() {
     let (mut w, mut envoy) = (worker(), FakeEnvoy::default());
     w.on_request(1, &read("hk_1"), T0, &mut envoy);
-    w.on_callout_reply(envoy.sent[0].0, NO_REPLY, T0 + 1, &mut envoy);
-    let resolved = w.on_callout_reply(envoy.sent[1].0, ok(READ_ONLY), T0 + 2, &mut envoy);
+    w.on_callout_reply(envoy.sent[0].token, NO_REPLY, T0 + 1, &mut envoy);
+    let resolved = w.on_callout_reply(envoy.sent[1].token, ok(READ_ONLY), T0 + 2, &mut envoy);
     assert_eq!(status_of(&resolved[0]), 200);
 }
 
@@ -228,7 +176,7 @@ fn a_retry_that_succeeds_decides_normally() {
 fn a_timeout_or_an_http_status_is_never_retried() {
     let (mut w, mut envoy) = (worker(), FakeEnvoy::default());
     w.on_request(1, &read("hk_1"), T0, &mut envoy);
-    let resolved = w.on_callout_reply(envoy.sent[0].0, NO_REPLY, T0 + 2000, &mut envoy);
+    let resolved = w.on_callout_reply(envoy.sent[0].token, NO_REPLY, T0 + 2000, &mut envoy);
     assert_eq!((resolved.len(), envoy.sent.len()), (1, 1));
     assert_eq!(
         w.policy.tally.callout_failures,
@@ -238,7 +186,7 @@ fn a_timeout_or_an_http_status_is_never_retried() {
     for status in [500, 503, 404] {
         let key = format!("hk_status_{status}");
         w.on_request(2, &read(&key), T0, &mut envoy);
-        let token = envoy.sent.last().unwrap().0;
+        let token = envoy.sent.last().unwrap().token;
         let reply = CalloutReply {
             status: Some(status),
             body: b"",
@@ -258,10 +206,10 @@ fn envoys_own_reset_reply_is_retried_like_no_reply() {
     w.on_request(1, &read("hk_1"), T0, &mut envoy);
     let reset = envoys_own(503, ENVOY_RESET);
     assert!(w
-        .on_callout_reply(envoy.sent[0].0, reset, T0 + 1, &mut envoy)
+        .on_callout_reply(envoy.sent[0].token, reset, T0 + 1, &mut envoy)
         .is_empty());
     assert_eq!(envoy.sent.len(), 2, "retried");
-    let resolved = w.on_callout_reply(envoy.sent[1].0, reset, T0 + 2, &mut envoy);
+    let resolved = w.on_callout_reply(envoy.sent[1].token, reset, T0 + 2, &mut envoy);
     assert_eq!(status_of(&resolved[0]), 503);
     assert_eq!(
         w.policy.tally.callout_failures,
@@ -275,7 +223,7 @@ fn envoys_own_timeout_reply_counts_as_a_timeout() {
     let (mut w, mut envoy) = (worker(), FakeEnvoy::default());
     w.on_request(1, &read("hk_1"), T0, &mut envoy);
     let timeout = envoys_own(504, ENVOY_TIMEOUT);
-    let resolved = w.on_callout_reply(envoy.sent[0].0, timeout, T0 + 2000, &mut envoy);
+    let resolved = w.on_callout_reply(envoy.sent[0].token, timeout, T0 + 2000, &mut envoy);
     assert_eq!((status_of(&resolved[0]), envoy.sent.len()), (503, 1));
     assert_eq!(w.policy.tally.callout_failures, [1, 0, 0, 0, 0]);
 }
@@ -300,7 +248,7 @@ fn the_auth_service_cannot_pass_for_envoy() {
     assert!(!envoys_own(504, b"upstream request timeout, more").is_envoys_own());
     let (mut w, mut envoy) = (worker(), FakeEnvoy::default());
     w.on_request(1, &read("hk_1"), T0, &mut envoy);
-    w.on_callout_reply(envoy.sent[0].0, reply, T0 + 1, &mut envoy);
+    w.on_callout_reply(envoy.sent[0].token, reply, T0 + 1, &mut envoy);
     assert_eq!(envoy.sent.len(), 1, "no retry");
     assert_eq!(w.policy.tally.callout_failures, [0, 0, 1, 0, 0], "a 5xx");
 }
@@ -310,7 +258,7 @@ fn a_reset_near_the_deadline_is_not_retried() {
     let (mut w, mut envoy) = (worker(), FakeEnvoy::default());
     w.on_request(1, &read("hk_1"), T0, &mut envoy);
     // 1,985 ms in: not the 2,000 ms timeout, but too little left for a second attempt.
-    let resolved = w.on_callout_reply(envoy.sent[0].0, NO_REPLY, T0 + 1985, &mut envoy);
+    let resolved = w.on_callout_reply(envoy.sent[0].token, NO_REPLY, T0 + 1985, &mut envoy);
     assert_eq!((resolved.len(), envoy.sent.len()), (1, 1));
 }
 
@@ -326,7 +274,7 @@ fn a_refused_dispatch_is_503_unless_a_stale_verdict_stands_in() {
     // With a verdict past its TTL but within stale_if_error_s (default 120 s):
     envoy.refuse_dispatch = false;
     w.on_request(2, &read("hk_2"), T0, &mut envoy);
-    w.on_callout_reply(envoy.sent[0].0, ok(READ_ONLY), T0, &mut envoy);
+    w.on_callout_reply(envoy.sent[0].token, ok(READ_ONLY), T0, &mut envoy);
     envoy.refuse_dispatch = true;
     let Step::Forward(f) = w.on_request(3, &read("hk_2"), T0 + 301_000, &mut envoy) else {
         panic!()
@@ -343,7 +291,7 @@ fn when_the_leader_goes_away_its_callout_still_decides_the_others() {
     // Envoy keeps the call open (it belongs to the root context): nothing is sent again.
     assert!(w.on_tick(T0 + 1, &envoy).is_empty());
     assert_eq!(envoy.sent.len(), 1);
-    let resolved = w.on_callout_reply(envoy.sent[0].0, ok(READ_ONLY), T0 + 3, &mut envoy);
+    let resolved = w.on_callout_reply(envoy.sent[0].token, ok(READ_ONLY), T0 + 3, &mut envoy);
     assert_eq!(resolved.len(), 1);
     assert_eq!((resolved[0].request, status_of(&resolved[0])), (2, 200));
 }
@@ -354,7 +302,7 @@ fn a_callout_everyone_left_still_caches_its_verdict() {
     w.on_request(1, &read("hk_1"), T0, &mut envoy);
     w.on_request_gone(1);
     assert_eq!((w.callouts_in_flight(), w.waiting()), (1, 0));
-    let resolved = w.on_callout_reply(envoy.sent[0].0, ok(READ_ONLY), T0 + 3, &mut envoy);
+    let resolved = w.on_callout_reply(envoy.sent[0].token, ok(READ_ONLY), T0 + 3, &mut envoy);
     assert!(resolved.is_empty(), "nobody to decide");
     assert_eq!(w.callouts_in_flight(), 0);
     // The next request with the key is decided from the cache, with no callout.
@@ -383,7 +331,7 @@ fn callouts_whose_clients_hung_up_hold_their_place_under_the_cap() {
     assert_eq!(r.reply.status, 503);
     assert_eq!(envoy.sent.len(), 2);
     // Once one settles, there is room again.
-    w.on_callout_reply(envoy.sent[0].0, ok(READ_ONLY), T0 + 1, &mut envoy);
+    w.on_callout_reply(envoy.sent[0].token, ok(READ_ONLY), T0 + 1, &mut envoy);
     assert_eq!(
         w.on_request(4, &read("hk_3"), T0 + 1, &mut envoy),
         Step::Wait
@@ -396,10 +344,10 @@ fn a_wall_clock_step_back_never_stretches_a_callout() {
     w.on_request(1, &read("hk_1"), T0, &mut envoy);
     // Envoy's clock is the wall clock: an hour back, the deadline is not an hour away.
     let back = T0 - 3_600_000;
-    let resolved = w.on_callout_reply(envoy.sent[0].0, NO_REPLY, back + 5, &mut envoy);
+    let resolved = w.on_callout_reply(envoy.sent[0].token, NO_REPLY, back + 5, &mut envoy);
     assert!(resolved.is_empty(), "a reset is retried");
     assert_eq!(
-        envoy.sent[1].2, 2000,
+        envoy.sent[1].timeout_ms, 2000,
         "at most timeout_ms, not an hour more"
     );
     // And a reply that never comes is given up timeout + grace after the step, not later.
@@ -413,7 +361,7 @@ fn a_waiter_gone_is_simply_forgotten() {
     w.on_request(1, &read("hk_1"), T0, &mut envoy);
     w.on_request(2, &read("hk_1"), T0, &mut envoy);
     w.on_request_gone(2);
-    let resolved = w.on_callout_reply(envoy.sent[0].0, ok(READ_ONLY), T0 + 1, &mut envoy);
+    let resolved = w.on_callout_reply(envoy.sent[0].token, ok(READ_ONLY), T0 + 1, &mut envoy);
     assert_eq!(
         resolved.iter().map(|r| r.request).collect::<Vec<_>>(),
         vec![1]
@@ -433,7 +381,7 @@ fn a_reply_that_never_comes_is_given_up_after_a_grace() {
     assert_eq!(w.callouts_in_flight(), 0, "both flights are gone");
     // A reply that turns up after all is nobody's.
     assert!(w
-        .on_callout_reply(envoy.sent[0].0, ok(READ_ONLY), T0 + 9_000, &mut envoy)
+        .on_callout_reply(envoy.sent[0].token, ok(READ_ONLY), T0 + 9_000, &mut envoy)
         .is_empty());
 }
 
@@ -441,11 +389,11 @@ fn a_reply_that_never_comes_is_given_up_after_a_grace() {
 fn a_token_envoy_issues_again_never_decides_the_old_flight() {
     let (mut w, mut envoy) = (worker(), FakeEnvoy::default());
     w.on_request(1, &read("hk_1"), T0, &mut envoy);
-    let token = envoy.sent[0].0;
+    let token = envoy.sent[0].token;
     // Envoy's counter comes round to the same token for another key's call.
-    envoy.next_token = token - 4;
+    envoy.next_token = token - 1;
     w.on_request(2, &read("hk_2"), T0, &mut envoy);
-    assert_eq!(envoy.sent[1].0, token);
+    assert_eq!(envoy.sent[1].token, token);
     let resolved = w.on_callout_reply(token, ok(READ_ONLY), T0 + 1, &mut envoy);
     assert_eq!(
         resolved.iter().map(|r| r.request).collect::<Vec<_>>(),
@@ -472,7 +420,7 @@ fn unknown_tokens_are_ignored() {
 fn latencies_are_recorded_per_attempt() {
     let (mut w, mut envoy) = (worker(), FakeEnvoy::default());
     w.on_request(1, &read("hk_1"), T0, &mut envoy);
-    w.on_callout_reply(envoy.sent[0].0, ok(READ_ONLY), T0 + 42, &mut envoy);
+    w.on_callout_reply(envoy.sent[0].token, ok(READ_ONLY), T0 + 42, &mut envoy);
     assert_eq!(w.policy.tally.latencies_ms, vec![42]);
     assert_eq!(w.policy.tally.callouts, 1);
 }
