@@ -15,12 +15,12 @@ use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 
+use hokusai_auth_filter::core::auth_service::reply::interpret;
 use hokusai_auth_filter::core::config::FilterConfig;
-use hokusai_auth_filter::core::decision::{access_log_record, Decision, Policy};
-use hokusai_auth_filter::core::header_map::serialize;
 use hokusai_auth_filter::core::host::fake::FakeEnvoy;
-use hokusai_auth_filter::core::request::RequestFacts;
-use hokusai_auth_filter::core::validation_reply::interpret;
+use hokusai_auth_filter::core::pairs::serialize;
+use hokusai_auth_filter::core::policy::{access_log_record, Decision, Policy};
+use hokusai_auth_filter::core::request::facts::RequestFacts;
 
 /// Counts allocations so the report can say how many a warm decision makes.
 struct Counting;

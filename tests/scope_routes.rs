@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Command;
 
-use hokusai_auth_filter::core::scope::{
+use hokusai_auth_filter::core::request::scope::{
     endpoint_table, lookup, Access, Method, Root, ROUTE_PREFIXES,
 };
 

@@ -1,6 +1,6 @@
 #![no_main]
 
-//! `jwt::verified_claims` on the input as the pairs-serialized payload jwt_authn leaves in
+//! `jwt_claims::verified_claims` on the input as the pairs-serialized payload jwt_authn leaves in
 //! Envoy's metadata, and on the input read as a JSON payload serialized that way.
 use hokusai_auth_filter_fuzz::{checks, model};
 use libfuzzer_sys::fuzz_target;

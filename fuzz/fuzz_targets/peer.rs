@@ -4,7 +4,7 @@
 //! first byte). The connection's digest is that of the first `Cert=` field's DER when the
 //! first byte is even (so a real certificate gets matched), else of the input itself; the
 //! allow-list is the project's own plus the header's first `;`/`=`-separated words.
-use hokusai_auth_filter::core::xfcc;
+use hokusai_auth_filter::core::identity::xfcc;
 use hokusai_auth_filter_fuzz::checks;
 use libfuzzer_sys::fuzz_target;
 use sha2::{Digest, Sha256};

@@ -6,10 +6,10 @@
 use super::abi;
 use super::host;
 use super::registry::Contexts;
-use crate::core::decision::{access_log_record, Final, Forward, Refusal};
-use crate::core::flow::Resolved;
-use crate::core::local_reply::LocalReply;
-use crate::core::telemetry::Facts;
+use crate::core::output::labels::Facts;
+use crate::core::output::local_reply::LocalReply;
+use crate::core::policy::{access_log_record, Final, Forward, Refusal};
+use crate::core::worker::Resolved;
 
 /// Applies decisions to the requests they belong to: `current` in place, every other one
 /// after switching Envoy's effective context to it.

@@ -7,11 +7,11 @@
 //! taken back with `Vec::from_raw_parts` of exactly that size.
 
 use super::abi::{self, Status};
-use crate::core::header_map::serialize;
 use crate::core::host::{
     Callout, CalloutHost, CalloutToken, DispatchRefused, RequestHost, SharedStore, StoreError,
     StreamHost,
 };
+use crate::core::pairs::serialize;
 
 /// Takes ownership of a value the host wrote: `None` for "nothing" (a null pointer).
 ///

@@ -3,7 +3,7 @@
 //! holds only data; `root`, `stream` and `apply` act on it, `exports` owns the borrow.
 
 use super::metrics::Metrics;
-use crate::core::flow::Worker;
+use crate::core::worker::Worker;
 use std::cell::RefCell;
 use std::collections::HashMap;
 

@@ -9,8 +9,8 @@ use super::logger;
 use super::metrics::Metrics;
 use super::registry::{Contexts, Filter};
 use crate::core::config::FilterConfig;
-use crate::core::decision::Policy;
-use crate::core::flow::{Worker, TICK_MS};
+use crate::core::policy::Policy;
+use crate::core::worker::{Worker, TICK_MS};
 
 /// A plugin configuration far larger than any real one is refused unread.
 const MAX_CONFIGURATION_BYTES: usize = 1 << 20;

@@ -10,10 +10,10 @@ use super::abi;
 use super::apply::{apply_resolved, forward_now, refuse, refuse_unverdicted};
 use super::host::{self, Envoy};
 use super::registry::{Contexts, Stream};
-use crate::core::flow::{CalloutReply, Step};
-use crate::core::local_reply::LocalReply;
-use crate::core::request::RequestFacts;
-use crate::core::validation_reply::MAX_REPLY_BYTES;
+use crate::core::auth_service::reply::MAX_REPLY_BYTES;
+use crate::core::output::local_reply::LocalReply;
+use crate::core::request::facts::RequestFacts;
+use crate::core::worker::{CalloutReply, Step};
 
 pub fn on_request_headers(c: &mut Contexts, id: u32) -> u32 {
     let Some(root) = c.streams.get(&id).map(|s| s.root) else {

@@ -7,23 +7,23 @@
 //! the contract says it may be.
 
 use base64::Engine;
-use hokusai_auth_filter::core::callout::{client_ip, validation_call};
-use hokusai_auth_filter::core::config::{CredentialTransport, FilterConfig, JwtMode};
-use hokusai_auth_filter::core::credential::{
-    self, find_credential, is_jwt_shaped, Credential, Lookup, MAX_JWT_LEN, MAX_KEY_LEN,
-};
-use hokusai_auth_filter::core::decision::Policy;
-use hokusai_auth_filter::core::flow::Worker;
-use hokusai_auth_filter::core::header_map::{HeaderMap, MAX_HEADERS};
-use hokusai_auth_filter::core::jwt;
-use hokusai_auth_filter::core::peer::{verified_certificate, PeerCertificate};
-use hokusai_auth_filter::core::request::{RequestFacts, Single, METHOD_OVERRIDE_HEADERS};
-use hokusai_auth_filter::core::scope::{required_access, Access};
-use hokusai_auth_filter::core::time::parse_rfc3339;
-use hokusai_auth_filter::core::validation_reply::{
+use hokusai_auth_filter::core::auth_service::call::{client_ip, validation_call};
+use hokusai_auth_filter::core::auth_service::reply::{
     interpret, Denial, ValidationOutcome, Verdict, MAX_REPLY_BYTES,
 };
-use hokusai_auth_filter::core::xfcc::{self, MAX_CERT_FIELDS, MAX_XFCC_LEN};
+use hokusai_auth_filter::core::config::{CredentialTransport, FilterConfig, JwtMode};
+use hokusai_auth_filter::core::identity::certificate::{verified_certificate, PeerCertificate};
+use hokusai_auth_filter::core::identity::jwt_claims;
+use hokusai_auth_filter::core::identity::xfcc::{self, MAX_CERT_FIELDS, MAX_XFCC_LEN};
+use hokusai_auth_filter::core::pairs::{HeaderMap, MAX_HEADERS};
+use hokusai_auth_filter::core::policy::Policy;
+use hokusai_auth_filter::core::request::credential::{
+    self, find_credential, is_jwt_shaped, Credential, Lookup, MAX_JWT_LEN, MAX_KEY_LEN,
+};
+use hokusai_auth_filter::core::request::facts::{RequestFacts, Single, METHOD_OVERRIDE_HEADERS};
+use hokusai_auth_filter::core::request::scope::{required_access, Access};
+use hokusai_auth_filter::core::time::parse_rfc3339;
+use hokusai_auth_filter::core::worker::Worker;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -443,11 +443,11 @@ pub fn reference_claim<'a>(payload: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
         .map(|(_, v)| v)
 }
 
-/// `jwt::verified_claims` on a payload as jwt_authn serializes it: a header-safe `sub` that is
+/// `jwt_claims::verified_claims` on a payload as jwt_authn serializes it: a header-safe `sub` that is
 /// the payload's own, and only scopes that are single-space-separated tokens of its `scope`
 /// (or items of its `scopes` list when it has no `scope`).
 pub fn jwt_claims(payload: &[u8]) {
-    let Some(claims) = jwt::verified_claims(payload) else {
+    let Some(claims) = jwt_claims::verified_claims(payload) else {
         return;
     };
     assert!(header_safe(&claims.sub), "sub {:?}", claims.sub);

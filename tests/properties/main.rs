@@ -8,7 +8,7 @@ mod model;
 
 use base64::Engine;
 use hokusai_auth_filter::core::config::CredentialTransport;
-use hokusai_auth_filter::core::header_map::serialize;
+use hokusai_auth_filter::core::pairs::serialize;
 use model::{Profile, Scenario};
 use proptest::prelude::*;
 
@@ -78,7 +78,7 @@ fn pairs_buffer() -> impl Strategy<Value = Vec<u8>> {
 /// GET); otherwise something near one. So both reads and writes are drawn, in the share
 /// `scope_cases_reach_reads_and_writes` checks.
 fn scope_request() -> impl Strategy<Value = (String, String)> {
-    use hokusai_auth_filter::core::scope::{endpoint_table, Root, ROUTE_PREFIXES};
+    use hokusai_auth_filter::core::request::scope::{endpoint_table, Root, ROUTE_PREFIXES};
     let table = endpoint_table();
     let from_table = (
         0..table.len(),
@@ -183,7 +183,7 @@ fn xfcc_text() -> impl Strategy<Value = String> {
     prop::collection::vec(piece, 0..8).prop_map(|pieces| pieces.concat())
 }
 
-const FIXTURE_PEM: &str = include_str!("../../src/core/testdata/multi-san.crt");
+const FIXTURE_PEM: &str = include_str!("../../src/core/identity/testdata/multi-san.crt");
 const API_ID: &str = "spiffe://hokusai.internal/ns/development/sa/hokusai-api";
 
 fn fixture_der() -> Vec<u8> {
@@ -246,7 +246,7 @@ proptest! {
         let refs: Vec<(&[u8], &[u8])> = pairs.iter().map(|(n, v)| (&n[..], &v[..])).collect();
         let mut bytes = serialize(&refs);
         checks::header_map(&bytes);
-        prop_assert!(hokusai_auth_filter::core::header_map::HeaderMap::parse(&bytes).is_some());
+        prop_assert!(hokusai_auth_filter::core::pairs::HeaderMap::parse(&bytes).is_some());
         if !bytes.is_empty() {
             let i = at.index(bytes.len());
             bytes[i] = byte;
@@ -559,7 +559,7 @@ fn draw<S: Strategy>(strategy: S, n: usize) -> Vec<S::Value> {
 /// paths (all writes) once let it pass without checking a single read.
 #[test]
 fn scope_cases_reach_reads_and_writes() {
-    use hokusai_auth_filter::core::scope::{required_access, Access};
+    use hokusai_auth_filter::core::request::scope::{required_access, Access};
     let drawn = draw(scope_request(), 4000);
     let reads = drawn
         .iter()
@@ -581,7 +581,7 @@ fn scope_cases_reach_reads_and_writes() {
 /// do not: the plain byte generator it once had almost never drew a header.
 #[test]
 fn pairs_buffers_reach_headers_and_damage() {
-    use hokusai_auth_filter::core::header_map::HeaderMap;
+    use hokusai_auth_filter::core::pairs::HeaderMap;
     let drawn = draw(pairs_buffer(), 4000);
     let with_headers = drawn
         .iter()

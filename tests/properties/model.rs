@@ -26,15 +26,15 @@ use super::checks::{
 use arbitrary::Unstructured;
 use base64::Engine;
 use hokusai_auth_filter::core::config::{CredentialTransport, FilterConfig, JwtMode};
-use hokusai_auth_filter::core::decision::{Final, Forward, Policy, Refusal};
-use hokusai_auth_filter::core::flow::{CalloutReply, RequestId, Resolved, Step, Worker};
-use hokusai_auth_filter::core::header_map::{self, HeaderMap};
 use hokusai_auth_filter::core::host::fake::{Asked, FakeEnvoy, MemoryStore, Sent};
 use hokusai_auth_filter::core::host::{Callout, CalloutToken};
-use hokusai_auth_filter::core::request::{RequestFacts, METHOD_OVERRIDE_HEADERS};
-use hokusai_auth_filter::core::scope::{required_access, Access};
-use hokusai_auth_filter::core::telemetry::{AuthMethod, AuthPath, CacheUse, Outcome};
+use hokusai_auth_filter::core::output::labels::{AuthMethod, AuthPath, CacheUse, Outcome};
+use hokusai_auth_filter::core::pairs::{self, HeaderMap};
+use hokusai_auth_filter::core::policy::{Final, Forward, Policy, Refusal};
+use hokusai_auth_filter::core::request::facts::{RequestFacts, METHOD_OVERRIDE_HEADERS};
+use hokusai_auth_filter::core::request::scope::{required_access, Access};
 use hokusai_auth_filter::core::time::parse_rfc3339;
+use hokusai_auth_filter::core::worker::{CalloutReply, RequestId, Resolved, Step, Worker};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
@@ -84,7 +84,7 @@ const PEERS: [PeerFixture; 8] = [
         subject: "CN=hokusai-api-client",
     },
     PeerFixture {
-        pem: include_str!("../../src/core/testdata/multi-san.crt"),
+        pem: include_str!("../../src/core/identity/testdata/multi-san.crt"),
         uris: &["spiffe://hokusai.internal/ns/development/sa/first", BATCH_URI],
         dns: &["batch.hokusai.internal"],
         cns: &["hokusai-batch-runner"],
@@ -200,14 +200,14 @@ pub fn metadata_payload(json: &[u8]) -> Option<Vec<u8>> {
                     .filter_map(Value::as_str)
                     .map(|s| (s.as_bytes(), &b""[..]))
                     .collect();
-                header_map::serialize(&items)
+                pairs::serialize(&items)
             }
             _ => continue,
         };
         pairs.push((name.into_bytes(), value));
     }
     let pairs: Vec<(&[u8], &[u8])> = pairs.iter().map(|(n, v)| (&n[..], &v[..])).collect();
-    Some(header_map::serialize(&pairs))
+    Some(pairs::serialize(&pairs))
 }
 
 /// Which part of the input space a scenario leans towards.
@@ -767,7 +767,7 @@ impl Request {
             1 => {
                 let pairs: Vec<(&[u8], &[u8])> =
                     headers.iter().map(|(n, v)| (&n[..], &v[..])).collect();
-                let mut raw = header_map::serialize(&pairs);
+                let mut raw = pairs::serialize(&pairs);
                 let at = u.choose_index(raw.len())?;
                 raw[at] = u.arbitrary()?;
                 Some(raw)
@@ -1124,7 +1124,7 @@ impl World {
                     .iter()
                     .map(|(n, v)| (&n[..], &v[..]))
                     .collect();
-                serialized = header_map::serialize(&pairs);
+                serialized = pairs::serialize(&pairs);
                 &serialized
             }
         };

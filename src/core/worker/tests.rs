@@ -1,8 +1,8 @@
 use super::*;
 use crate::core::config::FilterConfig;
 use crate::core::host::fake::FakeEnvoy;
-use crate::core::request::Single;
-use crate::core::telemetry::CacheUse;
+use crate::core::output::labels::CacheUse;
+use crate::core::request::facts::Single;
 
 const T0: i64 = 1_795_435_200_000;
 

@@ -23,13 +23,16 @@
 //! - **A reply that never comes** (which Envoy should not allow: every call has a timeout) is
 //!   given up on the tick after its deadline plus a grace, so no flight lives for ever.
 
-use super::decision::{Decision, Final, Forward, Pending, Policy, Refusal, Settled};
-use super::digest::KeyDigest;
+use super::auth_service::call::client_ip;
+use super::auth_service::reply::{interpret, ValidationOutcome};
 use super::host::{Callout, CalloutHost, CalloutToken, DispatchRefused, SharedStore, StreamHost};
-use super::request::RequestFacts;
-use super::scope::Access;
-use super::telemetry::{AuthMethod, CalloutFailure, Outcome, Tally};
-use super::validation_reply::{interpret, ValidationOutcome};
+use super::output::json_writer;
+use super::output::labels::{AuthMethod, CalloutFailure, Outcome, Tally};
+use super::policy::{Decision, Final, Forward, Pending, Policy, Refusal, Settled};
+use super::request::credential::Credential;
+use super::request::facts::RequestFacts;
+use super::request::scope::Access;
+use super::verdict::digest::KeyDigest;
 use std::collections::HashMap;
 
 /// Envoy's id for a stream's context.
@@ -144,8 +147,8 @@ pub struct Worker {
 
 fn flight_key(pending: &Pending) -> FlightKey {
     let method = match pending.credential {
-        super::credential::Credential::ApiKey(_) => AuthMethod::ApiKey,
-        super::credential::Credential::Jwt(_) => AuthMethod::Jwt,
+        Credential::ApiKey(_) => AuthMethod::ApiKey,
+        Credential::Jwt(_) => AuthMethod::Jwt,
     };
     (method, pending.digest)
 }
@@ -238,7 +241,7 @@ impl Worker {
         let source = host.source_address();
         let call = self.policy.validation_call(
             &pending,
-            super::callout::client_ip(&source),
+            client_ip(&source),
             request_id,
             self.service_token.as_deref(),
         );
@@ -429,7 +432,7 @@ impl Worker {
                 level,
                 "denied {} request_id={} reason=\"{}\" path={} method={} key={}",
                 refusal.reply.status,
-                request_id.map_or_else(|| "-".to_string(), super::json::quoted),
+                request_id.map_or_else(|| "-".to_string(), json_writer::quoted),
                 refusal.reason,
                 facts.path.label(),
                 facts.method.label(),

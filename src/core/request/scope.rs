@@ -24,7 +24,7 @@
 
 mod endpoints;
 
-use super::config::ScopeSets;
+use crate::core::config::ScopeSets;
 
 /// The table as written, one entry per (pattern, method), grouped by MLflow service.
 pub fn endpoint_table() -> &'static [Endpoint] {

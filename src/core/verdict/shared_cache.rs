@@ -8,11 +8,11 @@
 //! instead of one keep collision losses small (1,000 keys in 10,000 single slots lose ~9% of
 //! hits; with two choices almost none). The plaintext key is never stored.
 
-use super::config::CacheConfig;
 use super::digest::KeyDigest;
-use super::host::{SharedStore, StoreError};
 use super::slot_codec::{self, Slot};
-use super::validation_reply::{KeyGrant, Verdict};
+use crate::core::auth_service::reply::{KeyGrant, Verdict};
+use crate::core::config::CacheConfig;
+use crate::core::host::{SharedStore, StoreError};
 
 /// What a lookup saw in the key's two slots, so that the write after a callout needs no
 /// second read; the CAS versions make it lose cleanly to a newer write by another worker
@@ -153,9 +153,9 @@ impl<'a, S: SharedStore> VerdictCache<'a, S> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::host::fake::MemoryStore;
-    use super::super::validation_reply::Denial;
     use super::*;
+    use crate::core::auth_service::reply::Denial;
+    use crate::core::host::fake::MemoryStore;
 
     const NOW: i64 = 1_000_000;
 

@@ -4,8 +4,8 @@
 //! a credential header sent twice is ambiguous (which copy would the upstream honour?) and
 //! refused; a method-override header makes the call a write whatever the real method says.
 
-use super::header_map::for_each_pair;
-use super::is_verdict_header;
+use crate::core::identity::verdict_headers::is_verdict_header;
+use crate::core::pairs::for_each_pair;
 
 /// Headers some frameworks honour as the "real" method. MLflow does not, but a read verdict
 /// must never rest on a method the upstream might reinterpret.
@@ -109,7 +109,7 @@ impl<'a> RequestFacts<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::header_map::serialize;
+    use crate::core::pairs::serialize;
 
     /// The facts of `pairs`, read as the adapter reads them (from a pairs buffer, leaked
     /// so the borrowed facts can be returned).
@@ -172,7 +172,7 @@ mod tests {
 
     #[test]
     fn every_verdict_header_is_noticed_once_and_pairs_read_in_place() {
-        let bytes = super::super::header_map::serialize(&[
+        let bytes = serialize(&[
             (b":path", b"/x"),
             (b"x-auth-path", b"internal"),
             (b"x-auth-stale", b"1"),

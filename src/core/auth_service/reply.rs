@@ -1,7 +1,7 @@
 //! Reading the auth service's reply to `POST /api/v1/keys/validate`. Anything we do not
 //! fully understand is `Unavailable` (503), never an allow.
 
-use super::time::parse_rfc3339;
+use crate::core::time::parse_rfc3339;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 

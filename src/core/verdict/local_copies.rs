@@ -9,7 +9,7 @@
 //! is bounded, and simply emptied when full.
 
 use super::digest::KeyDigest;
-use super::validation_reply::{Denial, KeyGrant, Verdict};
+use crate::core::auth_service::reply::{Denial, KeyGrant, Verdict};
 use std::collections::HashMap;
 use std::rc::Rc;
 
@@ -37,7 +37,7 @@ impl From<&KeyGrant> for Grant {
             scopes_header: g.scopes.join(" ").into(),
             rate_limit_per_hour: g.rate_limit_per_hour,
             expires_at: g.expires_at,
-            log_fields: super::decision::log_fields(&[
+            log_fields: crate::core::policy::log_fields(&[
                 ("key_id", Some(&g.key_id)),
                 ("user_id", Some(&g.user_id)),
             ]),

@@ -3,10 +3,10 @@
 //! (`jwt.mode: callout`) to `jwt.validate_path` as a bearer. The body is written by hand: it
 //! is three short strings, and this runs on every cache miss.
 
-use super::config::{CredentialTransport, FilterConfig};
-use super::credential::Credential;
-use super::host::Callout;
-use super::json;
+use crate::core::config::{CredentialTransport, FilterConfig};
+use crate::core::host::Callout;
+use crate::core::output::json_writer;
+use crate::core::request::credential::Credential;
 
 pub fn validation_call(
     config: &FilterConfig,
@@ -38,7 +38,7 @@ pub fn validation_call(
     if let Some(token) = bearer {
         headers.push(("authorization", format!("Bearer {token}")));
     }
-    let mut body = json::Object::with_capacity(96 + secret.expose().len());
+    let mut body = json_writer::Object::with_capacity(96 + secret.expose().len());
     if transport != CredentialTransport::Bearer {
         body.field("api_key", secret.expose());
     }
@@ -63,8 +63,8 @@ pub fn client_ip(source_address: &str) -> &str {
 
 #[cfg(test)]
 mod tests {
-    use super::super::credential::Secret;
     use super::*;
+    use crate::core::request::credential::Secret;
 
     fn key(k: &str) -> Credential {
         Credential::ApiKey(Secret::for_tests(k))

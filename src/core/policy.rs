@@ -3,26 +3,26 @@
 //! [`Policy::decide`] ends in `Forward`, `Refuse` or `Validate` (ask the auth service). A
 //! validation's outcome is [`Policy::settle`]d once per callout (cached, logged) and then
 //! [`Policy::conclude`]d for every request that waited on it, each with its own scope need.
-//! Callouts, waiting and coalescing are [`super::flow`]'s business; this module never sees
-//! them. The adapter strips [`super::VERDICT_HEADERS`] before any decision reaches upstream.
+//! Callouts, waiting and coalescing are [`super::worker`]'s business; this module never sees
+//! them. The adapter strips [`super::identity::verdict_headers`] before any decision reaches upstream.
 
-use super::callout::validation_call;
+use super::auth_service::call::validation_call;
+use super::auth_service::reply::{Denial, ValidationOutcome};
 use super::config::{FilterConfig, JwtMode};
-use super::credential::{find_credential, Credential, Kind, Lookup, Presented, Secret};
-use super::digest::KeyDigest;
 use super::host::{Callout, RequestHost, SharedStore};
-use super::json;
-use super::jwt;
-use super::local_reply::LocalReply;
-use super::local_verdicts::{Grant, Known, LocalVerdicts};
-use super::peer::parse_digest;
-use super::peer_certs::PeerCerts;
-use super::rate_limit::{Count, RateCounters};
-use super::request::{RequestFacts, Single};
-use super::scope::{required_access, Access};
-use super::telemetry::{AuthMethod, AuthPath, CacheUse, Facts, Outcome, Tally};
-use super::validation_reply::{Denial, ValidationOutcome};
-use super::verdict_cache::{Probe, VerdictCache};
+use super::identity::certificate::parse_digest;
+use super::identity::jwt_claims;
+use super::identity::known_peers::PeerCerts;
+use super::output::json_writer;
+use super::output::labels::{AuthMethod, AuthPath, CacheUse, Facts, Outcome, Tally};
+use super::output::local_reply::LocalReply;
+use super::request::credential::{find_credential, Credential, Kind, Lookup, Presented, Secret};
+use super::request::facts::{RequestFacts, Single};
+use super::request::scope::{required_access, Access};
+use super::verdict::digest::KeyDigest;
+use super::verdict::local_copies::{Grant, Known, LocalVerdicts};
+use super::verdict::rate_limit::{Count, RateCounters};
+use super::verdict::shared_cache::{Probe, VerdictCache};
 use std::rc::Rc;
 
 #[derive(Debug, PartialEq, Eq)]
@@ -127,9 +127,9 @@ pub fn log_fields(fields: &[(&str, Option<&str>)]) -> Rc<str> {
     for (name, value) in fields {
         if let Some(value) = value {
             out.push(',');
-            json::push_string(&mut out, name);
+            json_writer::push_string(&mut out, name);
             out.push(':');
-            json::push_string(&mut out, value);
+            json_writer::push_string(&mut out, value);
         }
     }
     out.into()
@@ -357,7 +357,7 @@ impl Policy {
         let Some(index) = peer.allowed_as else {
             log::info!(
                 "mTLS peer {} is not allow-listed; a credential is required",
-                json::quoted(peer.certificate.label())
+                json_writer::quoted(peer.certificate.label())
             );
             self.tally.mtls_fallbacks += 1;
             return None;
@@ -430,7 +430,7 @@ impl Policy {
                 AuthMethod::Jwt,
             );
         };
-        let Some(claims) = jwt::verified_claims(&payload) else {
+        let Some(claims) = jwt_claims::verified_claims(&payload) else {
             return self.refuse_early(
                 LocalReply::token_invalid(),
                 "verified token's claims unusable",

@@ -6,7 +6,7 @@
 //! It also keeps the certificate-expiry signal: for each allow-listed identity, the notAfter
 //! of the certificate it presented most recently.
 
-use super::peer::{verified_certificate, PeerCertificate};
+use super::certificate::{verified_certificate, PeerCertificate};
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 

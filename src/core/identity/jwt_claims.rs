@@ -6,7 +6,7 @@
 //! Envoy hands the payload over as a map in proxy-wasm's pairs format: each claim's name,
 //! and its value (a string as its bytes; a list as pairs again; numbers as 8-byte doubles).
 
-use super::header_map::for_each_pair;
+use crate::core::pairs::for_each_pair;
 
 /// What the filter takes from a verified token.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,8 +66,8 @@ pub fn header_safe(s: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::super::header_map::serialize;
     use super::*;
+    use crate::core::pairs::serialize;
 
     fn payload(pairs: &[(&str, &[u8])]) -> Vec<u8> {
         let pairs: Vec<(&[u8], &[u8])> = pairs.iter().map(|(n, v)| (n.as_bytes(), *v)).collect();

@@ -14,7 +14,7 @@
 //! service allowed with a limit ever count, so sprayed keys take no slot.
 
 use super::digest::KeyDigest;
-use super::host::{SharedStore, StoreError};
+use crate::core::host::{SharedStore, StoreError};
 
 const WINDOW_S: i64 = 3600;
 /// Rounds of read and CAS write before giving up; each lost round is another worker's
@@ -213,8 +213,8 @@ fn rank(fit: Fit) -> u8 {
 
 #[cfg(test)]
 mod tests {
-    use super::super::host::fake::MemoryStore;
     use super::*;
+    use crate::core::host::fake::MemoryStore;
 
     fn counters(store: &MemoryStore, slots: u32) -> RateCounters {
         let c = RateCounters::with_slots("rl.".into(), slots);

@@ -5,8 +5,8 @@
 //! `x-api-key` always holds an API key. A credential header sent twice is refused: which copy
 //! the upstream would honour is anyone's guess.
 
-use super::digest::KeyDigest;
-use super::request::Single;
+use super::facts::Single;
+use crate::core::verdict::digest::KeyDigest;
 use base64::Engine;
 use std::fmt;
 

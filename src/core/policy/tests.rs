@@ -1,9 +1,9 @@
 use super::*;
-use crate::core::header_map::serialize;
+use crate::core::auth_service::reply::interpret;
 use crate::core::host::fake::FakeEnvoy;
-use crate::core::request::Single;
-use crate::core::test_certs::{self, TestPeer};
-use crate::core::validation_reply::interpret;
+use crate::core::identity::test_certs::{self, TestPeer};
+use crate::core::pairs::serialize;
+use crate::core::request::facts::Single;
 
 const NOW: i64 = 1_795_435_200;
 const API_ID: &str = "spiffe://hokusai.internal/ns/development/sa/hokusai-api";
