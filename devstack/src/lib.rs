@@ -16,7 +16,6 @@ pub mod faults;
 pub mod jwt;
 pub mod keys;
 pub mod login;
-mod rfc3339;
 mod server;
 
 pub use auth_service::{DevAuth, DevAuthConfig, RecordedRequest, ServeOptions};

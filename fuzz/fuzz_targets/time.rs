@@ -1,6 +1,6 @@
 #![no_main]
 
-//! `parse_rfc3339` on any text, against a reference reading.
+//! `hokusai_rfc3339::parse` on any text, against a reference reading.
 use hokusai_auth_filter_fuzz::checks;
 use libfuzzer_sys::fuzz_target;
 

@@ -25,6 +25,5 @@ pub mod output;
 pub mod pairs;
 pub mod policy;
 pub mod request;
-pub mod time;
 pub mod verdict;
 pub mod worker;

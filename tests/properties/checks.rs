@@ -22,7 +22,6 @@ use hokusai_auth_filter::core::request::credential::{
 };
 use hokusai_auth_filter::core::request::facts::{RequestFacts, Single, METHOD_OVERRIDE_HEADERS};
 use hokusai_auth_filter::core::request::scope::{required_access, Access};
-use hokusai_auth_filter::core::time::parse_rfc3339;
 use hokusai_auth_filter::core::worker::Worker;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -613,9 +612,9 @@ pub fn reference_days(year: i64, month: u32, day: u32) -> i64 {
     days + i64::from(day) - 1
 }
 
-/// `parse_rfc3339` accepts only the RFC 3339 shape, and means by it what the reference means.
+/// `hokusai_rfc3339::parse` accepts only the RFC 3339 shape, and means by it what the reference means.
 pub fn time(text: &str) {
-    let Some(seconds) = parse_rfc3339(text) else {
+    let Some(seconds) = hokusai_rfc3339::parse(text) else {
         return;
     };
     let b = text.as_bytes();

@@ -33,7 +33,6 @@ use hokusai_auth_filter::core::pairs::{self, HeaderMap};
 use hokusai_auth_filter::core::policy::{Final, Forward, Policy, Refusal};
 use hokusai_auth_filter::core::request::facts::{RequestFacts, METHOD_OVERRIDE_HEADERS};
 use hokusai_auth_filter::core::request::scope::{required_access, Access};
-use hokusai_auth_filter::core::time::parse_rfc3339;
 use hokusai_auth_filter::core::worker::{CalloutReply, RequestId, Resolved, Step, Worker};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -954,7 +953,7 @@ fn possible_allow(reply: &Reply, at_s: i64) -> Option<Answer> {
     }
     let expires_at = match &said.expires_at {
         None => None,
-        Some(at) => Some(parse_rfc3339(at)?),
+        Some(at) => Some(hokusai_rfc3339::parse(at)?),
     };
     Some(Answer {
         at_s,

@@ -1,7 +1,6 @@
 //! Reading the auth service's reply to `POST /api/v1/keys/validate`. Anything we do not
 //! fully understand is `Unavailable` (503), never an allow.
 
-use crate::core::time::parse_rfc3339;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
@@ -125,7 +124,7 @@ fn interpret_ok(body: &[u8], now: i64, service_id: &str) -> ValidationOutcome {
     {
         return Unavailable("reply has an unusable scope");
     }
-    let expires_at = match reply.expires_at.as_deref().map(parse_rfc3339) {
+    let expires_at = match reply.expires_at.as_deref().map(hokusai_rfc3339::parse) {
         None => None,
         Some(None) => return Unavailable("reply has an unreadable expires_at"),
         Some(Some(at)) if at <= now => return Verdict(self::Verdict::Deny(Denial::Invalid)),

@@ -1,8 +1,11 @@
-//! RFC 3339 timestamps (the auth service's `expires_at`) to Unix seconds, without a date crate.
+//! RFC 3339 timestamps to and from Unix seconds, without a date crate: the auth service's
+//! `expires_at` for the filter, the same field as the dev auth service reads and writes it,
+//! and the tests' replies. One copy, so all three read a timestamp alike.
 
-/// Parses `YYYY-MM-DDTHH:MM:SS[.frac][Z|±HH:MM]`; a missing offset is read as UTC, as
-/// Python's naive `isoformat()` output would mean in a UTC service.
-pub fn parse_rfc3339(text: &str) -> Option<i64> {
+/// Parses `YYYY-MM-DDTHH:MM:SS[.frac][Z|±HH:MM]` (fractions of a second dropped); a missing
+/// offset is read as UTC, as Python's naive `isoformat()` output would mean in a UTC service.
+/// None for anything else.
+pub fn parse(text: &str) -> Option<i64> {
     let b = text.as_bytes();
     if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || b[13] != b':' || b[16] != b':' {
         return None;
@@ -53,6 +56,19 @@ pub fn parse_rfc3339(text: &str) -> Option<i64> {
     Some(days * 86_400 + (hour * 3600 + minute * 60 + second) as i64 - offset)
 }
 
+/// `YYYY-MM-DDTHH:MM:SSZ` (UTC) for seconds since the Unix epoch.
+pub fn format_utc(unix: i64) -> String {
+    let days = unix.div_euclid(86_400);
+    let secs = unix.rem_euclid(86_400);
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
 fn digits(bytes: &[u8]) -> Option<u32> {
     bytes.iter().try_fold(0u32, |acc, b| {
         b.is_ascii_digit().then(|| acc * 10 + u32::from(b - b'0'))
@@ -81,18 +97,35 @@ fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// The inverse of [`days_from_civil`]: (year, month, day), by the same era-based method.
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::parse_rfc3339 as p;
+    use super::{format_utc as f, parse as p};
 
     #[test]
     fn parses_common_forms() {
         assert_eq!(p("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(p("1969-12-31T23:59:59z"), Some(-1));
         assert_eq!(p("2026-11-23T12:00:00Z"), Some(1_795_435_200));
         assert_eq!(p("2026-11-23T12:00:00.123456+00:00"), Some(1_795_435_200));
         assert_eq!(p("2026-11-23T14:00:00+02:00"), Some(1_795_435_200));
+        assert_eq!(p("2029-12-31T19:00:00-05:00"), p("2030-01-01T00:00:00Z"));
         assert_eq!(p("2026-11-23 12:00:00"), Some(1_795_435_200));
         assert_eq!(p("2024-02-29T00:00:00Z"), Some(1_709_164_800));
+        assert_eq!(p("2000-03-01T00:00:00Z"), Some(951_868_800));
     }
 
     #[test]
@@ -100,16 +133,28 @@ mod tests {
         for bad in [
             "",
             "2026",
+            "2030-01-01",
             "2026-13-01T00:00:00Z",
             "2025-02-29T00:00:00Z",
             "2026-11-23T24:00:00Z",
             "2026-11-23T12:00:00+2:00",
+            "2030-01-01T00:00:00+0100",
             "2026-11-23T12:00:00.Z",
             "２０２６-11-23T12:00:00Z",
             "2026-11-23T12:00:00Zjunk",
             "not a date at all!!",
         ] {
             assert_eq!(p(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn formatting_round_trips() {
+        assert_eq!(f(0), "1970-01-01T00:00:00Z");
+        assert_eq!(f(-1), "1969-12-31T23:59:59Z");
+        assert_eq!(f(1_709_210_096), "2024-02-29T12:34:56Z");
+        for t in [-86_401, 0, 951_868_800, 1_893_456_000, 4_102_444_799] {
+            assert_eq!(p(&f(t)), Some(t), "{t}");
         }
     }
 }
