@@ -18,8 +18,9 @@ use std::time::Instant;
 use hokusai_auth_filter::core::auth_service::reply::interpret;
 use hokusai_auth_filter::core::config::FilterConfig;
 use hokusai_auth_filter::core::host::fake::FakeEnvoy;
+use hokusai_auth_filter::core::output::access_log::access_log_record;
 use hokusai_auth_filter::core::pairs::serialize;
-use hokusai_auth_filter::core::policy::{access_log_record, Decision, Policy};
+use hokusai_auth_filter::core::policy::{Decision, Policy};
 use hokusai_auth_filter::core::request::facts::RequestFacts;
 
 /// Counts allocations so the report can say how many a warm decision makes.

@@ -13,9 +13,12 @@ use super::host::{Callout, RequestHost, SharedStore};
 use super::identity::certificate::parse_digest;
 use super::identity::jwt_claims;
 use super::identity::known_peers::PeerCerts;
+use super::output::access_log::log_fields;
+use super::output::identity_headers::IdentityHeaders;
 use super::output::json_writer;
-use super::output::labels::{AuthMethod, AuthPath, CacheUse, Facts, Outcome, Tally};
+use super::output::labels::{AuthMethod, AuthPath, CacheUse, Facts, Outcome};
 use super::output::local_reply::LocalReply;
+use super::output::tally::Tally;
 use super::request::credential::{find_credential, Credential, Kind, Lookup, Presented, Secret};
 use super::request::facts::{RequestFacts, Single};
 use super::request::scope::{required_access, Access};
@@ -63,76 +66,6 @@ impl Final {
 pub struct Forward {
     pub identity: Option<IdentityHeaders>,
     pub facts: Facts,
-}
-
-/// The trusted identity headers a forwarded request gets (contract section 4, step 7).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IdentityHeaders {
-    /// None: keep the caller's own `x-user-id` (internal callers forward the end user's id).
-    pub user_id: Option<Rc<str>>,
-    pub key_id: Option<Rc<str>>,
-    pub scopes: Rc<str>,
-    pub path: AuthPath,
-    pub method: AuthMethod,
-    /// The allow-listed peer identity (internal path).
-    pub identity: Option<Rc<str>>,
-    pub stale: bool,
-    /// The identity facts as access-log JSON fields (`,"key_id":..,"user_id":..`), rendered
-    /// once per verdict or peer rather than per request.
-    pub log_fields: Rc<str>,
-}
-
-impl IdentityHeaders {
-    /// Name and value of every header to set, in a fixed order.
-    pub fn pairs(&self) -> impl Iterator<Item = (&'static str, &str)> {
-        [
-            self.user_id.as_deref().map(|v| ("x-user-id", v)),
-            self.key_id.as_deref().map(|v| ("x-api-key-id", v)),
-            Some(("x-auth-scopes", &*self.scopes)),
-            Some(("x-auth-path", self.path.label())),
-            Some(("x-auth-method", self.method.label())),
-            self.identity.as_deref().map(|v| ("x-auth-identity", v)),
-            self.stale.then_some(("x-auth-stale", "1")),
-        ]
-        .into_iter()
-        .flatten()
-    }
-}
-
-/// The access log's view of a decision: its labels and the non-secret identity facts, as a
-/// one-line JSON object (never a credential; key ids and user ids are the auth service's
-/// names for them).
-pub fn access_log_record(facts: &Facts, identity: Option<&IdentityHeaders>) -> String {
-    let fields = identity.map_or("", |i| &*i.log_fields);
-    // The labels are fixed ASCII words: nothing in them needs escaping.
-    let mut out = String::with_capacity(80 + fields.len());
-    for (name, label) in [
-        ("{\"path\":\"", facts.path.label()),
-        ("\",\"method\":\"", facts.method.label()),
-        ("\",\"outcome\":\"", facts.outcome.label()),
-        ("\",\"cache\":\"", facts.cache.label()),
-    ] {
-        out.push_str(name);
-        out.push_str(label);
-    }
-    out.push('"');
-    out.push_str(fields);
-    out.push('}');
-    out
-}
-
-/// `,"name":"value"` for each present value, JSON-escaped: [`IdentityHeaders::log_fields`].
-pub fn log_fields(fields: &[(&str, Option<&str>)]) -> Rc<str> {
-    let mut out = String::new();
-    for (name, value) in fields {
-        if let Some(value) = value {
-            out.push(',');
-            json_writer::push_string(&mut out, name);
-            out.push(':');
-            json_writer::push_string(&mut out, value);
-        }
-    }
-    out.into()
 }
 
 /// Answer the client ourselves.

@@ -6,9 +6,10 @@
 use super::abi;
 use super::host;
 use super::registry::Contexts;
+use crate::core::output::access_log::access_log_record;
 use crate::core::output::labels::Facts;
 use crate::core::output::local_reply::LocalReply;
-use crate::core::policy::{access_log_record, Final, Forward, Refusal};
+use crate::core::policy::{Final, Forward, Refusal};
 use crate::core::worker::Resolved;
 
 /// Applies decisions to the requests they belong to: `current` in place, every other one

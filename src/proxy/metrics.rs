@@ -6,7 +6,8 @@
 
 use super::abi;
 use super::host;
-use crate::core::output::labels::{AuthPath, CalloutFailure, Outcome, Tally};
+use crate::core::output::labels::{AuthPath, CalloutFailure, Outcome};
+use crate::core::output::tally::Tally;
 use crate::core::worker::Worker;
 use std::collections::HashMap;
 

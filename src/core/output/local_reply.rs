@@ -1,5 +1,7 @@
 //! Replies the filter makes itself (contract section 5): JSON `{"detail": ...}`.
 
+use super::json_writer::Object;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalReply {
     pub status: u16,
@@ -64,12 +66,12 @@ impl LocalReply {
     }
 
     pub fn body(&self) -> Vec<u8> {
-        let mut body = serde_json::Map::new();
-        body.insert("detail".into(), self.detail.into());
+        let mut body = Object::with_capacity(96);
+        body.field("detail", self.detail);
         if let Some(scope) = &self.required_scope {
-            body.insert("required_scope".into(), scope.as_str().into());
+            body.field("required_scope", scope);
         }
-        serde_json::to_vec(&body).unwrap_or_default()
+        body.finish().into_bytes()
     }
 
     /// Response headers; the adapter adds the request's `x-request-id`.

@@ -2,6 +2,7 @@ use super::*;
 use crate::core::auth_service::reply::interpret;
 use crate::core::host::fake::FakeEnvoy;
 use crate::core::identity::test_certs::{self, TestPeer};
+use crate::core::output::access_log::access_log_record;
 use crate::core::pairs::serialize;
 use crate::core::request::facts::Single;
 

@@ -37,7 +37,7 @@ impl From<&KeyGrant> for Grant {
             scopes_header: g.scopes.join(" ").into(),
             rate_limit_per_hour: g.rate_limit_per_hour,
             expires_at: g.expires_at,
-            log_fields: crate::core::policy::log_fields(&[
+            log_fields: crate::core::output::access_log::log_fields(&[
                 ("key_id", Some(&g.key_id)),
                 ("user_id", Some(&g.user_id)),
             ]),
