@@ -7,7 +7,7 @@
 //! them. The adapter strips [`super::identity::verdict_headers`] before any decision reaches upstream.
 
 use super::auth_service::call::validation_call;
-use super::auth_service::reply::{Denial, ValidationOutcome};
+use super::auth_service::reply::ValidationOutcome;
 use super::config::{FilterConfig, JwtMode};
 use super::host::{Callout, RequestHost, SharedStore};
 use super::identity::certificate::parse_digest;
@@ -23,9 +23,10 @@ use super::request::credential::{find_credential, Credential, Kind, Lookup, Pres
 use super::request::facts::{RequestFacts, Single};
 use super::request::scope::{required_access, Access};
 use super::verdict::digest::KeyDigest;
-use super::verdict::local_copies::{Grant, Known, LocalVerdicts};
+use super::verdict::local_copies::LocalVerdicts;
 use super::verdict::rate_limit::{Count, RateCounters};
 use super::verdict::shared_cache::{Probe, VerdictCache};
+use super::verdict::{Denial, Grant, Known};
 use std::rc::Rc;
 
 #[derive(Debug, PartialEq, Eq)]

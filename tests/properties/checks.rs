@@ -9,7 +9,7 @@
 use base64::Engine;
 use hokusai_auth_filter::core::auth_service::call::{client_ip, validation_call};
 use hokusai_auth_filter::core::auth_service::reply::{
-    interpret, Denial, ValidationOutcome, Verdict, MAX_REPLY_BYTES,
+    interpret, ValidationOutcome, MAX_REPLY_BYTES,
 };
 use hokusai_auth_filter::core::config::{CredentialTransport, FilterConfig, JwtMode};
 use hokusai_auth_filter::core::identity::certificate::{verified_certificate, PeerCertificate};
@@ -22,6 +22,7 @@ use hokusai_auth_filter::core::request::credential::{
 };
 use hokusai_auth_filter::core::request::facts::{RequestFacts, Single, METHOD_OVERRIDE_HEADERS};
 use hokusai_auth_filter::core::request::scope::{required_access, Access};
+use hokusai_auth_filter::core::verdict::{Denial, Verdict};
 use hokusai_auth_filter::core::worker::Worker;
 use serde_json::Value;
 use sha2::{Digest, Sha256};

@@ -1,39 +1,14 @@
 //! Reading the auth service's reply to `POST /api/v1/keys/validate`. Anything we do not
 //! fully understand is `Unavailable` (503), never an allow.
 
-use serde::{Deserialize, Deserializer, Serialize};
+use crate::core::verdict::{Denial, KeyGrant, Verdict};
+use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
 /// Replies larger than this are not read at all: a validation verdict is a few hundred bytes.
 pub const MAX_REPLY_BYTES: usize = 64 * 1024;
 const MAX_FIELD_LEN: usize = 256;
 const DEFAULT_RETRY_AFTER_S: u64 = 60;
-
-/// What a valid key may do; cached and turned into identity headers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct KeyGrant {
-    pub key_id: String,
-    pub user_id: String,
-    pub scopes: Vec<String>,
-    pub rate_limit_per_hour: Option<u64>,
-    /// Unix seconds.
-    pub expires_at: Option<i64>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Denial {
-    /// Unknown, revoked or expired key: 401.
-    Invalid,
-    /// The auth service refused this key for our service: 403.
-    Forbidden,
-}
-
-/// A verdict is what the cache may keep.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Verdict {
-    Allow(KeyGrant),
-    Deny(Denial),
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ValidationOutcome {

@@ -9,57 +9,8 @@
 //! is bounded, and simply emptied when full.
 
 use super::digest::KeyDigest;
-use crate::core::auth_service::reply::{Denial, KeyGrant, Verdict};
+use super::Known;
 use std::collections::HashMap;
-use std::rc::Rc;
-
-/// An allow verdict with its identity headers rendered once, so forwarding a cached request
-/// allocates nothing.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Grant {
-    pub key_id: Rc<str>,
-    pub user_id: Rc<str>,
-    pub scopes: Vec<String>,
-    /// `x-auth-scopes`: the scopes, space-separated.
-    pub scopes_header: Rc<str>,
-    pub rate_limit_per_hour: Option<u64>,
-    pub expires_at: Option<i64>,
-    /// Its access-log fields (`key_id`, `user_id`), escaped once.
-    pub log_fields: Rc<str>,
-}
-
-impl From<&KeyGrant> for Grant {
-    fn from(g: &KeyGrant) -> Self {
-        Grant {
-            key_id: g.key_id.as_str().into(),
-            user_id: g.user_id.as_str().into(),
-            scopes: g.scopes.clone(),
-            scopes_header: g.scopes.join(" ").into(),
-            rate_limit_per_hour: g.rate_limit_per_hour,
-            expires_at: g.expires_at,
-            log_fields: crate::core::output::access_log::log_fields(&[
-                ("key_id", Some(&g.key_id)),
-                ("user_id", Some(&g.user_id)),
-            ]),
-        }
-    }
-}
-
-/// A verdict as the request path uses it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Known {
-    Allow(Rc<Grant>),
-    Deny(Denial),
-}
-
-impl From<&Verdict> for Known {
-    fn from(v: &Verdict) -> Self {
-        match v {
-            Verdict::Allow(g) => Known::Allow(Rc::new(g.into())),
-            Verdict::Deny(d) => Known::Deny(*d),
-        }
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct LocalHit {
@@ -136,6 +87,7 @@ impl LocalVerdicts {
 
 #[cfg(test)]
 mod tests {
+    use super::super::Denial;
     use super::*;
 
     const DENY: Known = Known::Deny(Denial::Invalid);
@@ -178,18 +130,5 @@ mod tests {
         put(&mut local, "d", 100, 30);
         assert_eq!(local.len(), 1, "full of live copies: start over");
         assert!(local.get(b"d", 30).is_some());
-    }
-
-    #[test]
-    fn grants_render_their_headers_once() {
-        let grant = Grant::from(&KeyGrant {
-            key_id: "k1".into(),
-            user_id: "u1".into(),
-            scopes: vec!["mlflow:read".into(), "mlflow:write".into()],
-            rate_limit_per_hour: Some(5),
-            expires_at: None,
-        });
-        assert_eq!(&*grant.scopes_header, "mlflow:read mlflow:write");
-        assert_eq!((&*grant.key_id, &*grant.user_id), ("k1", "u1"));
     }
 }

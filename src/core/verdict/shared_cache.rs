@@ -10,7 +10,7 @@
 
 use super::digest::KeyDigest;
 use super::slot_codec::{self, Slot};
-use crate::core::auth_service::reply::{KeyGrant, Verdict};
+use super::{KeyGrant, Verdict};
 use crate::core::config::CacheConfig;
 use crate::core::host::{SharedStore, StoreError};
 
@@ -153,8 +153,8 @@ impl<'a, S: SharedStore> VerdictCache<'a, S> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::Denial;
     use super::*;
-    use crate::core::auth_service::reply::Denial;
     use crate::core::host::fake::MemoryStore;
 
     const NOW: i64 = 1_000_000;

@@ -9,7 +9,7 @@
 //! else, shorter, longer or not UTF-8 decodes to None: a miss, never a verdict.
 
 use super::digest::KeyDigest;
-use crate::core::auth_service::reply::{Denial, KeyGrant, Verdict};
+use super::{Denial, KeyGrant, Verdict};
 
 const VERSION: u8 = 1;
 
