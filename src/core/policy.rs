@@ -10,9 +10,10 @@ use super::auth_service::call::validation_call;
 use super::auth_service::reply::ValidationOutcome;
 use super::config::{FilterConfig, JwtMode};
 use super::host::{Callout, RequestHost, SharedStore};
+use super::identity::cert_expiry::CertExpiry;
 use super::identity::certificate::parse_digest;
 use super::identity::jwt_claims;
-use super::identity::known_peers::PeerCerts;
+use super::identity::known_peers::KnownPeers;
 use super::output::access_log::log_fields;
 use super::output::identity_headers::IdentityHeaders;
 use super::output::json_writer;
@@ -118,8 +119,10 @@ pub struct Policy {
     internal_user: Rc<str>,
     local_keys: LocalVerdicts,
     local_tokens: LocalVerdicts,
-    pub peer_certs: PeerCerts,
-    pub tally: Tally,
+    known_peers: KnownPeers,
+    /// The worker reports these and counts into the tally too.
+    pub(super) cert_expiry: CertExpiry,
+    pub(super) tally: Tally,
 }
 
 /// Per-worker copies kept at most; the shared cache stays the one bounded by max_entries.
@@ -172,7 +175,8 @@ impl Policy {
             internal_user: Rc::from("internal_service"),
             local_keys: LocalVerdicts::new(local),
             local_tokens: LocalVerdicts::new(local),
-            peer_certs: PeerCerts::default(),
+            known_peers: KnownPeers::default(),
+            cert_expiry: CertExpiry::default(),
             tally: Tally::default(),
             config,
         }
@@ -283,7 +287,7 @@ impl Policy {
             return None;
         };
         let allowed = &self.config.internal.allowed_identities;
-        let Some(peer) = self.peer_certs.peer(digest, header, allowed) else {
+        let Some(peer) = self.known_peers.peer(digest, header, allowed) else {
             log::warn!("x-forwarded-client-cert holds no certificate with the connection's digest; a credential is required");
             self.tally.mtls_fallbacks += 1;
             return None;
@@ -297,7 +301,7 @@ impl Policy {
             return None;
         };
         let (identity, with_user, without_user) = self.internal_identities.get(index)?.clone();
-        self.peer_certs.seen(&identity, peer.certificate.not_after);
+        self.cert_expiry.seen(&identity, peer.certificate.not_after);
         if !access.is_granted_by(&self.config.internal.scopes, &self.config.scopes) {
             let reply = LocalReply::scope_missing(access.canonical_scope(&self.config.scopes));
             return Some(Decision::Refuse(Refusal {

@@ -184,7 +184,7 @@ impl Worker {
     pub fn report(&mut self) -> Report<'_> {
         let policy = &mut self.policy;
         Report {
-            cert_changes: policy.peer_certs.take_changed(),
+            cert_changes: policy.cert_expiry.take_changed(),
             latencies_ms: std::mem::take(&mut policy.tally.latencies_ms),
             tally: &policy.tally,
         }

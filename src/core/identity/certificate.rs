@@ -1,11 +1,9 @@
-//! The internal path's question: is this mTLS peer on the allow-list, and as whom?
-//!
-//! The answer comes only from facts bound to the verified connection. Envoy tells the
-//! SHA-256 of the peer certificate (`connection.sha256_peer_certificate_digest`, a typed
-//! property no client can set); the certificate itself travels in Envoy's XFCC `Cert=`
-//! field, and is believed only when its DER hashes to that digest. Its identities are then
-//! read from the DER with x509-cert: every URI and DNS SAN, exactly as signed, and the
-//! subject CN. An identity matches only when it equals an allow-list entry byte for byte.
+//! The mTLS peer's certificate, believed only from facts bound to the verified connection.
+//! Envoy tells the SHA-256 of the peer certificate (`connection.sha256_peer_certificate_digest`,
+//! a typed property no client can set); the certificate itself travels in Envoy's XFCC
+//! `Cert=` field, and is believed only when its DER hashes to that digest. Its identities
+//! are then read from the DER with x509-cert: every URI and DNS SAN, exactly as signed, and
+//! the subject CN. Whether one of them is allow-listed is [`super::allow_list`]'s question.
 
 use super::xfcc;
 use sha2::{Digest, Sha256};
@@ -62,20 +60,6 @@ impl PeerCertificate {
             common_names,
             not_after: i64::try_from(not_after).ok()?,
         })
-    }
-
-    /// The first allow-list entry one of its identities equals exactly: URI SANs, then DNS
-    /// SANs, then the CN of a subject that has exactly one.
-    pub fn allowed_as(&self, allowed: &[String]) -> Option<usize> {
-        let cn = match self.common_names.as_slice() {
-            [only] => Some(only),
-            _ => None,
-        };
-        self.uris
-            .iter()
-            .chain(&self.dns)
-            .chain(cn)
-            .find_map(|id| allowed.iter().position(|entry| entry == id))
     }
 
     /// A name for logs: the first URI SAN, else DNS SAN, else CN.
@@ -142,31 +126,6 @@ mod tests {
         assert_eq!(cert.common_names, vec!["hokusai-batch-runner"]);
         assert_eq!(cert.not_after, 4_949_061_139);
         assert_eq!(cert.label(), FIRST);
-    }
-
-    #[test]
-    fn any_san_or_a_lone_cn_matches_exactly() {
-        let cert = PeerCertificate::from_der(&der()).unwrap();
-        assert_eq!(cert.allowed_as(&[BATCH.into()]), Some(0));
-        assert_eq!(
-            cert.allowed_as(&["x".into(), "batch.hokusai.internal".into()]),
-            Some(1)
-        );
-        assert_eq!(cert.allowed_as(&["hokusai-batch-runner".into()]), Some(0));
-        for near in [
-            format!("{BATCH}/"),
-            BATCH.to_uppercase(),
-            format!("x{BATCH}"),
-            "hokusai-batch".to_string(),
-            String::new(),
-        ] {
-            assert_eq!(cert.allowed_as(std::slice::from_ref(&near)), None, "{near}");
-        }
-        let two_cns = PeerCertificate {
-            common_names: vec!["a".into(), "hokusai-api-client".into()],
-            ..cert
-        };
-        assert_eq!(two_cns.allowed_as(&["hokusai-api-client".into()]), None);
     }
 
     #[test]

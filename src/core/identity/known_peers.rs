@@ -2,12 +2,9 @@
 //! certificate is decoded and checked once, then every later request on a connection with
 //! the same digest is answered from here. The digest is Envoy's word (a typed connection
 //! property), so a remembered answer is as good as a fresh one.
-//!
-//! It also keeps the certificate-expiry signal: for each allow-listed identity, the notAfter
-//! of the certificate it presented most recently.
 
 use super::certificate::{verified_certificate, PeerCertificate};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::rc::Rc;
 
 /// Distinct certificates remembered per worker; past it the memory starts over.
@@ -22,15 +19,12 @@ pub struct KnownPeer {
 }
 
 #[derive(Debug, Default)]
-pub struct PeerCerts {
+pub struct KnownPeers {
     /// None: the XFCC of a connection with this digest carried no certificate hashing to it.
     by_digest: HashMap<[u8; 32], Option<Rc<KnownPeer>>>,
-    not_after: BTreeMap<String, i64>,
-    /// Identities whose notAfter changed since the adapter last looked.
-    changed: Vec<String>,
 }
 
-impl PeerCerts {
+impl KnownPeers {
     /// The peer behind `digest`, verified from `xfcc` the first time this worker sees it.
     pub fn peer(
         &mut self,
@@ -53,24 +47,6 @@ impl PeerCerts {
         self.by_digest.insert(digest, known.clone());
         known
     }
-
-    /// An allow-listed `identity` presented a certificate valid until `not_after`.
-    pub fn seen(&mut self, identity: &str, not_after: i64) {
-        if self.not_after.get(identity) != Some(&not_after) {
-            self.not_after.insert(identity.to_string(), not_after);
-            if !self.changed.iter().any(|c| c == identity) {
-                self.changed.push(identity.to_string());
-            }
-        }
-    }
-
-    /// Identities whose notAfter changed since the last call, with the new value.
-    pub fn take_changed(&mut self) -> Vec<(String, i64)> {
-        std::mem::take(&mut self.changed)
-            .into_iter()
-            .filter_map(|id| self.not_after.get(&id).map(|t| (id, *t)))
-            .collect()
-    }
 }
 
 #[cfg(test)]
@@ -91,7 +67,7 @@ mod tests {
     #[test]
     fn a_certificate_is_verified_once_and_remembered_by_digest() {
         let (header, digest) = header_and_digest();
-        let mut certs = PeerCerts::default();
+        let mut certs = KnownPeers::default();
         let allowed = [BATCH.to_string()];
         let peer = certs.peer(digest, header.as_bytes(), &allowed).unwrap();
         assert_eq!(peer.allowed_as, Some(0));
@@ -99,17 +75,5 @@ mod tests {
         assert_eq!(certs.peer(digest, b"", &allowed), Some(peer));
         assert_eq!(certs.peer([1; 32], header.as_bytes(), &allowed), None);
         assert_eq!(certs.peer([1; 32], header.as_bytes(), &allowed), None);
-    }
-
-    #[test]
-    fn reports_each_expiry_change_once() {
-        let mut certs = PeerCerts::default();
-        certs.seen("spiffe://a", 10);
-        certs.seen("spiffe://a", 10);
-        assert_eq!(certs.take_changed(), vec![("spiffe://a".to_string(), 10)]);
-        certs.seen("spiffe://a", 10);
-        assert!(certs.take_changed().is_empty());
-        certs.seen("spiffe://a", 20);
-        assert_eq!(certs.take_changed(), vec![("spiffe://a".to_string(), 20)]);
     }
 }

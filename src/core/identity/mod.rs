@@ -2,6 +2,8 @@
 //! or verified itself, and which headers no client may send. Depends on the base only
 //! (`pairs`, `text`), so what is believed can be reviewed here alone.
 
+pub mod allow_list;
+pub mod cert_expiry;
 pub mod certificate;
 pub mod jwt_claims;
 pub mod known_peers;

@@ -177,7 +177,7 @@ fn allow_listed_mtls_peer_is_internal_without_callout() {
         "no shared data on the internal path"
     );
     assert_eq!(
-        p.peer_certs.take_changed().len(),
+        p.cert_expiry.take_changed().len(),
         1,
         "the identity's certificate expiry is reported"
     );
