@@ -24,7 +24,8 @@
 //!   given up on the tick after its deadline plus a grace, so no flight lives for ever.
 
 use super::auth_service::call::client_ip;
-use super::auth_service::reply::{interpret, ValidationOutcome};
+use super::auth_service::reply::{interpret, CalloutReply, ValidationOutcome};
+use super::config::FilterConfig;
 use super::host::{Callout, CalloutHost, CalloutToken, DispatchRefused, SharedStore, StreamHost};
 use super::output::json_writer;
 use super::output::labels::{AuthMethod, CalloutFailure, Outcome};
@@ -36,8 +37,8 @@ use super::request::scope::Access;
 use super::verdict::digest::KeyDigest;
 use std::collections::HashMap;
 
-/// Envoy's id for a stream's context.
-pub type RequestId = u32;
+/// Envoy's id for a stream's context (not its `x-request-id`, which the client may choose).
+pub type StreamId = u32;
 
 /// How often the adapter should call [`Worker::on_tick`].
 pub const TICK_MS: u64 = 200;
@@ -67,51 +68,16 @@ pub enum Step {
 /// A waiting request, decided.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Resolved {
-    pub request: RequestId,
+    pub stream: StreamId,
     /// Its `x-request-id`, for the reply.
     pub request_id: Option<String>,
     pub decision: Final,
 }
 
-/// The auth service's reply as Envoy delivered it; `status` None when Envoy delivered no
-/// response at all.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct CalloutReply<'a> {
-    pub status: Option<u16>,
-    pub body: &'a [u8],
-    pub retry_after: Option<&'a [u8]>,
-    /// The reply carries `x-envoy-upstream-service-time`: it came from the auth service.
-    pub from_upstream: bool,
-}
-
-impl CalloutReply<'_> {
-    /// Envoy 1.40 answers for an auth service it could not reach: a refused, reset or
-    /// closed connection becomes its router's 503 (`upstream connect error or disconnect/
-    /// reset before headers...`) and a timeout its 504 (`upstream request timeout`), both
-    /// without the `x-envoy-upstream-service-time` every real response through the router
-    /// carries. Those mean "no reply", so a reset can be retried and a timeout told apart.
-    pub fn is_envoys_own(&self) -> bool {
-        let generated = match self.status {
-            Some(503) => self
-                .body
-                .starts_with(b"upstream connect error or disconnect/reset before headers"),
-            Some(504) => self.body == b"upstream request timeout",
-            _ => false,
-        };
-        generated && !self.from_upstream
-    }
-
-    /// Does the adapter need to look for `x-envoy-upstream-service-time`? Only for the
-    /// statuses Envoy answers with itself.
-    pub fn may_be_envoys_own(status: Option<u16>) -> bool {
-        matches!(status, Some(503 | 504))
-    }
-}
-
 type FlightKey = (AuthMethod, KeyDigest);
 
 struct Waiter {
-    request: RequestId,
+    stream: StreamId,
     access: Access,
     request_id: Option<String>,
 }
@@ -138,12 +104,12 @@ impl Flight {
 }
 
 pub struct Worker {
-    pub policy: Policy,
+    policy: Policy,
     /// The auth service's own bearer token, from the VM environment; never logged.
     service_token: Option<String>,
     flights: HashMap<FlightKey, Flight>,
     tokens: HashMap<CalloutToken, FlightKey>,
-    waiting: HashMap<RequestId, FlightKey>,
+    waiting: HashMap<StreamId, FlightKey>,
 }
 
 fn flight_key(pending: &Pending) -> FlightKey {
@@ -155,14 +121,20 @@ fn flight_key(pending: &Pending) -> FlightKey {
 }
 
 impl Worker {
-    pub fn new(policy: Policy, service_token: Option<String>) -> Self {
+    pub fn new(config: FilterConfig, service_token: Option<String>) -> Self {
         Self {
-            policy,
+            policy: Policy::new(config),
             service_token,
             flights: HashMap::new(),
             tokens: HashMap::new(),
             waiting: HashMap::new(),
         }
+    }
+
+    /// Shared state that must exist before the first request: the rate counters' slots.
+    /// The adapter calls it when the VM is configured; an error refuses the configuration.
+    pub fn prepare<S: SharedStore>(&self, store: &S) -> Result<(), String> {
+        self.policy.prepare(store)
     }
 
     /// Callouts this worker has in flight, whether anyone still waits on them or not.
@@ -192,7 +164,7 @@ impl Worker {
 
     pub fn on_request<H: StreamHost>(
         &mut self,
-        request: RequestId,
+        stream: StreamId,
         facts: &RequestFacts,
         now_ms: i64,
         host: &mut H,
@@ -202,14 +174,14 @@ impl Worker {
             Decision::Forward(f) => self.finish(facts.request_id, Final::Forward(f)).into(),
             Decision::Refuse(r) => self.finish(facts.request_id, Final::Refuse(r)).into(),
             Decision::Validate(pending) => {
-                self.join_or_send(request, facts.request_id, pending, now_ms, host)
+                self.join_or_send(stream, facts.request_id, pending, now_ms, host)
             }
         }
     }
 
     fn join_or_send<H: StreamHost>(
         &mut self,
-        request: RequestId,
+        stream: StreamId,
         request_id: Option<&str>,
         pending: Pending,
         now_ms: i64,
@@ -217,13 +189,13 @@ impl Worker {
     ) -> Step {
         let key = flight_key(&pending);
         let waiter = Waiter {
-            request,
+            stream,
             access: pending.access,
             request_id: request_id.map(String::from),
         };
         if let Some(flight) = self.flights.get_mut(&key) {
             flight.waiters.push(waiter);
-            self.waiting.insert(request, key);
+            self.waiting.insert(stream, key);
             self.policy.tally.coalesced += 1;
             return Step::Wait;
         }
@@ -254,7 +226,7 @@ impl Worker {
                 // holds it now means this call: the old flight is given up on the tick after
                 // its deadline, and never takes this call's reply.
                 self.tokens.insert(token, key);
-                self.waiting.insert(request, key);
+                self.waiting.insert(stream, key);
                 self.flights.insert(
                     key,
                     Flight {
@@ -366,13 +338,13 @@ impl Worker {
         }
         let mut resolved = Vec::with_capacity(flight.waiters.len());
         for waiter in flight.waiters {
-            self.waiting.remove(&waiter.request);
+            self.waiting.remove(&waiter.stream);
             let decision =
                 self.policy
                     .conclude(&settled, &flight.pending, waiter.access, store, now);
             let decision = self.finish(waiter.request_id.as_deref(), decision);
             resolved.push(Resolved {
-                request: waiter.request,
+                stream: waiter.stream,
                 request_id: waiter.request_id,
                 decision,
             });
@@ -383,12 +355,12 @@ impl Worker {
     /// A stream went away (finished, or reset by the client): it waits no more. Its callout,
     /// if it started one, goes on (Envoy does not cancel it) and settles for whoever is left,
     /// or for the cache alone.
-    pub fn on_request_gone(&mut self, request: RequestId) {
-        let Some(key) = self.waiting.remove(&request) else {
+    pub fn on_stream_gone(&mut self, stream: StreamId) {
+        let Some(key) = self.waiting.remove(&stream) else {
             return;
         };
         if let Some(flight) = self.flights.get_mut(&key) {
-            flight.waiters.retain(|w| w.request != request);
+            flight.waiters.retain(|w| w.stream != stream);
         }
     }
 

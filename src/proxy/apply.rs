@@ -18,14 +18,14 @@ pub fn apply_resolved(c: &mut Contexts, resolved: Vec<Resolved>, current: Option
     let mut in_place = None;
     let mut switched = false;
     for r in resolved {
-        if let Some(stream) = c.streams.get_mut(&r.request) {
+        if let Some(stream) = c.streams.get_mut(&r.stream) {
             stream.waiting = false;
         }
-        if Some(r.request) == current {
+        if Some(r.stream) == current {
             in_place = Some(r);
             continue;
         }
-        if host::set_effective_context(r.request).is_err() {
+        if host::set_effective_context(r.stream).is_err() {
             log::warn!("a waiting request is gone; its decision is dropped");
             continue;
         }

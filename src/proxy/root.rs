@@ -9,7 +9,6 @@ use super::logger;
 use super::metrics::Metrics;
 use super::registry::{Contexts, Filter};
 use crate::core::config::FilterConfig;
-use crate::core::policy::Policy;
 use crate::core::worker::{Worker, TICK_MS};
 
 /// A plugin configuration far larger than any real one is refused unread.
@@ -62,8 +61,8 @@ pub fn configure(c: &mut Contexts, root: u32, size: usize) -> bool {
     #[cfg(feature = "testing")]
     let trap_path = config.testing.trap_path.clone();
     let metrics = Metrics::define(&config.internal.allowed_identities);
-    let policy = Policy::new(config);
-    if let Err(error) = policy.prepare(&Envoy) {
+    let worker = Worker::new(config, service_token);
+    if let Err(error) = worker.prepare(&Envoy) {
         log::error!("{error}");
         return false;
     }
@@ -72,7 +71,7 @@ pub fn configure(c: &mut Contexts, root: u32, size: usize) -> bool {
         return false;
     }
     slot.filter = Some(Filter {
-        worker: Worker::new(policy, service_token),
+        worker,
         metrics,
         #[cfg(feature = "testing")]
         trap_path,

@@ -10,10 +10,11 @@ use super::abi;
 use super::apply::{apply_resolved, forward_now, refuse, refuse_unverdicted};
 use super::host::{self, Envoy};
 use super::registry::{Contexts, Stream};
+use crate::core::auth_service::reply::CalloutReply;
 use crate::core::auth_service::reply::MAX_REPLY_BYTES;
 use crate::core::output::local_reply::LocalReply;
 use crate::core::request::facts::RequestFacts;
-use crate::core::worker::{CalloutReply, Step};
+use crate::core::worker::Step;
 
 pub fn on_request_headers(c: &mut Contexts, id: u32) -> u32 {
     let Some(root) = c.streams.get(&id).map(|s| s.root) else {
@@ -113,7 +114,7 @@ pub fn on_callout_reply(c: &mut Contexts, context: u32, token: u32, headers: usi
 /// started one, is not cancelled by Envoy: the worker keeps it until the reply.
 pub fn gone(c: &mut Contexts, id: u32, stream: Stream) {
     if let Some(filter) = c.filter(stream.root) {
-        filter.worker.on_request_gone(id);
+        filter.worker.on_stream_gone(id);
     }
 }
 

@@ -16,7 +16,6 @@ use hokusai_auth_filter::core::identity::certificate::{verified_certificate, Pee
 use hokusai_auth_filter::core::identity::jwt_claims;
 use hokusai_auth_filter::core::identity::xfcc::{self, MAX_CERT_FIELDS, MAX_XFCC_LEN};
 use hokusai_auth_filter::core::pairs::{HeaderMap, MAX_HEADERS};
-use hokusai_auth_filter::core::policy::Policy;
 use hokusai_auth_filter::core::request::credential::{
     self, find_credential, is_jwt_shaped, Credential, Lookup, MAX_JWT_LEN, MAX_KEY_LEN,
 };
@@ -550,7 +549,7 @@ pub fn config(bytes: &[u8]) {
             for path in config.exempt_paths.iter().chain([&config.validate_path]) {
                 assert!(path.starts_with('/'));
             }
-            let _ = Worker::new(Policy::new(config), None);
+            let _ = Worker::new(config, None);
         }
         Err(e) => {
             // Empty only when the offending key is itself "" (`{"": 1}`).

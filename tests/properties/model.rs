@@ -25,15 +25,16 @@ use super::checks::{
 };
 use arbitrary::Unstructured;
 use base64::Engine;
+use hokusai_auth_filter::core::auth_service::reply::CalloutReply;
 use hokusai_auth_filter::core::config::{CredentialTransport, FilterConfig, JwtMode};
 use hokusai_auth_filter::core::host::fake::{Asked, FakeEnvoy, MemoryStore, Sent};
 use hokusai_auth_filter::core::host::{Callout, CalloutToken};
 use hokusai_auth_filter::core::output::labels::{AuthMethod, AuthPath, CacheUse, Outcome};
 use hokusai_auth_filter::core::pairs::{self, HeaderMap};
-use hokusai_auth_filter::core::policy::{Final, Forward, Policy, Refusal};
+use hokusai_auth_filter::core::policy::{Final, Forward, Refusal};
 use hokusai_auth_filter::core::request::facts::{RequestFacts, METHOD_OVERRIDE_HEADERS};
 use hokusai_auth_filter::core::request::scope::{required_access, Access};
-use hokusai_auth_filter::core::worker::{CalloutReply, RequestId, Resolved, Step, Worker};
+use hokusai_auth_filter::core::worker::{Resolved, Step, StreamId, Worker};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
@@ -1013,12 +1014,12 @@ struct World {
     wall_jumped: bool,
     wall_jumped_back: bool,
     store_failed: bool,
-    requests: BTreeMap<RequestId, Info>,
+    requests: BTreeMap<StreamId, Info>,
     tokens: Vec<Token>,
     answers: HashMap<(Kind, String), Vec<Answer>>,
     rate_used: HashMap<(String, i64), u64>,
     decided: Vec<u64>,
-    next_request: RequestId,
+    next_request: StreamId,
     stats: Stats,
 }
 
@@ -1043,7 +1044,7 @@ impl World {
         let store = Rc::new(MemoryStore::default());
         let workers = (0..s.workers)
             .map(|_| {
-                let worker = Worker::new(Policy::new(s.config.clone()), s.service_token.clone());
+                let worker = Worker::new(s.config.clone(), s.service_token.clone());
                 let host = FakeEnvoy {
                     jwt_location: (
                         s.config.jwt.metadata_namespace.clone(),
@@ -1056,7 +1057,7 @@ impl World {
             .collect();
         // What the adapter does when a VM is configured (before any request), as Envoy's
         // configuration canary would have done once for every worker.
-        Policy::new(s.config.clone())
+        Worker::new(s.config.clone(), None)
             .prepare(&*store)
             .expect("the rate counter slots");
         World {
@@ -1195,7 +1196,7 @@ impl World {
 
     /// Checks each callout the filter just sent; `origin` is the request being decided
     /// (None: sent again, after a reset).
-    fn sent(&mut self, w: usize, origin: Option<RequestId>, sent: Vec<Sent>) {
+    fn sent(&mut self, w: usize, origin: Option<StreamId>, sent: Vec<Sent>) {
         for Sent {
             token,
             call,
@@ -1379,7 +1380,7 @@ impl World {
             self.stats.resolved += 1;
             let info = self
                 .requests
-                .get_mut(&r.request)
+                .get_mut(&r.stream)
                 .expect("a decision for a request never seen");
             assert_eq!(info.worker, w, "decided by another worker");
             assert_eq!(
@@ -1422,14 +1423,14 @@ impl World {
                 (_, Expect::Anything) => {}
             }
             match &r.decision {
-                Final::Forward(f) => self.forwarded(r.request, f),
-                Final::Refuse(refusal) => self.refused(r.request, refusal),
+                Final::Forward(f) => self.forwarded(r.stream, f),
+                Final::Refuse(refusal) => self.refused(r.stream, refusal),
             }
         }
     }
 
     fn gone(&mut self, pick: usize) {
-        let live: Vec<RequestId> = self
+        let live: Vec<StreamId> = self
             .requests
             .iter()
             .filter(|(_, info)| info.state != State::Gone)
@@ -1447,7 +1448,7 @@ impl World {
         let w = info.worker;
         trace!("request {id} gone");
         let (worker, host) = &mut self.workers[w];
-        worker.on_request_gone(id);
+        worker.on_stream_gone(id);
         assert!(
             host.sent.is_empty(),
             "nothing is sent when a stream goes away"
@@ -1542,7 +1543,7 @@ impl World {
         }
     }
 
-    fn refused(&mut self, id: RequestId, r: &Refusal) {
+    fn refused(&mut self, id: StreamId, r: &Refusal) {
         self.stats.refusals += 1;
         let info = &self.requests[&id];
         let reply = &r.reply;
@@ -1581,7 +1582,7 @@ impl World {
         }
     }
 
-    fn forwarded(&mut self, id: RequestId, f: &Forward) {
+    fn forwarded(&mut self, id: StreamId, f: &Forward) {
         let info = &self.requests[&id];
         let Some(identity) = &f.identity else {
             assert_eq!(f.facts.path, AuthPath::Exempt);

@@ -1,5 +1,6 @@
-//! Reading the auth service's reply to `POST /api/v1/keys/validate`. Anything we do not
-//! fully understand is `Unavailable` (503), never an allow.
+//! Reading the auth service's reply to `POST /api/v1/keys/validate`: first whether it came
+//! from the auth service at all ([`CalloutReply`]), then what it means ([`interpret`]).
+//! Anything we do not fully understand is `Unavailable` (503), never an allow.
 
 use crate::core::verdict::{Denial, KeyGrant, Verdict};
 use serde::{Deserialize, Deserializer};
@@ -9,6 +10,41 @@ use serde_json::Value;
 pub const MAX_REPLY_BYTES: usize = 64 * 1024;
 const MAX_FIELD_LEN: usize = 256;
 const DEFAULT_RETRY_AFTER_S: u64 = 60;
+
+/// The auth service's reply as Envoy delivered it; `status` None when Envoy delivered no
+/// response at all.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CalloutReply<'a> {
+    pub status: Option<u16>,
+    pub body: &'a [u8],
+    pub retry_after: Option<&'a [u8]>,
+    /// The reply carries `x-envoy-upstream-service-time`: it came from the auth service.
+    pub from_upstream: bool,
+}
+
+impl CalloutReply<'_> {
+    /// Envoy 1.40 answers for an auth service it could not reach: a refused, reset or
+    /// closed connection becomes its router's 503 (`upstream connect error or disconnect/
+    /// reset before headers...`) and a timeout its 504 (`upstream request timeout`), both
+    /// without the `x-envoy-upstream-service-time` every real response through the router
+    /// carries. Those mean "no reply", so a reset can be retried and a timeout told apart.
+    pub fn is_envoys_own(&self) -> bool {
+        let generated = match self.status {
+            Some(503) => self
+                .body
+                .starts_with(b"upstream connect error or disconnect/reset before headers"),
+            Some(504) => self.body == b"upstream request timeout",
+            _ => false,
+        };
+        generated && !self.from_upstream
+    }
+
+    /// Does the adapter need to look for `x-envoy-upstream-service-time`? Only for the
+    /// statuses Envoy answers with itself.
+    pub fn may_be_envoys_own(status: Option<u16>) -> bool {
+        matches!(status, Some(503 | 504))
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ValidationOutcome {

@@ -1,5 +1,4 @@
 use super::*;
-use crate::core::config::FilterConfig;
 use crate::core::host::fake::FakeEnvoy;
 use crate::core::output::labels::CacheUse;
 use crate::core::request::facts::Single;
@@ -7,7 +6,7 @@ use crate::core::request::facts::Single;
 const T0: i64 = 1_795_435_200_000;
 
 fn worker_with(config: FilterConfig) -> Worker {
-    Worker::new(Policy::new(config), None)
+    Worker::new(config, None)
 }
 
 fn worker() -> Worker {
@@ -78,10 +77,10 @@ fn concurrent_requests_for_one_key_make_one_callout_and_each_gets_its_own_verdic
     assert_eq!(w.on_request(2, &write("hk_1"), T0, &mut envoy), Step::Wait);
     assert_eq!(w.on_request(3, &read("hk_1"), T0, &mut envoy), Step::Wait);
     assert_eq!(envoy.sent.len(), 1, "one callout for three requests");
-    assert_eq!(w.policy.tally.coalesced, 2);
+    assert_eq!(w.tally().coalesced, 2);
     let token = envoy.sent[0].token;
     let resolved = w.on_callout_reply(token, ok(READ_ONLY), T0 + 5, &mut envoy);
-    let statuses: Vec<_> = resolved.iter().map(|r| (r.request, status_of(r))).collect();
+    let statuses: Vec<_> = resolved.iter().map(|r| (r.stream, status_of(r))).collect();
     assert_eq!(statuses, vec![(1, 200), (2, 403), (3, 200)]);
     assert_eq!(w.waiting(), 0);
     assert_eq!(w.callouts_in_flight(), 0);
@@ -90,8 +89,8 @@ fn concurrent_requests_for_one_key_make_one_callout_and_each_gets_its_own_verdic
         w.on_request(4, &read("hk_1"), T0 + 10, &mut envoy),
         Step::Forward(_)
     ));
-    assert_eq!(w.policy.tally.decisions[0], 3, "three allows");
-    assert_eq!(w.policy.tally.cache, [1, 3]);
+    assert_eq!(w.tally().decisions[0], 3, "three allows");
+    assert_eq!(w.tally().cache, [1, 3]);
 }
 
 #[test]
@@ -118,7 +117,7 @@ fn past_the_cap_a_new_key_is_refused_at_once() {
     assert_eq!(refusal.reply.status, 503);
     assert_eq!(refusal.reply.retry_after_s, Some(1));
     assert_eq!(envoy.sent.len(), 2);
-    assert_eq!(w.policy.tally.callout_cap_rejections, 1);
+    assert_eq!(w.tally().callout_cap_rejections, 1);
     // A key already in flight still joins its callout: the cap counts callouts, not waiters.
     assert_eq!(w.on_request(4, &read("hk_1"), T0, &mut envoy), Step::Wait);
     // Once one settles, there is room again.
@@ -149,7 +148,7 @@ fn a_reset_is_retried_once_within_the_deadline() {
         2000 - 3,
         "within what is left of the deadline"
     );
-    assert_eq!(w.policy.tally.callout_retries, 1);
+    assert_eq!(w.tally().callout_retries, 1);
     // A second reset is not retried again.
     let second = envoy.sent[1].token;
     let resolved = w.on_callout_reply(second, NO_REPLY, T0 + 6, &mut envoy);
@@ -157,7 +156,7 @@ fn a_reset_is_retried_once_within_the_deadline() {
     assert_eq!(status_of(&resolved[0]), 503);
     assert_eq!(envoy.sent.len(), 2);
     assert_eq!(
-        w.policy.tally.callout_failures,
+        w.tally().callout_failures,
         [0, 1, 0, 0, 0],
         "one reset counted as failure"
     );
@@ -179,7 +178,7 @@ fn a_timeout_or_an_http_status_is_never_retried() {
     let resolved = w.on_callout_reply(envoy.sent[0].token, NO_REPLY, T0 + 2000, &mut envoy);
     assert_eq!((resolved.len(), envoy.sent.len()), (1, 1));
     assert_eq!(
-        w.policy.tally.callout_failures,
+        w.tally().callout_failures,
         [1, 0, 0, 0, 0],
         "a timeout"
     );
@@ -197,7 +196,7 @@ fn a_timeout_or_an_http_status_is_never_retried() {
         assert_eq!(status_of(&resolved[0]), 503);
     }
     assert_eq!(envoy.sent.len(), 4, "no retries");
-    assert_eq!(w.policy.tally.callout_failures, [1, 0, 2, 1, 0]);
+    assert_eq!(w.tally().callout_failures, [1, 0, 2, 1, 0]);
 }
 
 #[test]
@@ -212,7 +211,7 @@ fn envoys_own_reset_reply_is_retried_like_no_reply() {
     let resolved = w.on_callout_reply(envoy.sent[1].token, reset, T0 + 2, &mut envoy);
     assert_eq!(status_of(&resolved[0]), 503);
     assert_eq!(
-        w.policy.tally.callout_failures,
+        w.tally().callout_failures,
         [0, 1, 0, 0, 0],
         "a reset, not a 5xx"
     );
@@ -225,7 +224,7 @@ fn envoys_own_timeout_reply_counts_as_a_timeout() {
     let timeout = envoys_own(504, ENVOY_TIMEOUT);
     let resolved = w.on_callout_reply(envoy.sent[0].token, timeout, T0 + 2000, &mut envoy);
     assert_eq!((status_of(&resolved[0]), envoy.sent.len()), (503, 1));
-    assert_eq!(w.policy.tally.callout_failures, [1, 0, 0, 0, 0]);
+    assert_eq!(w.tally().callout_failures, [1, 0, 0, 0, 0]);
 }
 
 #[test]
@@ -250,7 +249,7 @@ fn the_auth_service_cannot_pass_for_envoy() {
     w.on_request(1, &read("hk_1"), T0, &mut envoy);
     w.on_callout_reply(envoy.sent[0].token, reply, T0 + 1, &mut envoy);
     assert_eq!(envoy.sent.len(), 1, "no retry");
-    assert_eq!(w.policy.tally.callout_failures, [0, 0, 1, 0, 0], "a 5xx");
+    assert_eq!(w.tally().callout_failures, [0, 0, 1, 0, 0], "a 5xx");
 }
 
 #[test]
@@ -270,7 +269,7 @@ fn a_refused_dispatch_is_503_unless_a_stale_verdict_stands_in() {
         panic!()
     };
     assert_eq!(r.reply.status, 503);
-    assert_eq!(w.policy.tally.callout_failures[4], 1);
+    assert_eq!(w.tally().callout_failures[4], 1);
     // With a verdict past its TTL but within stale_if_error_s (default 120 s):
     envoy.refuse_dispatch = false;
     w.on_request(2, &read("hk_2"), T0, &mut envoy);
@@ -287,20 +286,20 @@ fn when_the_leader_goes_away_its_callout_still_decides_the_others() {
     let (mut w, mut envoy) = (worker(), FakeEnvoy::default());
     w.on_request(1, &read("hk_1"), T0, &mut envoy);
     w.on_request(2, &read("hk_1"), T0, &mut envoy);
-    w.on_request_gone(1);
+    w.on_stream_gone(1);
     // Envoy keeps the call open (it belongs to the root context): nothing is sent again.
     assert!(w.on_tick(T0 + 1, &envoy).is_empty());
     assert_eq!(envoy.sent.len(), 1);
     let resolved = w.on_callout_reply(envoy.sent[0].token, ok(READ_ONLY), T0 + 3, &mut envoy);
     assert_eq!(resolved.len(), 1);
-    assert_eq!((resolved[0].request, status_of(&resolved[0])), (2, 200));
+    assert_eq!((resolved[0].stream, status_of(&resolved[0])), (2, 200));
 }
 
 #[test]
 fn a_callout_everyone_left_still_caches_its_verdict() {
     let (mut w, mut envoy) = (worker(), FakeEnvoy::default());
     w.on_request(1, &read("hk_1"), T0, &mut envoy);
-    w.on_request_gone(1);
+    w.on_stream_gone(1);
     assert_eq!((w.callouts_in_flight(), w.waiting()), (1, 0));
     let resolved = w.on_callout_reply(envoy.sent[0].token, ok(READ_ONLY), T0 + 3, &mut envoy);
     assert!(resolved.is_empty(), "nobody to decide");
@@ -322,7 +321,7 @@ fn callouts_whose_clients_hung_up_hold_their_place_under_the_cap() {
     let (mut w, mut envoy) = (worker_with(config), FakeEnvoy::default());
     for (id, key) in [(1, "hk_1"), (2, "hk_2")] {
         w.on_request(id, &read(key), T0, &mut envoy);
-        w.on_request_gone(id);
+        w.on_stream_gone(id);
     }
     // Envoy still has both calls open: a third key may not add one.
     let Step::Refuse(r) = w.on_request(3, &read("hk_3"), T0, &mut envoy) else {
@@ -360,10 +359,10 @@ fn a_waiter_gone_is_simply_forgotten() {
     let (mut w, mut envoy) = (worker(), FakeEnvoy::default());
     w.on_request(1, &read("hk_1"), T0, &mut envoy);
     w.on_request(2, &read("hk_1"), T0, &mut envoy);
-    w.on_request_gone(2);
+    w.on_stream_gone(2);
     let resolved = w.on_callout_reply(envoy.sent[0].token, ok(READ_ONLY), T0 + 1, &mut envoy);
     assert_eq!(
-        resolved.iter().map(|r| r.request).collect::<Vec<_>>(),
+        resolved.iter().map(|r| r.stream).collect::<Vec<_>>(),
         vec![1]
     );
 }
@@ -373,7 +372,7 @@ fn a_reply_that_never_comes_is_given_up_after_a_grace() {
     let (mut w, mut envoy) = (worker(), FakeEnvoy::default());
     w.on_request(1, &read("hk_1"), T0, &mut envoy);
     w.on_request(2, &read("hk_2"), T0, &mut envoy);
-    w.on_request_gone(2);
+    w.on_stream_gone(2);
     assert!(w.on_tick(T0 + 2000 + 4_000, &envoy).is_empty());
     let resolved = w.on_tick(T0 + 2000 + 5_001, &envoy);
     assert_eq!(resolved.len(), 1, "only request 1 still waited");
@@ -396,13 +395,13 @@ fn a_token_envoy_issues_again_never_decides_the_old_flight() {
     assert_eq!(envoy.sent[1].token, token);
     let resolved = w.on_callout_reply(token, ok(READ_ONLY), T0 + 1, &mut envoy);
     assert_eq!(
-        resolved.iter().map(|r| r.request).collect::<Vec<_>>(),
+        resolved.iter().map(|r| r.stream).collect::<Vec<_>>(),
         vec![2]
     );
     // The first flight, whose token was taken, is given up after its deadline.
     let resolved = w.on_tick(T0 + 2000 + 5_001, &envoy);
     assert_eq!(
-        resolved.iter().map(|r| r.request).collect::<Vec<_>>(),
+        resolved.iter().map(|r| r.stream).collect::<Vec<_>>(),
         vec![1]
     );
     assert_eq!(w.callouts_in_flight(), 0);
@@ -421,6 +420,6 @@ fn latencies_are_recorded_per_attempt() {
     let (mut w, mut envoy) = (worker(), FakeEnvoy::default());
     w.on_request(1, &read("hk_1"), T0, &mut envoy);
     w.on_callout_reply(envoy.sent[0].token, ok(READ_ONLY), T0 + 42, &mut envoy);
-    assert_eq!(w.policy.tally.latencies_ms, vec![42]);
-    assert_eq!(w.policy.tally.callouts, 1);
+    assert_eq!(w.tally().latencies_ms, vec![42]);
+    assert_eq!(w.tally().callouts, 1);
 }
