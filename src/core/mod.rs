@@ -25,5 +25,6 @@ pub mod output;
 pub mod pairs;
 pub mod policy;
 pub mod request;
+pub mod text;
 pub mod verdict;
 pub mod worker;

@@ -9,6 +9,7 @@ use super::logger;
 use super::metrics::Metrics;
 use super::registry::{Contexts, Filter};
 use crate::core::config::FilterConfig;
+use crate::core::text::is_token;
 use crate::core::worker::{Worker, TICK_MS};
 
 /// A plugin configuration far larger than any real one is refused unread.
@@ -97,7 +98,7 @@ fn read_service_token(config: &FilterConfig) -> Result<Option<String>, String> {
         return Ok(None);
     };
     match std::env::var(name) {
-        Ok(token) if token.bytes().all(|b| b.is_ascii_graphic()) && !token.is_empty() => {
+        Ok(token) if is_token(token.as_bytes()) => {
             Ok(Some(token))
         }
         Ok(_) => Err(format!(

@@ -2,13 +2,13 @@
 //! from the auth service at all ([`CalloutReply`]), then what it means ([`interpret`]).
 //! Anything we do not fully understand is `Unavailable` (503), never an allow.
 
+use crate::core::text::{is_header_safe, is_json_object, is_token, MAX_HEADER_VALUE_LEN};
 use crate::core::verdict::{Denial, KeyGrant, Verdict};
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
 /// Replies larger than this are not read at all: a validation verdict is a few hundred bytes.
 pub const MAX_REPLY_BYTES: usize = 64 * 1024;
-const MAX_FIELD_LEN: usize = 256;
 const DEFAULT_RETRY_AFTER_S: u64 = 60;
 
 /// The auth service's reply as Envoy delivered it; `status` None when Envoy delivered no
@@ -104,8 +104,7 @@ fn interpret_ok(body: &[u8], now: i64, service_id: &str) -> ValidationOutcome {
     if body.len() > MAX_REPLY_BYTES {
         return Unavailable("reply too large");
     }
-    // serde also reads a struct from a JSON array, field by field: only an object is a reply.
-    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+    if !is_json_object(body) {
         return Unavailable("reply is not a JSON object");
     }
     let Ok(reply) = serde_json::from_slice::<ReplyBody>(body) else {
@@ -125,13 +124,13 @@ fn interpret_ok(body: &[u8], now: i64, service_id: &str) -> ValidationOutcome {
     let (Some(key_id), Some(user_id)) = (reply.key_id, reply.user_id) else {
         return Unavailable("reply lacks key_id or user_id");
     };
-    if !header_safe(&key_id) || !header_safe(&user_id) {
+    if !is_header_safe(&key_id) || !is_header_safe(&user_id) {
         return Unavailable("reply has an unusable key_id or user_id");
     }
     let scopes = reply.scopes.unwrap_or_default();
     if !scopes
         .iter()
-        .all(|s| s.len() <= MAX_FIELD_LEN && is_token(s))
+        .all(|s| s.len() <= MAX_HEADER_VALUE_LEN && is_token(s.as_bytes()))
     {
         return Unavailable("reply has an unusable scope");
     }
@@ -148,15 +147,6 @@ fn interpret_ok(body: &[u8], now: i64, service_id: &str) -> ValidationOutcome {
         rate_limit_per_hour: reply.rate_limit_per_hour,
         expires_at,
     }))
-}
-
-fn is_token(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic())
-}
-
-/// Values we copy into upstream headers: no control characters, bounded length.
-fn header_safe(s: &str) -> bool {
-    !s.is_empty() && s.len() <= MAX_FIELD_LEN && !s.chars().any(char::is_control) && s.trim() == s
 }
 
 #[cfg(test)]

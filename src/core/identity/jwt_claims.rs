@@ -7,6 +7,7 @@
 //! and its value (a string as its bytes; a list as pairs again; numbers as 8-byte doubles).
 
 use crate::core::pairs::for_each_pair;
+use crate::core::text::{is_header_safe, is_token, MAX_HEADER_VALUE_LEN};
 
 /// What the filter takes from a verified token.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,8 +15,6 @@ pub struct Claims {
     pub sub: String,
     pub scopes: Vec<String>,
 }
-
-const MAX_CLAIM_LEN: usize = 256;
 
 /// `sub`, and the scopes from `scope` (RFC 6749 §3.3: space-separated) or, when there is no
 /// `scope`, from a `scopes` list. None when there is no usable `sub`: one that could not
@@ -29,7 +28,9 @@ pub fn verified_claims(payload: &[u8]) -> Option<Claims> {
         b"scopes" => scopes = Some(value),
         _ => {}
     })?;
-    let sub = std::str::from_utf8(sub?).ok().filter(|s| header_safe(s))?;
+    let sub = std::str::from_utf8(sub?)
+        .ok()
+        .filter(|s| is_header_safe(s))?;
     let mut tokens: Vec<String> = Vec::new();
     let mut add = |token: &[u8]| {
         if is_scope_token(token) && !tokens.iter().any(|t| t.as_bytes() == token) {
@@ -56,12 +57,7 @@ pub fn verified_claims(payload: &[u8]) -> Option<Claims> {
 }
 
 fn is_scope_token(token: &[u8]) -> bool {
-    !token.is_empty() && token.len() <= MAX_CLAIM_LEN && token.iter().all(u8::is_ascii_graphic)
-}
-
-/// Values we copy into upstream headers: no control characters, bounded length.
-pub fn header_safe(s: &str) -> bool {
-    !s.is_empty() && s.len() <= MAX_CLAIM_LEN && !s.chars().any(char::is_control) && s.trim() == s
+    token.len() <= MAX_HEADER_VALUE_LEN && is_token(token)
 }
 
 #[cfg(test)]
@@ -130,7 +126,7 @@ mod tests {
             b"u\r\nx-admin: 1",
             b" u",
             b"\xff",
-            &[b'a'; MAX_CLAIM_LEN + 1],
+            &[b'a'; MAX_HEADER_VALUE_LEN + 1],
         ] {
             assert_eq!(verified_claims(&payload(&[("sub", sub)])), None, "{sub:?}");
         }
