@@ -20,7 +20,7 @@ use super::output::json_writer;
 use super::output::labels::{AuthMethod, AuthPath, CacheUse, Facts, Outcome};
 use super::output::local_reply::LocalReply;
 use super::output::tally::Tally;
-use super::request::credential::{find_credential, Credential, Kind, Lookup, Presented, Secret};
+use super::request::credential::{find_credential, Credential, Kind, Lookup, Presented};
 use super::request::facts::{RequestFacts, Single};
 use super::request::scope::{required_access, Access};
 use super::verdict::digest::KeyDigest;
@@ -80,6 +80,49 @@ pub struct Refusal {
     pub key: Option<KeyDigest>,
 }
 
+impl Refusal {
+    /// Answers with `reply`; the decision's outcome label is the reply's status.
+    fn new(
+        reply: LocalReply,
+        reason: &'static str,
+        path: AuthPath,
+        method: AuthMethod,
+        cache: CacheUse,
+        key: Option<KeyDigest>,
+    ) -> Self {
+        let outcome = Outcome::of_status(reply.status);
+        Self {
+            reply,
+            reason,
+            facts: facts(path, method, outcome, cache),
+            key,
+        }
+    }
+}
+
+/// An external credential decided on its verdict (or on the lack of one): how it is named,
+/// which method it is, and where the verdict came from.
+#[derive(Clone, Copy)]
+struct Verdicted<'a> {
+    digest: &'a KeyDigest,
+    method: AuthMethod,
+    cache: CacheUse,
+}
+
+impl Verdicted<'_> {
+    fn refuse(&self, reply: LocalReply, reason: &'static str) -> Final {
+        let (path, key) = (AuthPath::External, Some(*self.digest));
+        Final::Refuse(Refusal::new(
+            reply,
+            reason,
+            path,
+            self.method,
+            self.cache,
+            key,
+        ))
+    }
+}
+
 /// A request whose credential must go to the auth service.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Pending {
@@ -88,6 +131,12 @@ pub struct Pending {
     pub access: Access,
     /// What the cache lookup saw, so storing the verdict needs no second read.
     pub probe: Probe,
+}
+
+impl Pending {
+    pub fn method(&self) -> AuthMethod {
+        self.credential.kind().method()
+    }
 }
 
 /// A callout's outcome, settled once for all the requests that waited on it.
@@ -134,19 +183,6 @@ fn facts(path: AuthPath, method: AuthMethod, outcome: Outcome, cache: CacheUse) 
         method,
         outcome,
         cache,
-    }
-}
-
-fn method_of(credential: &Credential) -> AuthMethod {
-    match credential {
-        Credential::ApiKey(_) => AuthMethod::ApiKey,
-        Credential::Jwt(_) => AuthMethod::Jwt,
-    }
-}
-
-fn secret_of(credential: &Credential) -> &Secret {
-    match credential {
-        Credential::ApiKey(s) | Credential::Jwt(s) => s,
     }
 }
 
@@ -304,17 +340,10 @@ impl Policy {
         self.cert_expiry.seen(&identity, peer.certificate.not_after);
         if !access.is_granted_by(&self.config.internal.scopes, &self.config.scopes) {
             let reply = LocalReply::scope_missing(access.canonical_scope(&self.config.scopes));
-            return Some(Decision::Refuse(Refusal {
-                reply,
-                reason: "internal peer lacks the scope",
-                facts: facts(
-                    AuthPath::Internal,
-                    AuthMethod::Mtls,
-                    Outcome::Status403,
-                    CacheUse::None,
-                ),
-                key: None,
-            }));
+            let reason = "internal peer lacks the scope";
+            let (path, method) = (AuthPath::Internal, AuthMethod::Mtls);
+            let refusal = Refusal::new(reply, reason, path, method, CacheUse::None, None);
+            return Some(Decision::Refuse(refusal));
         }
         Some(Decision::Forward(Forward {
             identity: Some(IdentityHeaders {
@@ -346,13 +375,15 @@ impl Policy {
         reason: &'static str,
         method: AuthMethod,
     ) -> Decision {
-        let outcome = Outcome::of_status(reply.status);
-        Decision::Refuse(Refusal {
+        let path = AuthPath::External;
+        Decision::Refuse(Refusal::new(
             reply,
             reason,
-            facts: facts(AuthPath::External, method, outcome, CacheUse::None),
-            key: None,
-        })
+            path,
+            method,
+            CacheUse::None,
+            None,
+        ))
     }
 
     /// A JWT that Envoy's jwt_authn verified: its metadata proves the verification and is
@@ -377,17 +408,7 @@ impl Policy {
         };
         if !access.is_granted_by(&claims.scopes, &self.config.scopes) {
             let reply = LocalReply::scope_missing(access.canonical_scope(&self.config.scopes));
-            return Decision::Refuse(Refusal {
-                reply,
-                reason: "token lacks the scope",
-                facts: facts(
-                    AuthPath::External,
-                    AuthMethod::Jwt,
-                    Outcome::Status403,
-                    CacheUse::None,
-                ),
-                key: None,
-            });
+            return self.refuse_early(reply, "token lacks the scope", AuthMethod::Jwt);
         }
         Decision::Forward(Forward {
             identity: Some(IdentityHeaders {
@@ -417,26 +438,16 @@ impl Policy {
         store: &S,
         now: i64,
     ) -> Decision {
-        let method = match presented.kind {
-            Kind::ApiKey => AuthMethod::ApiKey,
-            Kind::Jwt => AuthMethod::Jwt,
-        };
+        let method = presented.kind.method();
         let secret = presented.expose().as_bytes();
-        let local = match method {
-            AuthMethod::Jwt => &mut self.local_tokens,
-            _ => &mut self.local_keys,
-        };
-        if let Some(hit) = local.get(secret, now) {
+        if let Some(hit) = self.local(method).get(secret, now) {
+            let from = Verdicted {
+                digest: &hit.digest,
+                method,
+                cache: CacheUse::Hit,
+            };
             return self
-                .conclude_known(
-                    &hit.verdict,
-                    &hit.digest,
-                    method,
-                    access,
-                    CacheUse::Hit,
-                    store,
-                    now,
-                )
+                .conclude_known(&hit.verdict, from, access, store, now)
                 .into();
         }
         let digest = presented.digest();
@@ -445,8 +456,12 @@ impl Policy {
                 let known = Known::from(&verdict);
                 self.local(method)
                     .put(secret, digest, known.clone(), fresh_until, now);
-                self.conclude_known(&known, &digest, method, access, CacheUse::Hit, store, now)
-                    .into()
+                let from = Verdicted {
+                    digest: &digest,
+                    method,
+                    cache: CacheUse::Hit,
+                };
+                self.conclude_known(&known, from, access, store, now).into()
             }
             Err(probe) => Decision::Validate(Pending {
                 credential: presented.to_credential(),
@@ -500,15 +515,14 @@ impl Policy {
         store: &S,
         now: i64,
     ) -> Settled {
-        let method = method_of(&pending.credential);
-        let digest = &pending.digest;
+        let (method, digest) = (pending.method(), &pending.digest);
         match outcome {
             ValidationOutcome::Verdict(verdict) => {
                 let fresh_until =
                     self.cache(method, store)
                         .remember(digest, &verdict, &pending.probe, now);
                 let known = Known::from(&verdict);
-                let secret = secret_of(&pending.credential).expose().as_bytes();
+                let secret = pending.credential.secret().expose().as_bytes();
                 self.local(method)
                     .put(secret, *digest, known.clone(), fresh_until, now);
                 Settled::Verdict(known)
@@ -545,55 +559,45 @@ impl Policy {
         store: &S,
         now: i64,
     ) -> Final {
-        let method = method_of(&pending.credential);
-        let digest = &pending.digest;
+        let missed = Verdicted {
+            digest: &pending.digest,
+            method: pending.method(),
+            cache: CacheUse::Miss,
+        };
         match settled {
-            Settled::Verdict(known) => {
-                self.conclude_known(known, digest, method, access, CacheUse::Miss, store, now)
-            }
-            Settled::RateLimited { retry_after_s } => Final::Refuse(Refusal {
-                reply: LocalReply::rate_limited(*retry_after_s),
-                reason: "auth service rate-limited the credential",
-                facts: facts(
-                    AuthPath::External,
-                    method,
-                    Outcome::Status429,
-                    CacheUse::Miss,
-                ),
-                key: Some(*digest),
-            }),
+            Settled::Verdict(known) => self.conclude_known(known, missed, access, store, now),
+            Settled::RateLimited { retry_after_s } => missed.refuse(
+                LocalReply::rate_limited(*retry_after_s),
+                "auth service rate-limited the credential",
+            ),
             Settled::Unavailable { stale: Some(grant) } => {
-                self.admit(grant, digest, method, access, CacheUse::Stale, store, now)
+                let stale = Verdicted {
+                    cache: CacheUse::Stale,
+                    ..missed
+                };
+                self.admit(grant, stale, access, store, now)
             }
-            Settled::Unavailable { stale: None } => Final::Refuse(Refusal {
-                reply: LocalReply::unavailable(),
-                reason: "auth service unavailable",
-                facts: facts(
-                    AuthPath::External,
-                    method,
-                    Outcome::Status503,
-                    CacheUse::Miss,
-                ),
-                key: Some(*digest),
-            }),
+            Settled::Unavailable { stale: None } => {
+                missed.refuse(LocalReply::unavailable(), "auth service unavailable")
+            }
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
+    // Inlined, with admit: they run once per external request, and as calls they cost the
+    // warm path more wasm instructions than their bodies (benches/wasm_cost.rs).
+    #[inline(always)]
     fn conclude_known<S: SharedStore>(
         &mut self,
         known: &Known,
-        digest: &KeyDigest,
-        method: AuthMethod,
+        from: Verdicted,
         access: Access,
-        cache: CacheUse,
         store: &S,
         now: i64,
     ) -> Final {
         match known {
-            Known::Allow(grant) => self.admit(grant, digest, method, access, cache, store, now),
+            Known::Allow(grant) => self.admit(grant, from, access, store, now),
             Known::Deny(denial) => {
-                let (reply, reason) = match (denial, method) {
+                let (reply, reason) = match (denial, from.method) {
                     (Denial::Invalid, AuthMethod::Jwt) => {
                         (LocalReply::token_invalid(), "token invalid or expired")
                     }
@@ -603,40 +607,28 @@ impl Policy {
                         "auth service forbade the credential",
                     ),
                 };
-                let outcome = Outcome::of_status(reply.status);
-                Final::Refuse(Refusal {
-                    reply,
-                    reason,
-                    facts: facts(AuthPath::External, method, outcome, cache),
-                    key: Some(*digest),
-                })
+                from.refuse(reply, reason)
             }
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     fn admit<S: SharedStore>(
         &mut self,
         grant: &Rc<Grant>,
-        digest: &KeyDigest,
-        method: AuthMethod,
+        from: Verdicted,
         access: Access,
-        cache: CacheUse,
         store: &S,
         now: i64,
     ) -> Final {
-        let refuse = |reply: LocalReply, reason| {
-            let outcome = Outcome::of_status(reply.status);
-            Final::Refuse(Refusal {
-                reply,
-                reason,
-                facts: facts(AuthPath::External, method, outcome, cache),
-                key: Some(*digest),
-            })
-        };
+        let Verdicted {
+            digest,
+            method,
+            cache,
+        } = from;
         if !access.is_granted_by(&grant.scopes, &self.config.scopes) {
             let scope = access.canonical_scope(&self.config.scopes);
-            return refuse(
+            return from.refuse(
                 LocalReply::scope_missing(scope),
                 "credential lacks the scope",
             );
@@ -652,13 +644,13 @@ impl Policy {
                     );
                 }
                 Count::Spent { retry_after_s } => {
-                    return refuse(
+                    return from.refuse(
                         LocalReply::rate_limited(retry_after_s),
                         "hourly rate limit spent",
                     )
                 }
                 Count::Unavailable => {
-                    return refuse(LocalReply::unavailable(), "rate counter unavailable")
+                    return from.refuse(LocalReply::unavailable(), "rate counter unavailable")
                 }
             }
         }

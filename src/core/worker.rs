@@ -31,7 +31,6 @@ use super::output::json_writer;
 use super::output::labels::{AuthMethod, CalloutFailure, Outcome};
 use super::output::tally::Tally;
 use super::policy::{Decision, Final, Forward, Pending, Policy, Refusal, Settled};
-use super::request::credential::Credential;
 use super::request::facts::RequestFacts;
 use super::request::scope::Access;
 use super::verdict::digest::KeyDigest;
@@ -113,11 +112,7 @@ pub struct Worker {
 }
 
 fn flight_key(pending: &Pending) -> FlightKey {
-    let method = match pending.credential {
-        Credential::ApiKey(_) => AuthMethod::ApiKey,
-        Credential::Jwt(_) => AuthMethod::Jwt,
-    };
-    (method, pending.digest)
+    (pending.method(), pending.digest)
 }
 
 impl Worker {

@@ -6,6 +6,8 @@
 //! the upstream would honour is anyone's guess.
 
 use super::facts::Single;
+use crate::core::output::labels::AuthMethod;
+use crate::core::text::{is_json_object, is_token};
 use crate::core::verdict::digest::KeyDigest;
 use base64::Engine;
 use std::fmt;
@@ -51,6 +53,31 @@ pub enum Kind {
     ApiKey,
     /// A JWT-shaped bearer token (not yet known to be valid).
     Jwt,
+}
+
+impl Kind {
+    /// The `x-auth-method` (and metric label) a credential of this kind decides by.
+    pub fn method(self) -> AuthMethod {
+        match self {
+            Kind::ApiKey => AuthMethod::ApiKey,
+            Kind::Jwt => AuthMethod::Jwt,
+        }
+    }
+}
+
+impl Credential {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Credential::ApiKey(_) => Kind::ApiKey,
+            Credential::Jwt(_) => Kind::Jwt,
+        }
+    }
+
+    pub fn secret(&self) -> &Secret {
+        match self {
+            Credential::ApiKey(secret) | Credential::Jwt(secret) => secret,
+        }
+    }
 }
 
 /// A credential as the request presents it, borrowed from the header: a warm request is
@@ -145,8 +172,7 @@ fn trim(value: &[u8]) -> &[u8] {
 }
 
 fn presented(candidate: &[u8], max_len: usize, kind: Kind) -> Lookup<'_> {
-    let printable = candidate.iter().all(u8::is_ascii_graphic);
-    if candidate.is_empty() || candidate.len() > max_len || !printable {
+    if candidate.len() > max_len || !is_token(candidate) {
         return Lookup::Malformed;
     }
     // All bytes are ASCII graphic, so this is valid UTF-8.
@@ -187,8 +213,7 @@ pub fn is_jwt_shaped(value: &[u8]) -> bool {
     base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(header)
         .ok()
-        // serde also reads a struct from a JSON array: a JOSE header is an object.
-        .filter(|json| json.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{'))
+        .filter(|json| is_json_object(json))
         .and_then(|json| serde_json::from_slice::<Header>(&json).ok())
         .is_some_and(|h| !h.alg.is_empty())
 }

@@ -177,11 +177,7 @@ fn a_timeout_or_an_http_status_is_never_retried() {
     w.on_request(1, &read("hk_1"), T0, &mut envoy);
     let resolved = w.on_callout_reply(envoy.sent[0].token, NO_REPLY, T0 + 2000, &mut envoy);
     assert_eq!((resolved.len(), envoy.sent.len()), (1, 1));
-    assert_eq!(
-        w.tally().callout_failures,
-        [1, 0, 0, 0, 0],
-        "a timeout"
-    );
+    assert_eq!(w.tally().callout_failures, [1, 0, 0, 0, 0], "a timeout");
     for status in [500, 503, 404] {
         let key = format!("hk_status_{status}");
         w.on_request(2, &read(&key), T0, &mut envoy);
