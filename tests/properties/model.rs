@@ -213,11 +213,11 @@ pub fn metadata_payload(json: &[u8]) -> Option<Vec<u8>> {
 /// Which part of the input space a scenario leans towards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Profile {
-    /// One worker, rich request headers and replies: the decision itself.
-    Decision,
+    /// One worker, rich request headers and replies: the policy (one request's decision).
+    Policy,
     /// Two workers on one shared store, requests going away, clock jumps, refused dispatches,
-    /// failing shared data: the state machine around the decision.
-    Flow,
+    /// failing shared data: the worker (the state machine around the decision).
+    Worker,
 }
 
 #[derive(Debug, Clone)]
@@ -617,7 +617,7 @@ impl Scenario {
             config.scopes.read = vec!["model:read".into()];
             config.scopes.write = vec!["mlflow:admin".into(), "model:write".into()];
         }
-        let workers = if profile == Profile::Flow && u.arbitrary()? {
+        let workers = if profile == Profile::Worker && u.arbitrary()? {
             2
         } else {
             1
@@ -645,8 +645,8 @@ impl Event {
     fn generate(u: &mut Unstructured, profile: Profile, workers: usize) -> arbitrary::Result<Self> {
         // Weights out of 100: request, reply, advance, gone, tick, wall jump, dispatch, store.
         let weights: [u8; 8] = match profile {
-            Profile::Decision => [46, 30, 10, 5, 5, 0, 2, 2],
-            Profile::Flow => [30, 24, 12, 12, 10, 4, 4, 4],
+            Profile::Policy => [46, 30, 10, 5, 5, 0, 2, 2],
+            Profile::Worker => [30, 24, 12, 12, 10, 4, 4, 4],
         };
         let mut roll = u.int_in_range(0..=99u8)?;
         let mut kind = 0;
@@ -686,7 +686,7 @@ impl Event {
 impl Request {
     fn generate(u: &mut Unstructured, profile: Profile) -> arbitrary::Result<Self> {
         let p = pools();
-        let odd = if profile == Profile::Decision { 8 } else { 24 };
+        let odd = if profile == Profile::Policy { 8 } else { 24 };
         let mut headers: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         let mut add = |u: &mut Unstructured, name: &str, value: Vec<u8>| -> arbitrary::Result<()> {
             let at = u.int_in_range(0..=headers.len())?;

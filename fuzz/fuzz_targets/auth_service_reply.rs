@@ -1,6 +1,6 @@
 #![no_main]
 
-//! `validation_reply::interpret`: byte 0 picks the status (see `reply_status`, bytes 1-2
+//! `reply::interpret`: byte 0 picks the status (see `reply_status`, bytes 1-2
 //! any status), byte 3 the retry-after (none, or that many of the following bytes), the rest
 //! is the body.
 use hokusai_auth_filter_fuzz::{checks, model::T0_MS, reply_status};
@@ -18,5 +18,5 @@ fuzz_target!(|data: &[u8]| {
             (Some(&rest[..n]), &rest[n..])
         }
     };
-    checks::validation_reply(status, body, retry_after, T0_MS / 1000);
+    checks::auth_service_reply(status, body, retry_after, T0_MS / 1000);
 });

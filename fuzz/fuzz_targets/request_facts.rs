@@ -5,4 +5,4 @@
 use hokusai_auth_filter_fuzz::checks;
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| checks::request(data));
+fuzz_target!(|data: &[u8]| checks::request_facts(data));

@@ -1,7 +1,7 @@
 #![no_main]
 
-//! `peer::verified_certificate` and the allow-list match on an XFCC (the input after its
-//! first byte). The connection's digest is that of the first `Cert=` field's DER when the
+//! `certificate::verified_certificate` and the allow-list match on an XFCC (the input after
+//! its first byte). The connection's digest is that of the first `Cert=` field's DER when the
 //! first byte is even (so a real certificate gets matched), else of the input itself; the
 //! allow-list is the project's own plus the header's first `;`/`=`-separated words.
 use hokusai_auth_filter::core::identity::xfcc;
@@ -24,5 +24,5 @@ fuzz_target!(|data: &[u8]| {
         .map(|w| String::from_utf8_lossy(w).into_owned())
         .collect();
     allowed.push("spiffe://hokusai.internal/ns/development/sa/hokusai-api".into());
-    checks::peer(header, &digest, &allowed);
+    checks::identity_allow_list(header, &digest, &allowed);
 });

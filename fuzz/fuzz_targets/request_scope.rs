@@ -6,5 +6,5 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|input: (String, String, String)| {
     let (method, path, suffix) = input;
-    checks::scope(&method, &path, &suffix);
+    checks::request_scope(&method, &path, &suffix);
 });

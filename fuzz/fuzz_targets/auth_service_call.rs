@@ -1,6 +1,6 @@
 #![no_main]
 
-//! `validation_call` (and `client_ip`) on any credential header, source and ids.
+//! `call::validation_call` (and `client_ip`) on any credential header, source and ids.
 use hokusai_auth_filter::core::config::CredentialTransport;
 use hokusai_auth_filter_fuzz::checks;
 use libfuzzer_sys::fuzz_target;
@@ -13,7 +13,7 @@ fuzz_target!(
             1 => CredentialTransport::Bearer,
             _ => CredentialTransport::Both,
         };
-        checks::callout(
+        checks::auth_service_call(
             transport,
             jwt_callout,
             &authorization,

@@ -6,5 +6,5 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let (auth, keys) = credential_lines(data);
-    checks::credential(&auth, &keys);
+    checks::request_credential(&auth, &keys);
 });
