@@ -177,7 +177,7 @@ fn the_table_classifies_exactly_what_mlflow_serves() {
     assert!(
         problems.is_empty(),
         "endpoint table vs MLflow {version} ({} served routes):\n  {}\n\
-         Classify each new endpoint in src/core/scope/endpoints.rs (read only if it changes nothing).",
+         Classify each new endpoint in src/core/request/scope/endpoints.rs (read only if it changes nothing).",
         expected.len(),
         problems.join("\n  ")
     );

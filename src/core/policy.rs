@@ -4,7 +4,8 @@
 //! validation's outcome is [`Policy::settle`]d once per callout (cached, logged) and then
 //! [`Policy::conclude`]d for every request that waited on it, each with its own scope need.
 //! Callouts, waiting and coalescing are [`super::worker`]'s business; this module never sees
-//! them. The adapter strips [`super::identity::verdict_headers`] before any decision reaches upstream.
+//! them. The adapter strips the client's [`super::identity::verdict_headers`] before any
+//! decision reaches upstream.
 
 use super::auth_service::call::validation_call;
 use super::auth_service::reply::ValidationOutcome;

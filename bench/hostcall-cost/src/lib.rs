@@ -61,7 +61,8 @@ enum Call {
     ReplayInternal,
 }
 
-/// What the real filter writes for the bench's key `hk_bench_0000` (src/core/decision.rs).
+/// What the real filter writes for the bench's key `hk_bench_0000`
+/// (src/core/output/identity_headers.rs).
 const WARM_HEADERS: [(&str, &str); 5] = [
     ("x-user-id", "bench-user-0000"),
     ("x-api-key-id", "key-bench-0000"),

@@ -1,10 +1,10 @@
 //! Envoy's `x-forwarded-client-cert`, as `forward_client_cert_details: SANITIZE_SET` writes it
 //! on an mTLS connection: `Hash=..;Cert="<url-encoded PEM>";Subject="..";URI=..;DNS=..`.
 //!
-//! Only the certificate itself is read from it, and [`super::certificate`] believes it only once its
-//! SHA-256 equals the connection's own digest. The text fields are never read: Envoy 1.40
-//! writes SAN values into `URI=`/`DNS=` unescaped, so a certificate whose SAN reads
-//! `x;URI=<allow-listed id>` would seem to carry two SANs, one of them chosen by its holder.
+//! Only the certificate itself is read from it, and [`super::certificate`] believes it only
+//! once its SHA-256 equals the connection's own digest. The text fields are never read:
+//! Envoy 1.40 writes SAN values into `URI=`/`DNS=` unescaped, so a certificate whose SAN
+//! reads `x;URI=<allow-listed id>` would seem to carry two SANs, one chosen by its holder.
 
 use base64::Engine;
 
