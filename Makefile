@@ -8,7 +8,7 @@ WASM := $(or $(CARGO_TARGET_DIR),target)/$(WASM_TARGET)/release/hokusai_auth_fil
 VENV := .venv
 PY := python3
 
-.PHONY: all build build-testing toolchain venv certs lint unit observability-check test run bench bench-smoke fuzz clean \
+.PHONY: all build build-testing toolchain venv certs revoke lint unit observability-check test run bench bench-smoke bench-mlflow fuzz clean \
   cost-model cost-model-opt-levels cost-model-envoy
 
 all: build
@@ -43,6 +43,12 @@ certs: $(CERT_FILES)
 $(CERT_FILES) &: certs/generate.sh
 	bash certs/generate.sh
 
+# Revokes a certificate of the dev CA in certs/ca.crl (make revoke CERT=certs/unlisted-client.crt);
+# restart a running local Envoy to load it (certs/README.md).
+revoke: certs
+	@test -n "$(CERT)" || { echo "usage: make revoke CERT=certs/<name>.crt" >&2; exit 2; }
+	bash certs/generate.sh --revoke "$(CERT)"
+
 lint:
 	cargo fmt --all -- --check
 	cargo fmt --manifest-path fuzz/Cargo.toml -- --check
@@ -75,15 +81,23 @@ run: venv build certs
 	bash scripts/run-local.sh
 
 # Benchmark (bench/README.md): bare Envoy vs this filter vs Envoy's ext_authz, side by side.
-# `bench` (~7 min, needs wrk) writes bench/results.md, bench/results.png and bench/raw/;
+# `bench` (~18 min, needs wrk) writes bench/results.md, bench/results.png and bench/raw/;
 # `bench-smoke` runs every scenario for a few seconds and fails unless all answer 200.
+# `bench-mlflow` (~1 min) measures only MLflow's own time per call next to what the filter adds
+# (the "In production terms" figure `bench` also writes) and prints it.
 BENCH_TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+HOSTCALL_WASM := $(BENCH_TARGET_DIR)/bench-hostcall/$(WASM_TARGET)/release/bench_hostcall_cost.wasm
 BENCH_ARGS := --bin-dir $(BENCH_TARGET_DIR)/release \
-  --noop-wasm $(BENCH_TARGET_DIR)/bench-noop/$(WASM_TARGET)/release/bench_noop_filter.wasm
+  --noop-wasm $(BENCH_TARGET_DIR)/bench-noop/$(WASM_TARGET)/release/bench_noop_filter.wasm \
+  --hostcall-wasm $(HOSTCALL_WASM)
+# The devstack binaries, the no-op filter (A_wasm) and the host-call probe (A_replay, and the
+# cost model's probes).
 define BENCH_PREP
 	cargo build --release -p hokusai-devstack --bins
 	cargo build --release --locked --target $(WASM_TARGET) \
 	  --manifest-path bench/noop-filter/Cargo.toml --target-dir $(BENCH_TARGET_DIR)/bench-noop
+	cargo build --release --locked --target $(WASM_TARGET) \
+	  --manifest-path bench/hostcall-cost/Cargo.toml --target-dir $(BENCH_TARGET_DIR)/bench-hostcall
 endef
 
 bench: build venv certs
@@ -93,6 +107,10 @@ bench: build venv certs
 bench-smoke: build venv certs
 	$(BENCH_PREP)
 	$(VENV)/bin/python bench/bench.py --smoke $(BENCH_ARGS)
+
+bench-mlflow: build venv certs
+	$(BENCH_PREP)
+	$(VENV)/bin/python bench/bench.py --mlflow-only $(BENCH_ARGS)
 
 # Cost model (bench/README.md, "Cost model"): where a request's cost goes.
 # `cost-model` (~1 min after the builds, needs valgrind): wasm instructions and host calls per
@@ -122,14 +140,11 @@ cost-model-opt-levels: build venv
 
 cost-model-envoy: build venv certs
 	$(BENCH_PREP)
-	cargo build --release --locked --target $(WASM_TARGET) \
-	  --manifest-path bench/hostcall-cost/Cargo.toml --target-dir $(BENCH_TARGET_DIR)/bench-hostcall
 	for level in $(COST_MODEL_VARIANTS); do \
 	  CARGO_PROFILE_RELEASE_OPT_LEVEL=$$level cargo build --release --target $(WASM_TARGET) \
 	    -p hokusai-auth-filter --target-dir $(BENCH_TARGET_DIR)/opt-$$level || exit 1; \
 	done
 	$(VENV)/bin/python bench/cost_model.py envoy $(BENCH_ARGS) \
-	  --hostcall-wasm $(BENCH_TARGET_DIR)/bench-hostcall/$(WASM_TARGET)/release/bench_hostcall_cost.wasm \
 	  $(foreach l,$(COST_MODEL_VARIANTS),--variant opt-$(l)=$(call opt_wasm,$(l)))
 
 # Fuzzing (fuzz/README.md): every cargo-fuzz target for FUZZ_SECONDS each (default 60, so

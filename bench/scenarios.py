@@ -27,17 +27,49 @@ class Scenario:
     name: str
     title: str
     listener: str  # "plain" (envoy.yaml's :10000 listener) or "tls" (its :10443 one, via a client-side Envoy)
-    auth: str | None  # None, "noop-wasm", "wasm", "wasm-nocache" or "ext_authz"
+    # None (router only), "route-headers" (router only, the route adds WARM_IDENTITY_HEADERS),
+    # "noop-wasm", "replay-wasm" (bench/hostcall-cost `replay_warm 1`), "wasm", "wasm-nocache"
+    # or "ext_authz"
+    auth: str | None
     keys: int  # distinct keys wrk rotates through; 0 = no key
     expect_auth_path: str | None  # x-auth-path the upstream must see (None: header absent)
     concurrency: int = 1  # Envoy's --concurrency (workers); >1 is not pinned to one CPU
+    # The upstream must see exactly WARM_IDENTITY_HEADERS (what the filter sets for the first key)
+    expect_identity: bool = False
 
+
+# The identity headers the filter sets for the bench's first key hk_bench_0000 (src/core/
+# decision.rs, `IdentityHeaders::pairs`): A_hdrs adds them by route, A_replay writes them
+# as the filter does, and the check request of B, A_hdrs and A_replay compares them.
+WARM_IDENTITY_HEADERS = [
+    ("x-user-id", "bench-user-0000"),
+    ("x-api-key-id", "key-bench-0000"),
+    ("x-auth-scopes", "mlflow:read mlflow:write"),
+    ("x-auth-path", "external"),
+    ("x-auth-method", "api_key"),
+]
+
+# The host calls of one warm request, as the wasmtime harness counts them for the release
+# filter (bench/raw/wasm_cost.json, path "warm", written by `make cost-model`), and so the
+# calls A_replay makes (bench/hostcall-cost, `replay_warm 1`). report.py compares this with
+# wasm_cost.json and says so in results.md when the warm path has moved on.
+REPLAY_WARM_HOST_CALLS = {
+    "proxy_get_current_time_nanoseconds": 1,
+    "proxy_get_header_map_pairs": 1,
+    "proxy_replace_header_map_value": 5,
+    "proxy_set_property": 1,
+}
 
 SCENARIOS = [
     Scenario("A", "bare Envoy → upstream", "plain", None, 0, None),
+    Scenario("A_hdrs", "bare Envoy whose route adds the 5 identity headers (floor of any filter that injects them)",
+             "plain", "route-headers", 0, "external", expect_identity=True),
     Scenario("A_wasm", "bare Envoy + a no-op Rust wasm filter (floor of any wasm filter)",
              "plain", "noop-wasm", 0, None),
-    Scenario("B", "filter, external path, warm cache, 1 key", "plain", "wasm", 1, "external"),
+    Scenario("A_replay", "a do-nothing wasm filter making the warm path's host calls once (floor of B)",
+             "plain", "replay-wasm", 0, "external", expect_identity=True),
+    Scenario("B", "filter, external path, warm cache, 1 key", "plain", "wasm", 1, "external",
+             expect_identity=True),
     Scenario("B1000", "filter, external path, warm cache, 1,000 keys", "plain", "wasm", NUM_KEYS, "external"),
     Scenario("B1000_c2", "as B1000, two Envoy workers (verdicts shared through shared data)",
              "plain", "wasm", NUM_KEYS, "external", concurrency=2),
@@ -70,6 +102,21 @@ TARGETS = [
     Target("B p99 − A p99 (paced)", "B", "A", "p99", 0.3),
     Target("D / E by Envoy CPU", "D", "E", "cpu", 1.0),
     Target("B − A_wasm, Envoy CPU µs per request (the filter's own work)", "B", "A_wasm", "cpu_delta", 15.0),
+]
+
+# A target is judged only with at least this many repetitions; below that a run has no
+# measure of its own noise, and every target is "not resolved" (bench/README.md, "Noise").
+MIN_REPS_TO_JUDGE = 3
+
+# B against each of its floors (results.md, "B against its floors"): what B would cost if the
+# filter did nothing beyond what the floor does.
+FLOORS = [
+    ("A", "bare Envoy: no filter at all"),
+    ("A_hdrs", "bare Envoy, the route adds the same 5 identity headers: the floor of any filter "
+               "that injects identity"),
+    ("A_wasm", "a no-op wasm filter: the floor of any wasm filter"),
+    ("A_replay", "a do-nothing wasm filter making the warm path's host calls once: the floor of "
+                 "this filter's warm path in wasm"),
 ]
 
 # Reported without a target, to explain the ones above.

@@ -1,16 +1,29 @@
 #!/usr/bin/env bash
-# Writes two independent sets next to this script:
+# Writes three sets next to this script:
 #   the development PKI (CONTRACT section 3): ca.crt/.key, server.crt/.key,
 #     client.crt/.key/.pem, unlisted-client.crt/.key, rogue-client.crt/.key,
-#     expired-client.crt/.key
+#     expired-client.crt/.key, and revoked-client.crt/.key (client.crt's identity,
+#     revoked in ca.crl)
+#   the dev CA's revocation list: ca.crl (PEM, what Envoy's validation contexts load)
+#     and crl-index.txt (openssl ca's database of what is revoked: the CRL's source)
 #   the dev login service's JWT signing key: jwt-signing.key (EC P-256, for ES256)
 #     and jwks.json (its public half as a JWKS, kid = RFC 7638 thumbprint), which
 #     Envoy's jwt_authn reads
 # Idempotent: a complete, valid set is left alone (so a running Envoy keeps
-# working); anything missing, wrong or close to expiry regenerates that set.
-# `--force` always regenerates both; `--list` prints every file it writes (the
-# Makefile's targets). Needs only bash, coreutils and openssl (1.1 or 3.x).
+# working); anything missing, wrong or close to expiry regenerates that set (a new
+# PKI also means a new CRL). `--force` always regenerates all three; `--list` prints
+# every file it writes (the Makefile's targets); `--revoke FILE.crt` adds a
+# certificate of the dev CA to the CRL (`make revoke CERT=...`). Needs only bash,
+# coreutils and openssl (1.1 or 3.x).
 set -euo pipefail
+
+MODE=${1:-}
+REVOKE=""
+if [[ $MODE == --revoke ]]; then
+  [[ -n ${2:-} ]] || { echo "usage: $0 --revoke FILE.crt" >&2; exit 2; }
+  [[ -r $2 ]] || { echo "certs: cannot read $2" >&2; exit 2; }
+  REVOKE="$(cd "$(dirname "$2")" && pwd)/$(basename "$2")"
+fi
 
 DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$DIR"
@@ -24,11 +37,14 @@ NOTEBOOK_URI="spiffe://hokusai.internal/ns/development/sa/notebook"
 
 FILES=(ca.crt ca.key server.crt server.key client.crt client.key client.pem
   unlisted-client.crt unlisted-client.key rogue-client.crt rogue-client.key
-  expired-client.crt expired-client.key)
+  expired-client.crt expired-client.key revoked-client.crt revoked-client.key)
+CRL_FILES=(ca.crl crl-index.txt)
 JWT_FILES=(jwt-signing.key jwks.json)
+# The dev CRL lives as long as the leaves; `make certs` renews it a day before it runs out.
+CRL_DAYS=825
 
-if [[ ${1:-} == --list ]]; then
-  echo "${FILES[*]} ${JWT_FILES[*]}"
+if [[ $MODE == --list ]]; then
+  echo "${FILES[*]} ${CRL_FILES[*]} ${JWT_FILES[*]}"
   exit 0
 fi
 
@@ -45,11 +61,11 @@ verify_error() { openssl verify -CAfile "$1" "$2" 2>&1 || true; }
 check_set() {
   local f
   for f in "${FILES[@]}"; do [[ -s $f ]] || { echo "missing $f"; return 1; }; done
-  for f in ca server client unlisted-client rogue-client; do
+  for f in ca server client unlisted-client rogue-client revoked-client; do
     openssl x509 -in "$f.crt" -noout -checkend 86400 >/dev/null ||
       { echo "$f.crt is unreadable or expires within a day"; return 1; }
   done
-  for f in ca server client unlisted-client rogue-client expired-client; do
+  for f in ca server client unlisted-client rogue-client expired-client revoked-client; do
     # The key must belong to the certificate.
     [[ $(openssl x509 -in "$f.crt" -noout -pubkey) == $(openssl pkey -in "$f.key" -pubout) ]] ||
       { echo "$f.key does not match $f.crt"; return 1; }
@@ -60,21 +76,52 @@ check_set() {
   [[ $(subject_cn unlisted-client.crt) == "$NOTEBOOK_CN" ]] || { echo "unlisted-client.crt has the wrong CN"; return 1; }
   [[ $(subject_cn rogue-client.crt) == "$CLIENT_CN" ]] || { echo "rogue-client.crt has the wrong CN"; return 1; }
   [[ $(subject_cn expired-client.crt) == "$CLIENT_CN" ]] || { echo "expired-client.crt has the wrong CN"; return 1; }
+  [[ $(subject_cn revoked-client.crt) == "$CLIENT_CN" ]] || { echo "revoked-client.crt has the wrong CN"; return 1; }
   openssl x509 -in server.crt -noout -text | grep -q "DNS:$SERVER_CN, DNS:localhost, IP Address:127.0.0.1" ||
     { echo "server.crt has the wrong SANs"; return 1; }
-  for f in client rogue-client expired-client; do
+  for f in client rogue-client expired-client revoked-client; do
     openssl x509 -in "$f.crt" -noout -text | grep -q "URI:$CLIENT_URI" || { echo "$f.crt lacks its URI SAN"; return 1; }
   done
   openssl x509 -in unlisted-client.crt -noout -text | grep -q "URI:$NOTEBOOK_URI" ||
     { echo "unlisted-client.crt lacks its URI SAN"; return 1; }
   verifies ca.crt server.crt sslserver || { echo "server.crt does not verify as a TLS server"; return 1; }
+  # The ECS sidecar's health check presents the server certificate as a client (docs/deployment.md).
+  verifies ca.crt server.crt sslclient || { echo "server.crt does not verify as a TLS client"; return 1; }
   verifies ca.crt client.crt sslclient || { echo "client.crt does not verify as a TLS client"; return 1; }
   verifies ca.crt unlisted-client.crt sslclient || { echo "unlisted-client.crt does not verify"; return 1; }
+  verifies ca.crt revoked-client.crt sslclient || { echo "revoked-client.crt does not verify"; return 1; }
   verify_error ca.crt expired-client.crt | grep -q "certificate has expired" ||
     { echo "expired-client.crt is not rejected as expired"; return 1; }
   verify_error ca.crt rogue-client.crt | grep -q "unable to get local issuer certificate" ||
     { echo "rogue-client.crt is not rejected as untrusted"; return 1; }
   [[ $(cat client.crt client.key) == "$(cat client.pem)" ]] || { echo "client.pem is not client.crt + client.key"; return 1; }
+}
+
+# Serial numbers (upper-case hex) of the certificates crl-index.txt marks revoked.
+revoked_serials() { awk -F'\t' '$1 == "R" { print toupper($4) }' crl-index.txt; }
+
+# The CRL, checked against the PKI in the current directory: signed by ca.crt, a day or
+# more before its nextUpdate, listing exactly what crl-index.txt revokes (revoked-client
+# among them), and client.crt still good.
+check_crl() {
+  local f
+  for f in "${CRL_FILES[@]}"; do [[ -s $f ]] || { echo "missing $f"; return 1; }; done
+  openssl crl -in ca.crl -CAfile ca.crt -noout 2>&1 | grep -qx "verify OK" ||
+    { echo "ca.crl is not a CRL signed by ca.crt"; return 1; }
+  local next
+  next=$(openssl crl -in ca.crl -noout -nextupdate | sed 's/^nextUpdate=//')
+  (($(date -d "$next" +%s) > $(date +%s) + 86400)) || { echo "ca.crl runs out within a day"; return 1; }
+  local listed wanted
+  listed=$(openssl crl -in ca.crl -noout -text | sed -n 's/^ *Serial Number: *//p' | tr 'a-f' 'A-F' | sort)
+  wanted=$(revoked_serials | sort)
+  [[ $listed == "$wanted" ]] || { echo "ca.crl does not list exactly what crl-index.txt revokes"; return 1; }
+  local revoked
+  revoked=$(openssl x509 -in revoked-client.crt -noout -serial | sed 's/^serial=//' | tr 'a-f' 'A-F')
+  grep -qx "$revoked" <<<"$wanted" || { echo "revoked-client.crt is not revoked"; return 1; }
+  { openssl verify -crl_check -CAfile ca.crt -CRLfile ca.crl revoked-client.crt 2>&1 || true; } |
+    grep -q "certificate revoked" || { echo "revoked-client.crt is not refused as revoked"; return 1; }
+  { openssl verify -crl_check -CAfile ca.crt -CRLfile ca.crl client.crt 2>&1 || true; } |
+    grep -qx "client.crt: OK" || { echo "client.crt does not verify against ca.crl"; return 1; }
 }
 
 b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
@@ -102,17 +149,28 @@ check_jwt() {
   [[ $(cat jwks.json) == "$want" ]] || { echo "jwks.json does not hold jwt-signing.key's public key"; return 1; }
 }
 
-# Each set is checked on its own: deleting jwks.json must not rotate the CA, and
-# a new CA must not invalidate tokens already minted.
+# Each set is checked on its own: deleting jwks.json must not rotate the CA, a lost CRL
+# is rewritten under the same CA, and a new CA must not invalidate tokens already minted.
 pki_reason="--force"
+crl_reason="--force"
 jwt_reason="--force"
-if [[ ${1:-} != --force ]]; then
+if [[ $MODE != --force ]]; then
   if pki_reason=$(check_set 2>/dev/null); then pki_reason=""; fi
+  if [[ -n $pki_reason ]]; then
+    crl_reason="a new PKI"
+  elif crl_reason=$(check_crl 2>/dev/null); then
+    crl_reason=""
+  fi
   if jwt_reason=$(check_jwt 2>/dev/null); then jwt_reason=""; fi
 fi
-if [[ -z $pki_reason && -z $jwt_reason ]]; then
+if [[ -n $REVOKE ]]; then
+  [[ -z $pki_reason && -z $crl_reason ]] ||
+    { log "the dev PKI is incomplete or invalid (${pki_reason:-$crl_reason}): run make certs first"; exit 1; }
+  crl_reason="revoking $REVOKE"
+fi
+if [[ -z $pki_reason && -z $crl_reason && -z $jwt_reason ]]; then
   # Newer than generate.sh, so make sees every target as done.
-  touch "${FILES[@]}" "${JWT_FILES[@]}"
+  touch "${FILES[@]}" "${CRL_FILES[@]}" "${JWT_FILES[@]}"
   log "existing files are complete and valid; nothing to do (--force regenerates)"
   exit 0
 fi
@@ -160,7 +218,8 @@ subjectKeyIdentifier = hash
 [server_ext]
 basicConstraints = critical, CA:FALSE
 keyUsage = critical, digitalSignature
-extendedKeyUsage = serverAuth
+# clientAuth too: the ECS sidecar's health check presents it to its own TLS listener.
+extendedKeyUsage = serverAuth, clientAuth
 subjectAltName = DNS:$SERVER_CN, DNS:localhost, IP:127.0.0.1
 subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid
@@ -193,6 +252,16 @@ unique_subject = no
 copy_extensions = none
 [any_policy]
 commonName = supplied
+# The dev CA's revocation list (openssl ca -name crl_ca -revoke / -gencrl).
+[crl_ca]
+database = ./crl-index.txt
+crlnumber = ./crlnumber
+default_md = sha256
+default_crl_days = $CRL_DAYS
+unique_subject = no
+crl_extensions = crl_ext
+[crl_ext]
+authorityKeyIdentifier = keyid:always
 CNF
 }
 
@@ -202,6 +271,8 @@ make_pki() {
   make_leaf server "$SERVER_CN" server_ext ca 825
   make_leaf client "$CLIENT_CN" client_ext ca 825
   make_leaf unlisted-client "$NOTEBOOK_CN" notebook_ext ca 825
+  # The allow-listed identity on a certificate whose key counts as leaked: make_crl revokes it.
+  make_leaf revoked-client "$CLIENT_CN" client_ext ca 825
 
   # Throwaway CA: its key is never written out, so nothing can trust it by accident.
   make_ca rogue-ca "Hokusai Rogue CA"
@@ -219,6 +290,43 @@ make_pki() {
   local reason
   reason=$(check_set 2>&1) || { log "generated PKI failed its own checks: $reason"; exit 1; }
   chmod 644 ./*.crt
+}
+
+# revoke FILE.crt: adds one certificate of ca.crt to crl-index.txt (a no-op when it is there).
+revoke() {
+  local serial
+  serial=$(openssl x509 -in "$1" -noout -serial | sed 's/^serial=//' | tr 'a-f' 'A-F')
+  if ! revoked_serials | grep -qx "$serial"; then
+    quiet openssl ca -config openssl.cnf -name crl_ca -revoke "$1" -cert ca.crt -keyfile ca.key
+  fi
+}
+
+# The CRL of ca.crt from crl-index.txt (kept when the CA is the same, else a new one), with
+# revoked-client.crt always in it and, with --revoke, the given certificate too.
+make_crl() {
+  [[ -f openssl.cnf ]] || write_openssl_cnf
+  local f
+  for f in ca.crt ca.key client.crt revoked-client.crt; do
+    [[ -f $f ]] || cp "$DIR/$f" "$f"
+  done
+  if [[ -z $pki_reason && -s $DIR/crl-index.txt ]]; then
+    cp "$DIR/crl-index.txt" crl-index.txt
+  else
+    : >crl-index.txt
+  fi
+  revoke revoked-client.crt
+  if [[ -n $REVOKE ]]; then
+    { openssl verify -no_check_time -CAfile ca.crt "$REVOKE" 2>&1 || true; } | grep -q ": OK$" ||
+      { log "$REVOKE is not a certificate of the dev CA (certs/ca.crt)"; exit 1; }
+    revoke "$REVOKE"
+    log "revoked $(openssl x509 -in "$REVOKE" -noout -subject -serial | tr '\n' ' ')"
+  fi
+  # CRL numbers only ever grow (RFC 5280): the time, as 16 hex digits.
+  printf '%016X\n' "$(date +%s)" >crlnumber
+  quiet openssl ca -config openssl.cnf -name crl_ca -gencrl -cert ca.crt -keyfile ca.key -out ca.crl
+  chmod 644 ca.crl crl-index.txt
+  local reason
+  reason=$(check_crl 2>&1) || { log "generated CRL failed its own checks: $reason"; exit 1; }
 }
 
 make_jwt() {
@@ -241,6 +349,11 @@ if [[ -n $pki_reason ]]; then
   make_pki
   written+=("${FILES[@]}")
 fi
+if [[ -n $crl_reason ]]; then
+  log "writing the CRL ($crl_reason)"
+  make_crl
+  written+=("${CRL_FILES[@]}")
+fi
 if [[ -n $jwt_reason ]]; then
   log "generating the JWT signing key ($jwt_reason)"
   make_jwt
@@ -249,5 +362,5 @@ fi
 for f in "${written[@]}"; do mv -f "$f" "$DIR/$f"; done
 cd "$DIR"
 # The set left alone must also look up to date to make.
-touch "${FILES[@]}" "${JWT_FILES[@]}"
+touch "${FILES[@]}" "${CRL_FILES[@]}" "${JWT_FILES[@]}"
 log "wrote ${written[*]}"

@@ -18,7 +18,7 @@ export HOKUSAI_AUTH_SERVICE_TOKEN="${HOKUSAI_AUTH_SERVICE_TOKEN:-hk_dev_service_
 
 die() { echo "run-local: $*" >&2; exit 1; }
 
-for f in "$VENV/bin/envoy" "$VENV/bin/mlflow" "$WASM" certs/ca.crt certs/server.crt certs/client.pem \
+for f in "$VENV/bin/envoy" "$VENV/bin/mlflow" "$WASM" certs/ca.crt certs/ca.crl certs/server.crt certs/client.pem \
   certs/jwks.json certs/jwt-signing.key; do
   [[ -e $f ]] || die "$f is missing; run 'make run' (it builds the venv, the filter and the certs first)"
 done
@@ -80,6 +80,10 @@ Local stack is up. Logs: $RUN/{auth-service,mlflow,envoy}.log; Envoy's access lo
 
 # internal service: mTLS with the allow-listed client certificate, no API key (-> 200)
 curl --cacert certs/ca.crt --cert certs/client.crt --key certs/client.key \\
+  'https://localhost:10443/api/2.0/mlflow/experiments/search?max_results=5'
+
+# the same identity on a revoked certificate (certs/ca.crl): refused at the handshake
+curl --cacert certs/ca.crt --cert certs/revoked-client.crt --key certs/revoked-client.key \\
   'https://localhost:10443/api/2.0/mlflow/experiments/search?max_results=5'
 
 # external client: API key on the plain listener (-> 200)

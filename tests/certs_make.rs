@@ -81,6 +81,9 @@ fn deleting_any_generated_file_and_running_make_certs_brings_it_back() {
         "ca.crt",
         "client.pem",
         "expired-client.key",
+        "revoked-client.crt",
+        "ca.crl",
+        "crl-index.txt",
         "jwt-signing.key",
         "jwks.json",
     ] {
@@ -160,4 +163,70 @@ fn private_keys_are_private_and_git_ignores_every_generated_file() {
             .expect("run git");
         assert!(ignored.success(), "certs/{file} is not git-ignored");
     }
+}
+
+/// What `openssl verify -crl_check` says of a certificate against the scratch CA and CRL.
+fn verify_with_crl(dir: &Path, cert: &str) -> String {
+    let out = Command::new("openssl")
+        .args([
+            "verify",
+            "-crl_check",
+            "-CAfile",
+            "ca.crt",
+            "-CRLfile",
+            "ca.crl",
+            cert,
+        ])
+        .current_dir(dir.join("certs"))
+        .output()
+        .expect("run openssl verify");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    text.trim().to_owned()
+}
+
+#[test]
+fn make_revoke_lists_a_dev_certificate_in_the_crl_and_the_list_outlives_a_lost_crl() {
+    let scratch = scratch_copy("revoke");
+    let dir = scratch.0.as_path();
+    make(dir, &["certs"]);
+    // The dev CRL revokes revoked-client only.
+    assert!(verify_with_crl(dir, "revoked-client.crt").contains("certificate revoked"));
+    assert_eq!(
+        verify_with_crl(dir, "unlisted-client.crt"),
+        "unlisted-client.crt: OK"
+    );
+
+    let ca = read(dir, "ca.crt");
+    let said = stdout(&make(dir, &["revoke", "CERT=certs/unlisted-client.crt"]));
+    assert!(
+        said.contains("revoked subject=CN = hokusai-notebook"),
+        "{said}"
+    );
+    assert!(verify_with_crl(dir, "unlisted-client.crt").contains("certificate revoked"));
+    assert_eq!(verify_with_crl(dir, "client.crt"), "client.crt: OK");
+    assert_eq!(read(dir, "ca.crt"), ca, "same CA");
+    let settled = stdout(&make(dir, &["certs"]));
+    assert!(settled.contains("Nothing to be done"), "{settled}");
+
+    // The CRL is rebuilt from crl-index.txt: the revocation stays.
+    std::fs::remove_file(dir.join("certs/ca.crl")).unwrap();
+    make(dir, &["certs"]);
+    assert!(verify_with_crl(dir, "unlisted-client.crt").contains("certificate revoked"));
+    assert_eq!(read(dir, "ca.crt"), ca, "a lost CRL does not cost the CA");
+
+    // Only certificates of the dev CA can be revoked.
+    let out = Command::new("make")
+        .args(["--no-print-directory", "-C"])
+        .arg(dir)
+        .args(["revoke", "CERT=certs/rogue-client.crt"])
+        .env_remove("MAKEFLAGS")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("is not a certificate of the dev CA"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }

@@ -71,8 +71,9 @@ fn rendering_changes_only_ports_and_paths() {
             );
         }
     }
-    // Five ports, the authority, the wasm, three certificate files and the JWKS.
-    assert_eq!(changed, 11);
+    // Five ports, the authority, the wasm, four certificate files (server pair, CA, CRL)
+    // and the JWKS.
+    assert_eq!(changed, 12);
 }
 
 /// The filter trusts Envoy's x-forwarded-client-cert and Envoy's pause semantics; every Envoy

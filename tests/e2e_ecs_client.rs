@@ -2,12 +2,13 @@
 //! caller's egress sidecar (envoy/ecs/client-sidecar.yaml), which originates mTLS to
 //! mlflow.hokusai-development.local → the MLflow sidecar (envoy/ecs/envoy.yaml) → the filter's
 //! internal path → MLflow (the echo upstream). Plus the ALB listener's external path, with
-//! its callout over TLS to "auth.hokus.ai", the health checks ECS and the ALB use, and the
-//! real MLflow client against a real MLflow behind both sidecars.
+//! its callout over TLS to "auth.hokus.ai", the health checks ECS and the ALB use, the
+//! metrics the alerts and dashboard read, and the real MLflow client against a real MLflow
+//! behind both sidecars.
 
 mod e2e;
 
-use std::process::Command;
+use std::time::Duration;
 
 use e2e::clients::{bearer, echoed, plain_client, INTERNAL_IDENTITY, READWRITE_KEY};
 use e2e::ecs::*;
@@ -19,16 +20,6 @@ const SEARCH: &str = "/api/2.0/mlflow/experiments/search";
 
 fn dev_client_secrets() -> Secrets {
     Secrets::client(&Pair::dev("client"), &[&paths::cert("ca.crt")])
-}
-
-fn healthcheck(port: u16) -> bool {
-    Command::new("bash")
-        .arg(entrypoint())
-        .args(["healthcheck", &port.to_string()])
-        .output()
-        .expect("run entrypoint.sh healthcheck")
-        .status
-        .success()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -126,11 +117,177 @@ async fn health_route_and_container_health_checks() {
     );
     assert_eq!(stack.auth.validate_calls(), 0);
 
-    // The ECS container checks: the entrypoint's healthcheck against each admin port.
-    assert!(healthcheck(stack.sidecar.admin_port));
-    assert!(healthcheck(client.envoy.admin_port));
+    // The MLflow sidecar's ECS check: a real mTLS request through its TLS listener, to
+    // /health and on to MLflow. One more handshake, and it carried a client certificate.
+    let listener = format!("listener.127.0.0.1_{}", stack.ports.mtls);
+    let handshakes = stack
+        .sidecar
+        .stat(&format!("{listener}.ssl.handshake"))
+        .await;
+    let without_cert = stack
+        .sidecar
+        .stat(&format!("{listener}.ssl.no_certificate"))
+        .await;
+    let upstream = stack.echo.as_ref().unwrap().requests();
+    let (ok, said) = healthcheck_mtls(&stack.layout.tls_dir(), stack.ports.mtls);
+    assert!(ok, "{said}");
+    assert_eq!(
+        stack
+            .sidecar
+            .stat(&format!("{listener}.ssl.handshake"))
+            .await,
+        handshakes + 1
+    );
+    assert_eq!(
+        stack
+            .sidecar
+            .stat(&format!("{listener}.ssl.no_certificate"))
+            .await,
+        without_cert,
+        "the check presents the sidecar's own certificate"
+    );
+    assert_eq!(stack.echo.as_ref().unwrap().requests(), upstream + 1);
+    assert_eq!(stack.auth.validate_calls(), 0);
+    // The callers' sidecar's check stays with its own admin: its health must not hang on
+    // MLflow's (docs/deployment.md, "Health checks and start order").
+    assert!(healthcheck_ready(client.envoy.admin_port));
     let nobody = paths::free_ports::<1>()[0];
-    assert!(!healthcheck(nobody), "nothing listening must be unhealthy");
+    assert!(
+        !healthcheck_ready(nobody),
+        "nothing listening must be unhealthy"
+    );
+    assert!(!healthcheck_mtls(&stack.layout.tls_dir(), nobody).0);
+}
+
+/// An Envoy whose TLS listener has no certificate still reports ready (admin `/ready` is
+/// 200: the old container check passed) while it refuses every TLS connection. The mTLS
+/// health check fails, even with a good client identity of its own, and passes once the
+/// certificate is there: same process, after a `write-certs`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mtls_health_check_fails_while_the_tls_listener_has_no_certificate() {
+    // The MLflow sidecar given a caller's secrets by mistake: no server pair at all.
+    let ca = paths::cert("ca.crt");
+    let stack = EcsStack::start(&Secrets::client(&Pair::dev("client"), &[&ca])).await;
+    let pid = stack.sidecar.pid();
+    assert!(
+        healthcheck_ready(stack.sidecar.admin_port),
+        "Envoy says it is ready"
+    );
+    let (ok, said) = healthcheck_mtls(&stack.layout.tls_dir(), stack.ports.mtls);
+    assert!(!ok, "passed without a server certificate: {said}");
+    assert!(said.contains("no server.crt"), "{said}");
+
+    // The check's own identity is not the problem: from a full set elsewhere, it fails too,
+    // and so does a real caller, at the handshake.
+    let elsewhere = TempDir::new("health-identity");
+    write_certs(
+        &elsewhere.join("tls"),
+        &Secrets::server(&Pair::dev("server"), &[&ca]),
+    );
+    let (ok, said) = healthcheck_mtls(&elsewhere.join("tls"), stack.ports.mtls);
+    assert!(!ok, "passed against a listener with no certificate: {said}");
+    let caller = mtls_client(&[&ca], Some(&Pair::dev("client")), stack.mtls_addr())
+        .get(stack.mtls_url("/health"))
+        .send()
+        .await;
+    assert!(caller.is_err(), "{caller:?}");
+    assert!(
+        stack
+            .sidecar
+            .stat(&format!(
+                "listener.127.0.0.1_{}.server_ssl_socket_factory.downstream_context_secrets_not_ready",
+                stack.ports.mtls
+            ))
+            .await
+            >= 2,
+        "refused for want of a certificate"
+    );
+
+    // The server pair arrives (a rotation job, or the fixed secrets): the listener serves
+    // again without a restart, and the check passes.
+    write_certs(
+        &stack.layout.tls_dir(),
+        &Secrets::server(&Pair::dev("server"), &[&ca]),
+    );
+    let mut said = String::new();
+    for _ in 0..100 {
+        let (ok, out) = healthcheck_mtls(&stack.layout.tls_dir(), stack.ports.mtls);
+        if ok {
+            said.clear();
+            break;
+        }
+        said = out;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        said.is_empty(),
+        "still failing: {said}\n{}",
+        stack.sidecar.log()
+    );
+    assert_eq!(stack.sidecar.pid(), pid);
+}
+
+/// Every Envoy metric of docs/observability/metrics.yml (what the alerts and the dashboard
+/// may use) is on a live sidecar, with each label value listed there: the MLflow sidecar's
+/// for the listener, the callers' for their cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_envoy_metric_the_alerts_and_dashboard_use_is_on_a_live_sidecar() {
+    let stack = EcsStack::start_dev(None).await;
+    let client = ClientSidecar::start(stack.ports.mtls, &dev_client_secrets()).await;
+    // Traffic on both listeners and through the caller, so that latency histograms fill.
+    let app = plain_client();
+    echoed(app.get(client.url(SEARCH)).send().await.unwrap()).await;
+    let external = app
+        .get(stack.alb_url(SEARCH))
+        .header("authorization", bearer(READWRITE_KEY));
+    echoed(external.send().await.unwrap()).await;
+
+    let spec = yaml_to_json(&paths::repo_root().join("docs/observability/metrics.yml"));
+    let metrics = spec["envoy"].as_object().expect("an `envoy` section");
+    // (series as Prometheus names it, label, value) that must appear.
+    let mut wanted: Vec<(String, Option<(String, String)>)> = Vec::new();
+    for (name, info) in metrics {
+        let series = if info["type"] == "histogram" {
+            format!("{name}_bucket")
+        } else {
+            name.clone()
+        };
+        wanted.push((series.clone(), None));
+        if let Some(labels) = info["labels"].as_object() {
+            for (label, values) in labels {
+                for value in values.as_array().into_iter().flatten() {
+                    let value = value.as_str().expect("label values are strings").to_owned();
+                    wanted.push((series.clone(), Some((label.clone(), value))));
+                }
+            }
+        }
+    }
+    assert!(wanted.len() > 20, "{wanted:?}");
+    let present = |text: &str, (series, label): &(String, Option<(String, String)>)| {
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{series}{{")))
+            .any(|l| match label {
+                None => true,
+                Some((k, v)) => l.contains(&format!("{k}=\"{v}\"")),
+            })
+    };
+    // Histograms reach /stats/prometheus at Envoy's stats flush (every 5 s): bounded wait.
+    let mut missing = Vec::new();
+    for _ in 0..100 {
+        let texts = [
+            stack.sidecar.prometheus().await,
+            client.envoy.prometheus().await,
+        ];
+        missing = wanted
+            .iter()
+            .filter(|w| !texts.iter().any(|t| present(t, w)))
+            .collect::<Vec<_>>();
+        if missing.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(missing.is_empty(), "not on a live sidecar: {missing:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,7 +2,8 @@
 //! every Envoy config in the repo validates with Envoy 1.40; the ECS filter stanza and routes
 //! cannot drift from envoy/envoy.yaml; the task definition, the caller's container
 //! definition and the Dockerfile agree with the configs on ports, paths, secret names,
-//! containers and logs; the entrypoint writes (and refuses) certificate sets as documented.
+//! health checks, stop timing, containers and logs, and with the timing docs/deployment.md
+//! documents; the entrypoint writes (and refuses) certificate sets as documented.
 
 mod e2e;
 
@@ -521,6 +522,58 @@ fn sds_refs(config: &Value) -> Vec<(String, String)> {
     found
 }
 
+/// The port of the config's TLS listener, if it has one.
+fn tls_listener_port(config: &Value) -> Option<u16> {
+    config["static_resources"]["listeners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["filter_chains"][0].get("transport_socket").is_some())
+        .map(|l| {
+            l["address"]["socket_address"]["port_value"]
+                .as_u64()
+                .unwrap() as u16
+        })
+}
+
+fn env_var(container: &Value, name: &str) -> Option<String> {
+    container["environment"]
+        .as_array()?
+        .iter()
+        .find(|e| e["name"] == name)
+        .map(|e| e["value"].as_str().expect("a string value").to_owned())
+}
+
+/// How a container stops: Envoy's drain time (its command line), the entrypoint's budget
+/// (HOKUSAI_STOP_SECONDS, default 25) and ECS's stopTimeout (default 30).
+#[derive(Debug, PartialEq, Eq)]
+struct StopSettings {
+    drain_s: u64,
+    budget_s: u64,
+    stop_timeout_s: u64,
+}
+
+fn stop_settings(container: &Value, cmd: &[String]) -> StopSettings {
+    let name = &container["name"];
+    let arg = |flag: &str| {
+        let i = cmd
+            .iter()
+            .position(|a| a == flag)
+            .unwrap_or_else(|| panic!("{name}: no {flag} in {cmd:?}"));
+        cmd[i + 1].clone()
+    };
+    assert_eq!(
+        arg("--drain-strategy"),
+        "immediate",
+        "{name}: every response during the drain should tell its caller to go"
+    );
+    StopSettings {
+        drain_s: arg("--drain-time-s").parse().unwrap(),
+        budget_s: env_var(container, "HOKUSAI_STOP_SECONDS").map_or(25, |v| v.parse().unwrap()),
+        stop_timeout_s: container["stopTimeout"].as_u64().unwrap_or(30),
+    }
+}
+
 /// The certificate variable each SDS secret needs, and the Secrets Manager name behind it.
 fn secrets_for(sds_secret: &str) -> &'static [(&'static str, &'static str)] {
     match sds_secret {
@@ -532,7 +585,10 @@ fn secrets_for(sds_secret: &str) -> &'static [(&'static str, &'static str)] {
             ("HOKUSAI_TLS_CLIENT_CERT", "client-cert"),
             ("HOKUSAI_TLS_CLIENT_KEY", "client-key"),
         ],
-        "ca_bundle" => &[("HOKUSAI_TLS_CA_BUNDLE", "ca-bundle")],
+        "ca_bundle" => &[
+            ("HOKUSAI_TLS_CA_BUNDLE", "ca-bundle"),
+            ("HOKUSAI_TLS_CRL", "ca-crl"),
+        ],
         other => panic!("unknown SDS secret {other}"),
     }
 }
@@ -589,17 +645,45 @@ fn check_envoy_container(container: &Value, config_file: &str, docker: &Dockerfi
         "{name}: portMappings vs listeners"
     );
 
-    // Health check: the entrypoint's, against this config's admin port.
+    // Health check: a real mTLS request through the TLS listener, where the config has one
+    // (the MLflow sidecar), by the name callers use; else admin /ready (the callers'
+    // sidecar, whose health must not depend on MLflow's).
     let health = string_vec(&container["healthCheck"]["command"]);
-    assert_eq!(
-        health,
-        [
-            "CMD",
-            docker.entrypoint[0].as_str(),
-            "healthcheck",
-            &admin_port(&config)
+    let want_health = match tls_listener_port(&config) {
+        Some(port) => vec![
+            "CMD".to_owned(),
+            docker.entrypoint[0].clone(),
+            "healthcheck-mtls".to_owned(),
+            port.to_string(),
+            SERVER_NAME.to_owned(),
         ],
-        "{name}: health check"
+        None => vec![
+            "CMD".to_owned(),
+            docker.entrypoint[0].clone(),
+            "healthcheck".to_owned(),
+            admin_port(&config),
+        ],
+    };
+    assert_eq!(health, want_health, "{name}: health check");
+
+    // Graceful stop: the entrypoint drains through this config's admin port, Envoy's drain
+    // time is shorter than the stop budget, which is shorter than ECS's stopTimeout.
+    let stop = stop_settings(container, &cmd);
+    assert_eq!(
+        env_var(container, "HOKUSAI_ADMIN_PORT").as_deref(),
+        Some(admin_port(&config).as_str()),
+        "{name}: HOKUSAI_ADMIN_PORT"
+    );
+    assert!(
+        stop.drain_s + 5 <= stop.budget_s && stop.budget_s + 5 <= stop.stop_timeout_s,
+        "{name}: drain {} s, budget {} s, stopTimeout {} s are not in step",
+        stop.drain_s,
+        stop.budget_s,
+        stop.stop_timeout_s
+    );
+    assert!(
+        stop.stop_timeout_s <= 120,
+        "{name}: Fargate allows a stopTimeout of 120 s at most"
     );
 
     // Secrets: exactly the variables the SDS resources in use need (plus the auth service
@@ -838,11 +922,7 @@ fn dockerfile_ships_what_the_configs_reference() {
     for sds in ["server-cert.yaml", "client-cert.yaml", "ca-bundle.yaml"] {
         let v = yaml_to_json(&ecs_dir().join("sds").join(sds));
         let refs = file_refs(&v);
-        assert_eq!(
-            refs.len(),
-            if sds == "ca-bundle.yaml" { 2 } else { 3 },
-            "{sds}"
-        );
+        assert_eq!(refs.len(), 3, "{sds}");
         for p in refs {
             let p = p.as_str();
             assert!(
@@ -856,6 +936,10 @@ fn dockerfile_ships_what_the_configs_reference() {
             .run
             .contains(&format!("install -d -m 0755 {IMAGE_TLS_DIR}")),
         "the image makes {IMAGE_TLS_DIR}"
+    );
+    assert!(
+        docker.run.contains("command -v openssl"),
+        "the image has openssl, which the entrypoint's checks and mTLS health check use"
     );
     let entry = std::fs::read_to_string(entrypoint()).unwrap();
     assert!(
@@ -937,6 +1021,7 @@ fn entrypoint_writes_the_set_atomically_and_replaces_it_whole() {
     );
     for (name, src, want_mode) in [
         ("ca.crt", paths::cert("ca.crt"), 0o644),
+        ("ca.crl", paths::cert("ca.crl"), 0o644),
         ("server.crt", paths::cert("server.crt"), 0o644),
         ("server.key", paths::cert("server.key"), 0o600),
     ] {
@@ -1051,7 +1136,7 @@ fn entrypoint_refuses_incomplete_or_garbled_secrets_and_keeps_the_current_set() 
 }
 
 #[test]
-fn entrypoint_execs_the_command_without_the_certificate_variables() {
+fn entrypoint_runs_the_command_without_the_certificate_variables() {
     let dir = TempDir::new("entrypoint-exec");
     let tls = dir.join("tls");
     let mut secrets = dev_server_secrets();
@@ -1072,6 +1157,7 @@ fn entrypoint_execs_the_command_without_the_certificate_variables() {
         "HOKUSAI_TLS_SERVER_CERT",
         "HOKUSAI_TLS_SERVER_KEY",
         "HOKUSAI_TLS_CA_BUNDLE",
+        "HOKUSAI_TLS_CRL",
     ] {
         assert!(
             !env.contains(&format!("{var}=")),
@@ -1090,4 +1176,138 @@ fn entrypoint_execs_the_command_without_the_certificate_variables() {
     // Without a command there is nothing to exec: refuse rather than guess.
     let out = entrypoint_command(&tls, &secrets).output().unwrap();
     assert!(!out.status.success());
+}
+
+/// Sets that would pass Envoy's loading but refuse peers are refused before they are
+/// swapped in: a CA without its CRL (Envoy would refuse every certificate of it), a stale
+/// CRL (the same), a revoked or foreign certificate, a server certificate the mTLS health
+/// check cannot present. The message names the variable; the current set stays.
+#[test]
+fn entrypoint_refuses_sets_that_would_lock_peers_out() {
+    let dir = TempDir::new("entrypoint-crl-refusals");
+    let tls = dir.join("tls");
+    write_certs(&tls, &dev_server_secrets());
+    let before = version_dirs(&tls);
+    let pki = TempDir::new("entrypoint-crl-pki");
+    let dev_ca = paths::cert("ca.crt");
+    let second = e2e::pki::Ca::new(pki.path(), "second-ca", "Hokusai MLflow CA 2");
+    let stale = e2e::pki::Ca::new(pki.path(), "stale-ca", "Hokusai Stale CA");
+    let stale_crl = stale.crl_dated(
+        "stale-ca-old",
+        &[],
+        Some(("20200101000000Z", "20200201000000Z")),
+    );
+    let stale_client = stale.client("stale-client", "svc", "spiffe://hokusai.internal/ns/x");
+    let server_only = e2e::pki::Ca::dev(pki.path()).leaf(
+        "server-only",
+        SERVER_NAME,
+        "serverAuth",
+        &format!("DNS:{SERVER_NAME}"),
+    );
+    let server = Pair::dev("server");
+
+    let cases: Vec<(&str, Secrets, &str)> = vec![
+        (
+            "no CRL",
+            dev_server_secrets().with("HOKUSAI_TLS_CRL", String::new()),
+            "HOKUSAI_TLS_CRL is empty",
+        ),
+        (
+            "a CRL pasted with literal \\n",
+            dev_server_secrets().with(
+                "HOKUSAI_TLS_CRL",
+                std::fs::read_to_string(paths::cert("ca.crl"))
+                    .unwrap()
+                    .replace('\n', "\\n"),
+            ),
+            "HOKUSAI_TLS_CRL does not hold a PEM block",
+        ),
+        (
+            "a CA in the bundle without its CRL",
+            Secrets::server(&server, &[&dev_ca, &second.pair.cert])
+                .with_crls(&[&paths::cert("ca.crl")]),
+            "HOKUSAI_TLS_CRL holds no CRL signed by \"CN=Hokusai MLflow CA 2\"",
+        ),
+        (
+            "a CRL past its nextUpdate",
+            Secrets::client(&stale_client, &[&stale.pair.cert]).with_crls(&[&stale_crl]),
+            "the CRL of \"CN=Hokusai Stale CA\" ran out",
+        ),
+        (
+            "a revoked certificate",
+            Secrets::client(&Pair::dev("revoked-client"), &[&dev_ca]),
+            "HOKUSAI_TLS_CLIENT_CERT is revoked by HOKUSAI_TLS_CRL",
+        ),
+        (
+            "a certificate of a CA outside the bundle",
+            Secrets::client(&Pair::dev("rogue-client"), &[&dev_ca]),
+            "HOKUSAI_TLS_CLIENT_CERT does not verify against HOKUSAI_TLS_CA_BUNDLE",
+        ),
+        (
+            "a server certificate without clientAuth",
+            Secrets::server(&server_only, &[&dev_ca]),
+            "HOKUSAI_TLS_SERVER_CERT does not allow TLS client use",
+        ),
+    ];
+    for (what, secrets, named) in cases {
+        let out = entrypoint_command(&tls, &secrets)
+            .arg("write-certs")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{what}: accepted");
+        assert!(
+            stderr.contains(named),
+            "{what}: should say {named:?}: {stderr}"
+        );
+        assert!(
+            !stderr.contains("PRIVATE KEY"),
+            "{what}: key material in {stderr}"
+        );
+        assert_eq!(
+            version_dirs(&tls),
+            before,
+            "{what}: the current set must stay"
+        );
+    }
+
+    // During a CA rotation the bundle holds two CAs and the CRL secret a CRL from each.
+    write_certs(
+        &tls,
+        &Secrets::server(&server, &[&dev_ca, &second.pair.cert]),
+    );
+    assert_ne!(version_dirs(&tls), before);
+}
+
+/// The stop timing in docs/deployment.md is the timing the files set: the ALB's
+/// deregistration delay happens before SIGTERM; after it, Envoy's drain time, the
+/// entrypoint's budget and ECS's stopTimeout, in that order.
+#[test]
+fn documented_stop_timing_matches_the_task_definition_and_the_image() {
+    let docs = std::fs::read_to_string(paths::repo_root().join("docs/deployment.md")).unwrap();
+    // Rows of the table under "Stopping": | what | where | N s |
+    let seconds = |what: &str| -> u64 {
+        let row = docs
+            .lines()
+            .find(|l| l.starts_with(&format!("| {what} |")))
+            .unwrap_or_else(|| panic!("docs/deployment.md: no row for {what:?}"));
+        let cell = row.trim_end_matches('|').rsplit('|').next().unwrap().trim();
+        cell.strip_suffix(" s")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{what}: {cell:?} is not `N s`"))
+    };
+    let td: Value = serde_json::from_str(
+        &std::fs::read_to_string(ecs_dir().join("task-definition.json")).unwrap(),
+    )
+    .unwrap();
+    let envoy = &td["containerDefinitions"][1];
+    let stop = stop_settings(envoy, &dockerfile().cmd);
+    assert_eq!(seconds("Envoy drain time"), stop.drain_s);
+    assert_eq!(seconds("stop budget"), stop.budget_s);
+    assert_eq!(seconds("ECS stop timeout"), stop.stop_timeout_s);
+    let deregistration = seconds("ALB deregistration delay");
+    assert!(
+        deregistration >= stop.drain_s,
+        "the ALB should give an external upload at least as long as callers get"
+    );
 }

@@ -118,14 +118,19 @@ async fn no_client_certificate_uses_the_api_key_over_tls() {
     assert_eq!(got.header("x-forwarded-proto"), Some("https"));
 }
 
+/// Another CA's certificate, an expired one, and one certs/ca.crl revokes (the
+/// allow-listed identity, so revocation is all that keeps it out).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rogue_and_expired_certificates_are_refused_at_the_handshake() {
+async fn rogue_expired_and_revoked_certificates_are_refused_at_the_handshake() {
     let stack = Stack::start().await;
     let verify_errors = format!(
         "listener.127.0.0.1_{}.ssl.fail_verify_error",
         stack.envoy.ports.tls
     );
-    for (n, stem) in ["rogue-client", "expired-client"].into_iter().enumerate() {
+    for (n, stem) in ["rogue-client", "expired-client", "revoked-client"]
+        .into_iter()
+        .enumerate()
+    {
         let result = tls_client(Some(stem))
             .get(stack.envoy.tls_url(SEARCH))
             .header("authorization", bearer(READWRITE_KEY))

@@ -4,7 +4,9 @@
 - dashboard.json is valid JSON, a recent schema, with a `datasource` variable and no
   hard-coded datasource UIDs;
 - every PromQL expression in dashboard.json and alerts.yml uses only metrics of metrics.yml,
-  with their labels and label values; dashboard expressions also pass `promtool check rules`;
+  with their labels and label values (alerts may also use the series alerts.yml's own
+  recording rules define, named level:metric:operations; the dashboard may not, so that it
+  works without them); dashboard expressions also pass `promtool check rules`;
 - every alert has a known severity, summary, description and a runbook that names an
   existing section of README.md;
 - the stats_tags of README.md turn every stat name of the spec into the metric and labels of
@@ -159,6 +161,25 @@ def check_grafana_query(query, allowed, target_labels):
 
 
 # --- alerts ---------------------------------------------------------------------------------
+def recorded_series(doc):
+    """Series alerts.yml's recording rules define: name -> the labels their `by (...)` keep
+    (any value). Problems with their names come back too."""
+    series, problems = {}, []
+    for group in doc["groups"]:
+        for rule in group["rules"]:
+            name = rule.get("record")
+            if not name:
+                continue
+            if not re.fullmatch(r"[a-z_]+:[a-z0-9_]+:[a-z0-9_]+", name):
+                problems.append(f"alerts.yml {name}: a recorded series is named level:metric:operations")
+            labels = set()
+            for m in re.finditer(r"\bby\s*\(([^)]*)\)", rule["expr"]):
+                labels |= {label.strip() for label in m.group(1).split(",") if label.strip()}
+            series[name] = {label: None for label in labels}
+    return series, problems
+
+
+
 def github_anchors(markdown):
     anchors = set()
     for line in markdown.splitlines():
@@ -345,6 +366,19 @@ def self_test(allowed, target_labels, spec):
             failures.append(f"self-test: {expr!r} wrongly flagged: {check_expr(expr, allowed, target_labels)}")
     if check_grafana_query("label_values(hokusai_auth_requests, jbo)", allowed, target_labels) == []:
         failures.append("self-test: label_values with an unknown label not flagged")
+    rules = {"groups": [{"name": "g", "rules": [
+        {"record": "job:hokusai_auth_requests:rate5m",
+         "expr": "sum by (job) (rate(hokusai_auth_requests[5m]))"},
+        {"record": "badname", "expr": "hokusai_auth_callouts"}]}]}
+    recorded, naming = recorded_series(rules)
+    if not any("badname" in p for p in naming):
+        failures.append("self-test: a recorded series not named level:metric:operations not flagged")
+    with_recorded = {**allowed, **recorded}
+    if check_expr("job:hokusai_auth_requests:rate5m", allowed, target_labels) == []:
+        failures.append("self-test: a recorded series used without its rule not flagged")
+    for expr in ("job:hokusai_auth_requests:rate5m > 1", 'job:hokusai_auth_requests:rate5m{job="a"}'):
+        if check_expr(expr, with_recorded, target_labels):
+            failures.append(f"self-test: {expr!r} wrongly flagged with its recording rule")
     tags = [{"tag_name": "path", "regex": r"^wasmcustom\.hokusai_auth\.requests\.path=(.+)$"}]
     if not check_stats_tags({"stats_tags": tags}, spec):
         failures.append("self-test: a one-group stats_tags regex not flagged")
@@ -359,9 +393,11 @@ def main():
     allowed, target_labels, spec = load_allowed()
     problems = self_test(allowed, target_labels, spec)
     readme = (HERE / "README.md").read_text()
-    alert_problems, _ = check_alerts(yaml.safe_load((HERE / "alerts.yml").read_text()),
-                                     allowed, target_labels, github_anchors(readme))
-    problems += alert_problems
+    alerts = yaml.safe_load((HERE / "alerts.yml").read_text())
+    recorded, naming = recorded_series(alerts)
+    alert_problems, _ = check_alerts(alerts, {**allowed, **recorded}, target_labels,
+                                     github_anchors(readme))
+    problems += naming + alert_problems
     try:
         dash = json.loads((HERE / "dashboard.json").read_text())
     except json.JSONDecodeError as e:

@@ -39,6 +39,12 @@ impl Admin {
         panic!("e2e: Envoy not ready after 30 s\n{}", proc.log_tail(40));
     }
 
+    /// `/ready`'s status code; None when nothing answers (Envoy gone).
+    pub async fn ready_status(&self) -> Option<u16> {
+        let resp = self.client.get(self.url("/ready")).send().await.ok()?;
+        Some(resp.status().as_u16())
+    }
+
     async fn get(&self, path: &str, query: &[(&str, &str)]) -> String {
         self.client
             .get(self.url(path))

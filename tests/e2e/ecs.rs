@@ -66,7 +66,7 @@ impl Layout {
         for (file, times) in [
             ("server-cert.yaml", 3),
             ("client-cert.yaml", 3),
-            ("ca-bundle.yaml", 2),
+            ("ca-bundle.yaml", 3),
         ] {
             let text = read_ecs(&format!("sds/{file}"));
             let out = replace_exact(
@@ -105,36 +105,58 @@ pub struct Secrets {
 }
 
 impl Secrets {
-    /// The MLflow sidecar's set: server pair and CA bundle (one or more PEM files).
+    /// The MLflow sidecar's set: server pair, CA bundle (one or more PEM files) and the
+    /// CRL of each of those CAs (see [`crl_pem`]).
     pub fn server(server: &Pair, bundle: &[&Path]) -> Secrets {
         Secrets {
             vars: vec![
                 ("HOKUSAI_TLS_SERVER_CERT", server.cert_pem()),
                 ("HOKUSAI_TLS_SERVER_KEY", server.key_pem()),
                 ("HOKUSAI_TLS_CA_BUNDLE", bundle_pem(bundle)),
+                ("HOKUSAI_TLS_CRL", crl_pem(bundle)),
             ],
         }
     }
 
-    /// A calling service's set: client pair and CA bundle.
+    /// A calling service's set: client pair, CA bundle and CRLs.
     pub fn client(client: &Pair, bundle: &[&Path]) -> Secrets {
         Secrets {
             vars: vec![
                 ("HOKUSAI_TLS_CLIENT_CERT", client.cert_pem()),
                 ("HOKUSAI_TLS_CLIENT_KEY", client.key_pem()),
                 ("HOKUSAI_TLS_CA_BUNDLE", bundle_pem(bundle)),
+                ("HOKUSAI_TLS_CRL", crl_pem(bundle)),
             ],
         }
     }
+
+    /// The same set with `var` set to `value` (added, or replacing the current value).
+    pub fn with(mut self, var: &'static str, value: String) -> Secrets {
+        self.vars.retain(|(k, _)| *k != var);
+        self.vars.push((var, value));
+        self
+    }
+
+    /// The same set with these CRL files as HOKUSAI_TLS_CRL.
+    pub fn with_crls(self, crls: &[&Path]) -> Secrets {
+        self.with("HOKUSAI_TLS_CRL", bundle_pem(crls))
+    }
 }
 
-/// Several CA certificates in one PEM text, as a bundle secret holds them.
+/// Several PEM files in one text, as a bundle (or CRL) secret holds them.
 pub fn bundle_pem(files: &[&Path]) -> String {
     files
         .iter()
-        .map(|f| std::fs::read_to_string(f).expect("read CA file"))
+        .map(|f| std::fs::read_to_string(f).unwrap_or_else(|e| panic!("read {}: {e}", f.display())))
         .collect::<Vec<_>>()
         .join("")
+}
+
+/// The CRLs of the CAs in a bundle: `x.crl` next to each `x.crt`, as `make certs` writes the
+/// dev CA's (`certs/ca.crl`) and [`Ca::new`](super::pki::Ca::new) a test CA's.
+pub fn crl_pem(bundle: &[&Path]) -> String {
+    let crls: Vec<PathBuf> = bundle.iter().map(|ca| ca.with_extension("crl")).collect();
+    bundle_pem(&crls.iter().map(PathBuf::as_path).collect::<Vec<_>>())
 }
 
 /// The entrypoint with a clean environment plus `secrets`, writing into `tls_dir`.
@@ -150,6 +172,30 @@ pub fn entrypoint_command(tls_dir: &Path, secrets: &Secrets) -> Command {
         cmd.env(k, v);
     }
     cmd
+}
+
+/// `entrypoint.sh healthcheck-mtls <port> <SERVER_NAME>` against certificates in `tls_dir`:
+/// (passed, what it printed).
+pub fn healthcheck_mtls(tls_dir: &Path, port: u16) -> (bool, String) {
+    let out = Command::new("bash")
+        .arg(entrypoint())
+        .args(["healthcheck-mtls", &port.to_string(), SERVER_NAME])
+        .env("HOKUSAI_TLS_DIR", tls_dir)
+        .output()
+        .expect("run entrypoint.sh healthcheck-mtls");
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out.status.success(), said)
+}
+
+/// `entrypoint.sh healthcheck <admin port>`: admin `/ready` answers 200.
+pub fn healthcheck_ready(admin_port: u16) -> bool {
+    Command::new("bash")
+        .arg(entrypoint())
+        .args(["healthcheck", &admin_port.to_string()])
+        .output()
+        .expect("run entrypoint.sh healthcheck")
+        .status
+        .success()
 }
 
 /// `entrypoint.sh write-certs`, as a rotation job would run it. Panics unless it succeeds.
@@ -304,13 +350,22 @@ static_resources:
 
 /// How a test Envoy is launched.
 pub enum Launch<'a> {
-    /// `entrypoint.sh <envoy> ...` with these secrets in its environment.
+    /// `entrypoint.sh <envoy> ...` with these secrets in its environment, and
+    /// HOKUSAI_ADMIN_PORT set to the admin port (for its graceful stop).
     Entrypoint {
         tls_dir: &'a Path,
         secrets: &'a Secrets,
     },
     /// Envoy itself.
     Direct,
+}
+
+/// Command-line arguments for Envoy after the usual ones (e.g. `--drain-time-s`) and
+/// environment for the entrypoint (e.g. `HOKUSAI_STOP_SECONDS`).
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
 }
 
 /// One Envoy from a rendered config, stopped (with its process group) on drop.
@@ -325,6 +380,17 @@ pub struct EcsEnvoy {
 impl EcsEnvoy {
     /// Writes `config`, starts Envoy and waits for admin `/ready`.
     pub async fn start(label: &str, config: &str, admin_port: u16, launch: Launch<'_>) -> EcsEnvoy {
+        Self::start_with(label, config, admin_port, launch, &RunOptions::default()).await
+    }
+
+    /// As [`EcsEnvoy::start`], with extra Envoy arguments and entrypoint environment.
+    pub async fn start_with(
+        label: &str,
+        config: &str,
+        admin_port: u16,
+        launch: Launch<'_>,
+        opts: &RunOptions,
+    ) -> EcsEnvoy {
         let dir = TempDir::new(label);
         let path = dir.join("envoy.yaml");
         std::fs::write(&path, config).expect("write rendered config");
@@ -332,7 +398,9 @@ impl EcsEnvoy {
         let mut cmd = match launch {
             Launch::Entrypoint { tls_dir, secrets } => {
                 let mut cmd = entrypoint_command(tls_dir, secrets);
-                cmd.arg(&envoy);
+                cmd.env("HOKUSAI_ADMIN_PORT", admin_port.to_string())
+                    .envs(opts.env.iter().map(|(k, v)| (k, v)))
+                    .arg(&envoy);
                 cmd
             }
             Launch::Direct => {
@@ -350,6 +418,7 @@ impl EcsEnvoy {
                 &admin_port.to_string(),
                 "--disable-hot-restart",
             ])
+            .args(&opts.args)
             .current_dir(dir.path());
         let proc = ProcessGroup::spawn(label, cmd, &dir.join("access.log"), &dir.join("envoy.log"));
         let mut envoy = EcsEnvoy {
@@ -368,6 +437,36 @@ impl EcsEnvoy {
 
     pub fn assert_running(&mut self) {
         self.proc.assert_running();
+    }
+
+    /// SIGTERM to the process ECS would signal: the group's leader (the entrypoint, when
+    /// launched through it) and nothing else.
+    pub fn terminate(&self) {
+        self.proc.signal_leader("TERM");
+    }
+
+    /// Waits at most `within` for the leader to exit; its status, or None if it has not.
+    pub async fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Some(status) = self.proc.exited() {
+                return Some(status);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Admin `/ready`'s status code, or None when nothing answers.
+    pub async fn ready_status(&self) -> Option<u16> {
+        self.admin.ready_status().await
+    }
+
+    /// `/stats/prometheus` as text.
+    pub async fn prometheus(&self) -> String {
+        self.admin.prometheus().await
     }
 
     /// A counter or gauge from admin `/stats`; 0 when Envoy has not created it yet.
@@ -404,6 +503,15 @@ impl EcsStack {
 
     /// In front of `mlflow_port` (a real MLflow), or the echo upstream when `None`.
     pub async fn start_with(secrets: &Secrets, mlflow_port: Option<u16>) -> EcsStack {
+        Self::start_opts(secrets, mlflow_port, &RunOptions::default()).await
+    }
+
+    /// As [`EcsStack::start_with`], the sidecar run with `opts`.
+    pub async fn start_opts(
+        secrets: &Secrets,
+        mlflow_port: Option<u16>,
+        opts: &RunOptions,
+    ) -> EcsStack {
         paths::require_envoy_inputs();
         let pki = TempDir::new("ecs-pki");
         let public_ca = Ca::new(pki.path(), "public-ca", "Test Public Root CA");
@@ -457,7 +565,7 @@ impl EcsStack {
         with_token
             .vars
             .push(("HOKUSAI_AUTH_SERVICE_TOKEN", SERVICE_TOKEN.to_owned()));
-        let sidecar = EcsEnvoy::start(
+        let sidecar = EcsEnvoy::start_with(
             "ecs-sidecar-envoy",
             &config,
             admin,
@@ -465,6 +573,7 @@ impl EcsStack {
                 tls_dir: &layout.tls_dir(),
                 secrets: &with_token,
             },
+            opts,
         )
         .await;
         EcsStack {
@@ -551,9 +660,19 @@ pub fn mtls_client(
     identity: Option<&Pair>,
     addr: std::net::SocketAddr,
 ) -> reqwest::Client {
+    mtls_client_timeout(cas, identity, addr, Duration::from_secs(10))
+}
+
+/// [`mtls_client`] with another bound on each request.
+pub fn mtls_client_timeout(
+    cas: &[&Path],
+    identity: Option<&Pair>,
+    addr: std::net::SocketAddr,
+    timeout: Duration,
+) -> reqwest::Client {
     let mut b = reqwest::Client::builder()
         .no_proxy()
-        .timeout(Duration::from_secs(10))
+        .timeout(timeout)
         .tls_built_in_root_certs(false)
         .tls_info(true)
         .resolve(SERVER_NAME, addr);

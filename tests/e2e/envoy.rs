@@ -140,8 +140,8 @@ pub fn render(ports: Ports, up: Upstreams) -> String {
         1,
     );
     let certs = format!("{}/", paths::certs_dir().display());
-    // Server cert and key, the CA, and jwt_authn's JWKS.
-    out = replace_exact(&out, "filename: certs/", &format!("filename: {certs}"), 4);
+    // Server cert and key, the CA and its CRL, and jwt_authn's JWKS.
+    out = replace_exact(&out, "filename: certs/", &format!("filename: {certs}"), 5);
     out
 }
 

@@ -74,6 +74,7 @@ pub fn require_envoy_inputs() {
     require(&wasm(), "make build");
     for file in [
         "ca.crt",
+        "ca.crl",
         "server.crt",
         "server.key",
         "client.crt",

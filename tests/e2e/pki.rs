@@ -51,7 +51,8 @@ pub struct Ca {
 }
 
 impl Ca {
-    /// A self-signed CA named `cn`, files `<dir>/<name>.crt/.key`.
+    /// A self-signed CA named `cn`, files `<dir>/<name>.crt/.key`, and an empty CRL
+    /// `<dir>/<name>.crl` (the sidecars want a CRL from every CA they trust).
     pub fn new(dir: &Path, name: &str, cn: &str) -> Ca {
         let pair = Pair {
             cert: dir.join(format!("{name}.crt")),
@@ -80,10 +81,12 @@ impl Ca {
             "-out",
             path_str(&pair.cert),
         ]);
-        Ca {
+        let ca = Ca {
             pair,
             dir: dir.to_path_buf(),
-        }
+        };
+        ca.crl(name, &[]);
+        ca
     }
 
     /// The dev CA from `make certs`, which can sign too (its key is in certs/).
@@ -94,11 +97,67 @@ impl Ca {
         }
     }
 
-    /// A TLS server certificate for `dns` names (and 127.0.0.1).
+    /// A TLS server certificate for `dns` names (and 127.0.0.1). It allows client use too,
+    /// as the sidecar's mTLS health check presents it (docs/deployment.md).
     pub fn server(&self, name: &str, cn: &str, dns: &[&str]) -> Pair {
         let mut san: Vec<String> = dns.iter().map(|d| format!("DNS:{d}")).collect();
         san.push("IP:127.0.0.1".into());
-        self.leaf(name, cn, "serverAuth", &san.join(","))
+        self.leaf(name, cn, "serverAuth, clientAuth", &san.join(","))
+    }
+
+    /// A CRL of this CA revoking `revoked`, written to `<dir>/<name>.crl` (replacing any
+    /// earlier one), valid from now for two days. Its CRL number grows with each call.
+    pub fn crl(&self, name: &str, revoked: &[&Pair]) -> PathBuf {
+        self.crl_dated(name, revoked, None)
+    }
+
+    /// A CRL whose validity is (lastUpdate, nextUpdate), as `YYYYMMDDHHMMSSZ`: a stale
+    /// one when both are past.
+    pub fn crl_dated(&self, name: &str, revoked: &[&Pair], dates: Option<(&str, &str)>) -> PathBuf {
+        let db = self.dir.join(format!("{name}.crl-db"));
+        let _ = std::fs::remove_dir_all(&db);
+        std::fs::create_dir_all(&db).expect("create CRL database dir");
+        std::fs::write(db.join("index.txt"), "").expect("write CRL index");
+        // openssl reads the number as hex digits in pairs.
+        let number = serial()[2..].to_string();
+        let number = if number.len() % 2 == 1 {
+            format!("0{number}")
+        } else {
+            number
+        };
+        std::fs::write(db.join("crlnumber"), format!("{number}\n")).expect("write CRL number");
+        let conf = db.join("ca.cnf");
+        std::fs::write(
+            &conf,
+            format!(
+                "[ca]\ndefault_ca = test_ca\n[test_ca]\ndatabase = {db}/index.txt\n\
+                 crlnumber = {db}/crlnumber\ndefault_md = sha256\ndefault_crl_days = 2\n\
+                 unique_subject = no\n",
+                db = db.display()
+            ),
+        )
+        .expect("write CRL config");
+        let common = [
+            "-config",
+            path_str(&conf),
+            "-cert",
+            path_str(&self.pair.cert),
+            "-keyfile",
+            path_str(&self.pair.key),
+        ];
+        for pair in revoked {
+            let mut args = vec!["ca", "-revoke", path_str(&pair.cert)];
+            args.extend(common);
+            openssl(&args);
+        }
+        let out = self.dir.join(format!("{name}.crl"));
+        let mut args = vec!["ca", "-gencrl", "-out", path_str(&out)];
+        args.extend(common);
+        if let Some((last, next)) = dates {
+            args.extend(["-crl_lastupdate", last, "-crl_nextupdate", next]);
+        }
+        openssl(&args);
+        out
     }
 
     /// A TLS client certificate with a URI SAN (a SPIFFE id).
@@ -198,7 +257,8 @@ impl Ca {
         ]);
     }
 
-    fn leaf(&self, name: &str, cn: &str, eku: &str, san: &str) -> Pair {
+    /// A leaf with this extendedKeyUsage and subjectAltName (OpenSSL syntax).
+    pub fn leaf(&self, name: &str, cn: &str, eku: &str, san: &str) -> Pair {
         let pair = Pair {
             cert: self.dir.join(format!("{name}.crt")),
             key: self.dir.join(format!("{name}.key")),

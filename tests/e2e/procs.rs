@@ -76,6 +76,22 @@ impl ProcessGroup {
         }
     }
 
+    /// Sends `signal` to the leader only, as `docker stop` and ECS signal a container's
+    /// PID 1; its children hear of it only through the leader.
+    pub fn signal_leader(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args(["-s", signal, &self.child.id().to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("run kill");
+        assert!(
+            status.success(),
+            "kill -s {signal} {} failed",
+            self.child.id()
+        );
+    }
+
     fn signal_group(&self, signal: &str) {
         // The group id is the leader's pid (process_group(0) above).
         let _ = Command::new("kill")

@@ -9,8 +9,12 @@
 //! `route_probe` (one replace of the header a probe route matches on) and
 //! `route_probe_clear` (the same, then `clear_route_cache`); see `cost_model.py`.
 //! `replay_warm` and `replay_internal` make, N times, exactly the host calls the real filter
-//! makes for a warm external request and an internal mTLS one (same headers, same values)
-//! and nothing else, so the real filter minus its replay is the filter's own work in the VM.
+//! makes for a warm external request and an internal mTLS one (same headers, same values, in
+//! the same order) and nothing else, so the real filter minus its replay is the filter's own
+//! work in the VM. `make bench` runs `replay_warm 1` as its scenario A_replay; the calls are
+//! the warm path's as the wasmtime harness counts them (bench/raw/wasm_cost.json, path
+//! `warm`), listed in bench/scenarios.py `REPLAY_WARM_HOST_CALLS`, which the report checks
+//! against that file: change all three together.
 //!
 //! Writes go to a scratch header so the request stays what the upstream expects. A failed
 //! call is logged once per plugin at error level (the driver fails on such a line); a
@@ -62,7 +66,7 @@ enum Call {
 }
 
 /// What the real filter writes for the bench's key `hk_bench_0000`
-/// (src/core/output/identity_headers.rs).
+/// (src/core/output/identity_headers.rs, `IdentityHeaders::pairs`), in its order.
 const WARM_HEADERS: [(&str, &str); 5] = [
     ("x-user-id", "bench-user-0000"),
     ("x-api-key-id", "key-bench-0000"),
@@ -81,11 +85,14 @@ const INTERNAL_HEADERS: [(&str, &str); 5] = [
         "spiffe://hokusai.internal/ns/development/sa/hokusai-api",
     ),
 ];
-const PEER_PROPERTIES: [&str; 3] = [
-    "uri_san_peer_certificate",
-    "dns_san_peer_certificate",
-    "subject_peer_certificate",
-];
+/// The filter state the real filter writes for the access log (`wasm.hokusai_auth`, see
+/// `access_log_record` in src/core/output/access_log.rs), with the same values.
+const ACCESS_LOG_PROPERTY: &str = "hokusai_auth";
+const WARM_RECORD: &str = r#"{"path":"external","method":"api_key","outcome":"allow","cache":"hit","key_id":"key-bench-0000","user_id":"bench-user-0000"}"#;
+const INTERNAL_RECORD: &str = r#"{"path":"internal","method":"mtls","outcome":"allow","cache":"none","user_id":"internal_service","peer":"spiffe://hokusai.internal/ns/development/sa/hokusai-api"}"#;
+/// What the internal path reads about the connection: whether it is mTLS, then the peer
+/// certificate's digest (the filter's key for the certificate facts it keeps per worker).
+const INTERNAL_PROPERTIES: [&str; 2] = ["mtls", "sha256_peer_certificate_digest"];
 
 impl Call {
     fn parse(name: &str) -> Option<Self> {
@@ -137,33 +144,30 @@ impl Plan {
         }
     }
 
-    /// One request's host calls of the real filter, in its order: the header map, the mTLS
-    /// flag (and on the internal path the peer's certificate), the clock, the identity
-    /// headers, one counter.
+    /// One request's host calls of the real filter, in its order (src/proxy/stream.rs): all
+    /// request headers, the clock, on the internal path the connection's properties, the
+    /// identity headers, and the access-log record as filter state.
     fn replay(&self, internal: bool) {
         let req = MapType::HttpRequestHeaders;
         self.check("replay", hostcalls::get_map_bytes(req));
-        self.check(
-            "replay",
-            hostcalls::get_property(vec!["connection", "mtls"]),
-        );
+        self.check("replay", hostcalls::get_current_time());
         if internal {
-            for name in PEER_PROPERTIES {
+            for name in INTERNAL_PROPERTIES {
                 self.check("replay", hostcalls::get_property(vec!["connection", name]));
             }
         }
-        self.check("replay", hostcalls::get_current_time());
-        let headers = if internal {
-            &INTERNAL_HEADERS
+        let (headers, record) = if internal {
+            (&INTERNAL_HEADERS, INTERNAL_RECORD)
         } else {
-            &WARM_HEADERS
+            (&WARM_HEADERS, WARM_RECORD)
         };
         for (name, value) in headers {
             self.check("replay", hostcalls::set_map_value(req, name, Some(value)));
         }
-        if let Some(id) = self.metric {
-            self.check("replay", hostcalls::increment_metric(id, 1));
-        }
+        self.check(
+            "replay",
+            hostcalls::set_property(vec![ACCESS_LOG_PROPERTY], Some(record.as_bytes())),
+        );
     }
 
     fn run(&self) {
@@ -302,11 +306,7 @@ impl RootContext for Root {
             );
             return false;
         };
-        let counts = matches!(
-            call,
-            Call::MetricIncrement | Call::ReplayWarm | Call::ReplayInternal
-        );
-        let metric = counts
+        let metric = (call == Call::MetricIncrement)
             .then(|| hostcalls::define_metric(MetricType::Counter, "hostcall_cost.increments").ok())
             .flatten();
         if call == Call::SharedGet {
