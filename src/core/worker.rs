@@ -199,12 +199,8 @@ impl Worker {
         if self.flights.len() >= max {
             self.policy.tally.callout_cap_rejections += 1;
             log::warn!("{max} callouts already in flight on this worker; refusing a new one");
-            let outcome = ValidationOutcome::Unavailable("too many callouts in flight");
-            let settled = self.policy.settle(&pending, outcome, host, now);
-            let decision = self
-                .policy
-                .conclude(&settled, &pending, pending.access, host, now);
-            return self.finish(request_id, decision).into();
+            let reason = "too many callouts in flight";
+            return self.without_callout(&pending, reason, request_id, host, now);
         }
         let source = host.source_address();
         let call = self.policy.validation_call(
@@ -243,14 +239,28 @@ impl Worker {
                     "callout to {} not dispatched",
                     self.policy.config().auth_cluster
                 );
-                let outcome = ValidationOutcome::Unavailable("callout could not be dispatched");
-                let settled = self.policy.settle(&pending, outcome, host, now);
-                let decision = self
-                    .policy
-                    .conclude(&settled, &pending, pending.access, host, now);
-                self.finish(request_id, decision).into()
+                let reason = "callout could not be dispatched";
+                self.without_callout(&pending, reason, request_id, host, now)
             }
         }
+    }
+
+    /// A request whose callout cannot be made, decided at once as if the auth service were
+    /// down: on a stale allow verdict, or 503.
+    fn without_callout<S: SharedStore>(
+        &mut self,
+        pending: &Pending,
+        reason: &'static str,
+        request_id: Option<&str>,
+        store: &S,
+        now: i64,
+    ) -> Step {
+        let outcome = ValidationOutcome::Unavailable(reason);
+        let settled = self.policy.settle(pending, outcome, store, now);
+        let decision = self
+            .policy
+            .conclude(&settled, pending, pending.access, store, now);
+        self.finish(request_id, decision).into()
     }
 
     /// A callout came back (or failed). Returns every request it decided.
