@@ -89,7 +89,7 @@ HOST_CALL_PROBES = {
     "proxy_get_current_time_nanoseconds": "time",
 }
 REQUEST_HEADER_WRITES = ("header_add", "header_replace", "header_remove", "set_header_map_pairs")
-# The identity headers the filter sets for the bench's first key (src/core/decision.rs).
+# The identity headers the filter sets for the bench's first key (src/core/output/identity_headers.rs).
 WARM_IDENTITY_HEADERS = [("x-user-id", "bench-user-0000"), ("x-api-key-id", "key-bench-0000"),
                          ("x-auth-scopes", "mlflow:read mlflow:write"), ("x-auth-path", "external"),
                          ("x-auth-method", "api_key")]
@@ -627,18 +627,18 @@ ANNOTATE_LINE = re.compile(r"^\s*([\d,]+)\s+\(\s*[\d.]+%\)\s+([^:]*):(.*?)(?:\s+
 # Self cost of each function, grouped: what a warm decision spends its instructions on.
 CATEGORIES = [
     ("SHA-256 of the key", re.compile(r"sha2::|digest::|KeyDigest::of|::digest")),
-    ("access-log record (JSON)", re.compile(r"json::|access_log_record")),
-    ("reading the request (pairs buffer, facts)", re.compile(r"header_map::|request::")),
+    ("access-log record (JSON)", re.compile(r"json_writer::|access_log")),
+    ("reading the request (pairs buffer, facts)", re.compile(r"pairs::|request::facts::")),
     ("allocator (malloc, free)", re.compile(r"malloc|free|realloc|__rust_alloc|__rust_dealloc|__rdl_|__rust_no_alloc")),
     ("String and Vec clones (the verdict copied out of the cache, header values)",
      re.compile(r"as core::clone::Clone>::clone")),
     ("copies (memcpy, memmove, memcmp)", re.compile(r"memcpy|memmove|memset|memcmp|bcmp")),
-    ("per-worker cache lookup (LocalVerdicts, hash map)", re.compile(r"local_verdicts|hashbrown|Hasher")),
-    ("identity headers (admit, scopes join)", re.compile(r"admit|join|to_string|fmt::|IdentityHeaders")),
-    ("credential parsing (find_credential, JWT shape)", re.compile(r"credential::")),
+    ("per-worker cache lookup (LocalVerdicts, hash map)", re.compile(r"local_copies::|LocalVerdicts|hashbrown|Hasher")),
+    ("identity headers (admit, scopes join)", re.compile(r"admit|join|to_string|fmt::|identity_headers::|IdentityHeaders")),
+    ("credential parsing (find_credential, JWT shape)", re.compile(r"credential::|text::")),
     ("path and UTF-8 scans (memchr, from_utf8)", re.compile(r"memchr|from_utf8")),
     ("scope check (required_access, is_granted_by)", re.compile(r"scope::|required_access|is_granted_by")),
-    ("the rest of the decision", re.compile(r"decide|match_peer|decision::")),
+    ("the rest of the decision", re.compile(r"decide|policy::|identity::")),
     ("the measuring loop", re.compile(r"warm_requests")),
 ]
 

@@ -211,7 +211,7 @@ def replay_check(wasm: Path) -> dict:
 
 def slot_collisions(max_entries: int) -> int:
     """Bench keys sharing a cache slot with another, if slots are SHA-256[0..8] mod max_entries
-    (src/core/digest.rs). With keys used in turn, each such key misses every time."""
+    (src/core/verdict/digest.rs). With keys used in turn, each such key misses every time."""
     slots = [int.from_bytes(hashlib.sha256((KEY_FORMAT % i).encode()).digest()[:8], "big") % max_entries
              for i in range(NUM_KEYS)]
     counts = collections.Counter(slots)
@@ -535,7 +535,7 @@ def write_markdown(raw: dict, summary: dict, targets: list[dict], path: Path) ->
         k = slot_collisions(n)
         lines.append(f"- B1000 still calls out after warm-up: with `cache.max_entries` = {n:,}, {k} of the "
                      f"{NUM_KEYS:,} keys share a cache slot with another key if each key has exactly one slot "
-                     f"(SHA-256 mod max_entries, src/core/digest.rs), and keys used in turn evict each other: "
+                     f"(SHA-256 mod max_entries, src/core/verdict/digest.rs), and keys used in turn evict each other: "
                      f"≈ {k * 10_000 / NUM_KEYS:,.0f} calls per 10k expected, "
                      f"{s['B1000']['auth_calls_per_10k']:,.0f} measured.")
     rss = ", ".join(f"{n} {s[n]['envoy_rss_mib']:.1f}" for n in ("A", "A_wasm", "B", "E", "A_tls", "C") if n in s)

@@ -15,12 +15,13 @@ use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 
+use hokusai_auth_filter::core::auth_service::reply::interpret;
 use hokusai_auth_filter::core::config::FilterConfig;
-use hokusai_auth_filter::core::decision::{access_log_record, Decision, Policy, RequestHost};
-use hokusai_auth_filter::core::header_map::serialize;
-use hokusai_auth_filter::core::request::RequestFacts;
-use hokusai_auth_filter::core::store::{MemoryStore, SharedStore, StoreError};
-use hokusai_auth_filter::core::validation_reply::interpret;
+use hokusai_auth_filter::core::host::fake::FakeEnvoy;
+use hokusai_auth_filter::core::output::access_log::access_log_record;
+use hokusai_auth_filter::core::pairs::serialize;
+use hokusai_auth_filter::core::policy::{Decision, Policy};
+use hokusai_auth_filter::core::request::facts::RequestFacts;
 
 /// Counts allocations so the report can say how many a warm decision makes.
 struct Counting;
@@ -52,33 +53,6 @@ static ALLOCATOR: Counting = Counting;
 /// 2026-11-23T12:00:00Z, the harness's clock.
 const NOW: i64 = 1_795_435_200;
 
-/// Shared data in memory; a plain-HTTP connection.
-struct Host(MemoryStore);
-
-impl SharedStore for Host {
-    fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
-        self.0.get(key)
-    }
-
-    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
-        self.0.set(key, value, cas)
-    }
-}
-
-impl RequestHost for Host {
-    fn peer_verified(&mut self) -> bool {
-        false
-    }
-
-    fn peer_certificate_digest(&mut self) -> Option<Vec<u8>> {
-        None
-    }
-
-    fn verified_jwt_payload(&mut self, _: &str, _: &str) -> Option<Vec<u8>> {
-        None
-    }
-}
-
 /// The request headers as Envoy hands them over (the pairs buffer of an MLflow client call).
 fn request_buffer() -> Vec<u8> {
     let pairs: [(&[u8], &[u8]); 10] = [
@@ -100,7 +74,7 @@ fn request_buffer() -> Vec<u8> {
 /// facts from the pairs buffer, decide, and render the identity headers and the access-log
 /// record, as the adapter does.
 #[inline(never)]
-fn warm_requests(policy: &mut Policy, host: &mut Host, buffer: &[u8], n: usize) -> usize {
+fn warm_requests(policy: &mut Policy, host: &mut FakeEnvoy, buffer: &[u8], n: usize) -> usize {
     let mut headers = 0;
     for _ in 0..n {
         let facts = RequestFacts::from_pairs(black_box(buffer)).expect("well-formed buffer");
@@ -125,7 +99,7 @@ fn main() {
     let config = FilterConfig::parse(common::envoy_plugin_config().as_bytes())
         .expect("envoy.yaml's plugin configuration parses");
     let mut policy = Policy::new(config);
-    let mut host = Host(MemoryStore::default());
+    let mut host = FakeEnvoy::default();
     let buffer = request_buffer();
     // The first request misses; the auth service's answer fills both caches.
     let facts = RequestFacts::from_pairs(&buffer).expect("well-formed buffer");

@@ -34,10 +34,10 @@ cert = urllib.parse.quote(pem, safe='')
 print(f'Hash={digest};Cert="{cert}";Subject="{subject}";URI={uri}', end='')
 EOF
 )
-  printf '%s' "$xfcc" | seed xfcc "$name"
-  printf '\0%s' "$xfcc" | seed peer "$name-listed"
-  printf '\1%s' "$xfcc" | seed peer "$name-own"
-  seed certificate "$name-der" < "$corpus.$name.der.tmp"
+  printf '%s' "$xfcc" | seed identity_xfcc "$name"
+  printf '\0%s' "$xfcc" | seed identity_allow_list "$name-listed"
+  printf '\1%s' "$xfcc" | seed identity_allow_list "$name-own"
+  seed identity_certificate "$name-der" < "$corpus.$name.der.tmp"
   rm -f "$corpus.$name.der.tmp"
   "$py" - "$xfcc" > "$corpus.hdr.tmp" <<'EOF'
 import struct, sys
@@ -49,8 +49,8 @@ out += b''.join(struct.pack('<II', len(n), len(v)) for n, v in pairs)
 out += b''.join(n + b'\0' + v + b'\0' for n, v in pairs)
 sys.stdout.buffer.write(out)
 EOF
-  seed header_map "mtls-$name" < "$corpus.hdr.tmp"
-  seed request "mtls-$name" < "$corpus.hdr.tmp"
+  seed pairs "mtls-$name" < "$corpus.hdr.tmp"
+  seed request_facts "mtls-$name" < "$corpus.hdr.tmp"
   rm -f "$corpus.hdr.tmp"
 done
 
@@ -80,21 +80,21 @@ requests = {
     'health': [(b':method', b'GET'), (b':path', b'/health')],
 }
 for name, items in requests.items():
-    put('header_map', name, pairs(items))
-    put('request', name, pairs(items))
-put('credential', 'bearer', b'ABearer hk_dev_readwrite_0001')
-put('credential', 'x-api-key', b'Khk_dev_readonly_0002')
-put('credential', 'basic-then-key', b'ABasic dTpw\nKhk_dev_limited_0004')
-put('credential', 'repeated', b'Khk_dev_readonly_0002\nKhk_dev_readwrite_0001')
-put('credential', 'jwt', f'ABearer {jwt}'.encode())
-put('jwt_shape', 'rs256', jwt.encode())
-put('jwt_shape', 'none', f"{b64({'alg': 'none'})}.{b64({'sub': 'u'})}.".encode())
-put('jwt_claims', 'scope', json.dumps({'sub': 'user-1', 'scope': 'mlflow:read mlflow:write'}).encode())
-put('jwt_claims', 'scopes', json.dumps({'sub': 'user-2', 'scopes': ['mlflow:read'], 'exp': 1800000000}).encode())
-put('jwt_claims', 'token', jwt.encode())
+    put('pairs', name, pairs(items))
+    put('request_facts', name, pairs(items))
+put('request_credential', 'bearer', b'ABearer hk_dev_readwrite_0001')
+put('request_credential', 'x-api-key', b'Khk_dev_readonly_0002')
+put('request_credential', 'basic-then-key', b'ABasic dTpw\nKhk_dev_limited_0004')
+put('request_credential', 'repeated', b'Khk_dev_readonly_0002\nKhk_dev_readwrite_0001')
+put('request_credential', 'jwt', f'ABearer {jwt}'.encode())
+put('request_jwt_shape', 'rs256', jwt.encode())
+put('request_jwt_shape', 'none', f"{b64({'alg': 'none'})}.{b64({'sub': 'u'})}.".encode())
+put('identity_jwt_claims', 'scope', json.dumps({'sub': 'user-1', 'scope': 'mlflow:read mlflow:write'}).encode())
+put('identity_jwt_claims', 'scopes', json.dumps({'sub': 'user-2', 'scopes': ['mlflow:read'], 'exp': 1800000000}).encode())
+put('identity_jwt_claims', 'token', jwt.encode())
 for name, text in {'utc': '2026-11-23T12:00:00Z', 'offset': '2026-11-23T14:00:00.123456+02:00',
                    'naive': '2026-11-23 12:00:00', 'expired': '2020-01-01T00:00:00Z'}.items():
-    put('time', name, text.encode())
+    put('rfc3339', name, text.encode())
 EOF
 
 # --- The plugin configuration of every Envoy config in envoy/.
@@ -134,7 +134,7 @@ for _ in $(seq 100); do
 done
 curl -sf "$base/health" >/dev/null || { echo "fuzz/seed.sh: dev-auth-service did not start" >&2; exit 1; }
 
-# Input layout of the validation_reply target: status selector, 2 bytes of any status,
+# Input layout of the auth_service_reply target: status selector, 2 bytes of any status,
 # retry-after length, retry-after, body.
 reply_seed() { # reply_seed NAME [curl args...]
   local name=$1; shift
@@ -145,7 +145,7 @@ reply_seed() { # reply_seed NAME [curl args...]
     500) selector=5 ;; 503) selector=6 ;; 000) selector=0 ;; *) selector=7 ;; esac
   retry=$(grep -i '^retry-after:' "$headers" | tr -d '\r' | sed 's/^[^:]*: *//' || true)
   { printf "\\x$(printf %02x "$selector")\\x00\\x00\\x$(printf %02x ${#retry})%s" "$retry"
-    cat "$body"; } | seed validation_reply "$name"
+    cat "$body"; } | seed auth_service_reply "$name"
   rm -f "$headers" "$body"
 }
 validate() { # validate NAME KEY

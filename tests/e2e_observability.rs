@@ -345,7 +345,8 @@ async fn no_secret_reaches_any_log_at_debug_and_trace() {
         "the filter's deny line is logged: {envoy_log}"
     );
     let fingerprint =
-        hokusai_auth_filter::core::digest::KeyDigest::of(EXPIRED_KEY.as_bytes()).fingerprint();
+        hokusai_auth_filter::core::verdict::digest::KeyDigest::of(EXPIRED_KEY.as_bytes())
+            .fingerprint();
     assert!(
         envoy_log.contains(&fingerprint),
         "keys appear as fingerprints"

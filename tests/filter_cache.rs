@@ -50,7 +50,7 @@ fn expires_at_caps_the_ttl() {
     let host = Host::new();
     let mut vm = vm(&host);
     let expires = host.now_unix() + 60;
-    let expires_at = format!("\"{}\"", rfc3339(expires));
+    let expires_at = format!("\"{}\"", hokusai_rfc3339::format_utc(expires as i64));
     through_callout(
         &mut vm,
         keyed_get(),
@@ -130,24 +130,4 @@ fn sprayed_keys_cannot_grow_the_cache_past_max_entries() {
         .count();
     // Bounded, and yet used: 100 keys over two choices each fill every slot.
     assert_eq!(slots, 8, "{slots} verdict slots");
-}
-
-/// Unix seconds to RFC 3339 UTC (days-to-civil), for `expires_at` in replies.
-fn rfc3339(unix: u64) -> String {
-    let (days, secs) = ((unix / 86_400) as i64, unix % 86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
 }

@@ -11,9 +11,9 @@ use std::sync::{Arc, Mutex};
 use filter_support::*;
 use harness::shared_data::SharedData;
 use harness::{Host, Request};
-use hokusai_auth_filter::core::digest::KeyDigest;
-use hokusai_auth_filter::core::rate_limit::{Count, RateCounters};
-use hokusai_auth_filter::core::store::{SharedStore, StoreError};
+use hokusai_auth_filter::core::host::{SharedStore, StoreError};
+use hokusai_auth_filter::core::verdict::digest::KeyDigest;
+use hokusai_auth_filter::core::verdict::rate_limit::{Count, RateCounters};
 
 const LIMIT: u64 = 3;
 const PREFIX: &str = "hokusai.v1.ml-platform.rate.";

@@ -22,7 +22,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::process::Command;
 
-use hokusai_auth_filter::core::scope::{
+use hokusai_auth_filter::core::request::scope::{
     endpoint_table, lookup, Access, Method, Root, ROUTE_PREFIXES,
 };
 
@@ -302,7 +302,7 @@ fn the_table_classifies_exactly_what_mlflow_serves() {
     assert!(
         problems.is_empty(),
         "endpoint table vs MLflow {version} ({} served routes):\n  {}\n\
-         Classify each new endpoint in src/core/scope/endpoints.rs (read only if it changes nothing).",
+         Classify each new endpoint in src/core/request/scope/endpoints.rs (read only if it changes nothing).",
         expected.len(),
         problems.join("\n  ")
     );

@@ -10,8 +10,6 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::rfc3339;
-
 /// The service id the filter sends by default; keys belong to it unless told otherwise.
 pub const DEFAULT_SERVICE_ID: &str = "ml-platform";
 
@@ -281,7 +279,7 @@ impl KeyStore {
         }
         let expires_unix = match &spec.expires_at {
             None => None,
-            Some(text) => Some(rfc3339::parse_unix_seconds(text).ok_or_else(|| {
+            Some(text) => Some(hokusai_rfc3339::parse(text).ok_or_else(|| {
                 KeyStoreError::Invalid(format!(
                     "key {:?}: expires_at {text:?} is not RFC 3339",
                     spec.key_id

@@ -19,7 +19,6 @@ pub mod jwt;
 pub mod keys;
 pub mod login;
 pub mod oidc;
-mod rfc3339;
 mod server;
 
 pub use auth_service::{DevAuth, DevAuthConfig, RecordedRequest, ServeOptions};

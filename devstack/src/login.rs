@@ -13,7 +13,6 @@ use crate::auth_service::{
     apply_fault, bearer, fault_outcome, read_body, record, www_authenticate, Outcome, State,
 };
 use crate::jwt::{self, Expectations, JwtError, JwtKey, MintOptions};
-use crate::rfc3339;
 use crate::server::{detail, json_response, Body};
 
 pub const JWKS_PATH: &str = "/.well-known/jwks.json";
@@ -208,7 +207,7 @@ async fn validate_token(state: &State, login: &DevLogin, req: Request<Incoming>)
                 user_id: &verified.sub,
                 key_id: verified.jti.as_deref().unwrap_or("jwt"),
                 scopes: &verified.scopes,
-                expires_at: rfc3339::format_unix_seconds(verified.exp),
+                expires_at: hokusai_rfc3339::format_utc(verified.exp),
             };
             let body = serde_json::to_vec(&reply).expect("serialisable");
             Outcome::new(

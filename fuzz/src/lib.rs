@@ -9,30 +9,31 @@ use arbitrary::{Arbitrary, Unstructured};
 use model::{Profile, Scenario};
 use std::fmt;
 
-/// A scenario leaning to the decision ([`Profile::Decision`]), read with `arbitrary`.
-pub struct DecisionInput(pub Scenario);
-/// A scenario leaning to the state machine ([`Profile::Flow`]).
-pub struct FlowInput(pub Scenario);
+/// A scenario leaning to the policy, one request's decision ([`Profile::Policy`]), read with
+/// `arbitrary`.
+pub struct PolicyInput(pub Scenario);
+/// A scenario leaning to the worker's state machine ([`Profile::Worker`]).
+pub struct WorkerInput(pub Scenario);
 
-impl<'a> Arbitrary<'a> for DecisionInput {
+impl<'a> Arbitrary<'a> for PolicyInput {
     fn arbitrary(u: &mut Unstructured<'a>) -> arbitrary::Result<Self> {
-        Scenario::generate(u, Profile::Decision).map(Self)
+        Scenario::generate(u, Profile::Policy).map(Self)
     }
 }
 
-impl<'a> Arbitrary<'a> for FlowInput {
+impl<'a> Arbitrary<'a> for WorkerInput {
     fn arbitrary(u: &mut Unstructured<'a>) -> arbitrary::Result<Self> {
-        Scenario::generate(u, Profile::Flow).map(Self)
+        Scenario::generate(u, Profile::Worker).map(Self)
     }
 }
 
-impl fmt::Debug for DecisionInput {
+impl fmt::Debug for PolicyInput {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
     }
 }
 
-impl fmt::Debug for FlowInput {
+impl fmt::Debug for WorkerInput {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
     }

@@ -1,6 +1,7 @@
 //! The plugin configuration: JSON with contract defaults, refused at load when any field is
 //! unknown, of the wrong type or out of range. Errors always name the field.
 
+use crate::core::text::{is_json_object, is_token};
 use serde::Deserialize;
 use std::fmt;
 
@@ -193,7 +194,7 @@ impl FilterConfig {
             return Self::default().validated();
         }
         // serde would read a top-level array as a tuple struct; say plainly what is wanted.
-        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        if !is_json_object(bytes) {
             return Err(refuse("(root)", "must be a JSON object"));
         }
         let mut de = serde_json::Deserializer::from_slice(bytes);
@@ -258,12 +259,8 @@ impl FilterConfig {
     }
 }
 
-fn is_token(value: &str) -> bool {
-    !value.is_empty() && value.bytes().all(|b| b.is_ascii_graphic())
-}
-
 fn non_empty_token(field: &str, value: &str) -> Result<(), ConfigError> {
-    if is_token(value) {
+    if is_token(value.as_bytes()) {
         Ok(())
     } else {
         Err(refuse(
@@ -274,7 +271,7 @@ fn non_empty_token(field: &str, value: &str) -> Result<(), ConfigError> {
 }
 
 fn http_path(field: &str, value: &str) -> Result<(), ConfigError> {
-    if value.starts_with('/') && is_token(value) {
+    if value.starts_with('/') && is_token(value.as_bytes()) {
         Ok(())
     } else {
         Err(refuse(
@@ -296,7 +293,7 @@ fn scope_list(field: &str, scopes: &[String]) -> Result<(), ConfigError> {
     if scopes.is_empty() {
         return Err(refuse(field, "must list at least one scope"));
     }
-    match scopes.iter().find(|s| !is_token(s)) {
+    match scopes.iter().find(|s| !is_token(s.as_bytes())) {
         Some(bad) => Err(refuse(field, format!("scope {bad:?} is not a token"))),
         None => Ok(()),
     }

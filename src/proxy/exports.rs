@@ -1,37 +1,14 @@
-//! The ABI entry points Envoy calls, and the one registry they share: each root context
-//! (one per plugin configuration on this worker) with its filter, and each HTTP stream with
-//! the root it belongs to. A stream's entry goes when Envoy deletes its context, and with it
-//! everything the worker kept for it, callouts included: Envoy cancels a deleted stream's
-//! callouts without a callback, so nothing may wait for one.
+//! The ABI entry points Envoy calls. Each borrows the context registry ([`super::registry`]) and
+//! hands it to [`root`] or [`stream`]. A stream's entry goes when Envoy deletes its context,
+//! and with it everything the worker kept for it, callouts included: Envoy cancels a deleted
+//! stream's callouts without a callback, so nothing may wait for one.
 
 use super::abi;
+use super::apply;
 use super::logger;
-use super::root::{self, Root};
-use super::stream::{self, Stream};
-use std::cell::RefCell;
-use std::collections::HashMap;
-
-#[derive(Default)]
-pub struct Contexts {
-    pub roots: HashMap<u32, Root>,
-    pub streams: HashMap<u32, Stream>,
-}
-
-thread_local! {
-    static CONTEXTS: RefCell<Contexts> = RefCell::new(Contexts::default());
-}
-
-/// Runs `f` on the registry. No host call re-enters the VM's callbacks, so the registry is
-/// never borrowed twice; should it be, `fallback` answers instead of a panic.
-fn with<T>(fallback: impl FnOnce() -> T, f: impl FnOnce(&mut Contexts) -> T) -> T {
-    CONTEXTS.with(|contexts| match contexts.try_borrow_mut() {
-        Ok(mut contexts) => f(&mut contexts),
-        Err(_) => {
-            log::error!("context registry busy; answering the safe default");
-            fallback()
-        }
-    })
-}
+use super::registry::{with, Root, Stream};
+use super::root;
+use super::stream;
 
 #[cfg(target_os = "wasi")]
 extern "C" {
@@ -93,7 +70,7 @@ pub extern "C" fn proxy_on_tick(root: u32) {
 
 #[no_mangle]
 pub extern "C" fn proxy_on_request_headers(context: u32, _headers: usize, _end: u32) -> u32 {
-    with(stream::refuse_unverdicted, |c| {
+    with(apply::refuse_unverdicted, |c| {
         stream::on_request_headers(c, context)
     })
 }

@@ -7,11 +7,11 @@
 //! taken back with `Vec::from_raw_parts` of exactly that size.
 
 use super::abi::{self, Status};
-use crate::core::callout::ValidationCall;
-use crate::core::decision::RequestHost;
-use crate::core::flow::{CalloutHost, CalloutToken, DispatchRefused, StreamHost};
-use crate::core::header_map::serialize;
-use crate::core::store::{SharedStore, StoreError};
+use crate::core::host::{
+    Callout, CalloutHost, CalloutToken, DispatchRefused, RequestHost, SharedStore, StoreError,
+    StreamHost,
+};
+use crate::core::pairs::serialize;
 
 /// Takes ownership of a value the host wrote: `None` for "nothing" (a null pointer).
 ///
@@ -240,7 +240,7 @@ impl SharedStore for Envoy {
 impl CalloutHost for Envoy {
     fn dispatch(
         &mut self,
-        call: &ValidationCall,
+        call: &Callout,
         timeout_ms: u64,
     ) -> Result<CalloutToken, DispatchRefused> {
         let pairs: Vec<(&[u8], &[u8])> = call

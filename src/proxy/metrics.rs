@@ -6,8 +6,9 @@
 
 use super::abi;
 use super::host;
-use crate::core::flow::Worker;
-use crate::core::telemetry::{AuthPath, CalloutFailure, Outcome, Tally};
+use crate::core::output::labels::{AuthPath, CalloutFailure, Outcome};
+use crate::core::output::tally::Tally;
+use crate::core::worker::Worker;
 use std::collections::HashMap;
 
 type Id = Option<u32>;

@@ -3,28 +3,14 @@
 //! callouts whose reply is long overdue.
 
 use super::abi;
-use super::exports::Contexts;
+use super::apply::apply_resolved;
 use super::host::{self, Envoy};
 use super::logger;
 use super::metrics::Metrics;
-use super::stream::apply_resolved;
+use super::registry::{Contexts, Filter};
 use crate::core::config::FilterConfig;
-use crate::core::decision::Policy;
-use crate::core::flow::{Worker, TICK_MS};
-
-/// What every stream of this root shares. None until configured: a stream of an
-/// unconfigured root is refused.
-#[derive(Default)]
-pub struct Root {
-    pub filter: Option<Filter>,
-}
-
-pub struct Filter {
-    pub worker: Worker,
-    metrics: Metrics,
-    #[cfg(feature = "testing")]
-    pub trap_path: Option<String>,
-}
+use crate::core::text::is_token;
+use crate::core::worker::{Worker, TICK_MS};
 
 /// A plugin configuration far larger than any real one is refused unread.
 const MAX_CONFIGURATION_BYTES: usize = 1 << 20;
@@ -76,8 +62,8 @@ pub fn configure(c: &mut Contexts, root: u32, size: usize) -> bool {
     #[cfg(feature = "testing")]
     let trap_path = config.testing.trap_path.clone();
     let metrics = Metrics::define(&config.internal.allowed_identities);
-    let policy = Policy::new(config);
-    if let Err(error) = policy.prepare(&Envoy) {
+    let worker = Worker::new(config, service_token);
+    if let Err(error) = worker.prepare(&Envoy) {
         log::error!("{error}");
         return false;
     }
@@ -86,7 +72,7 @@ pub fn configure(c: &mut Contexts, root: u32, size: usize) -> bool {
         return false;
     }
     slot.filter = Some(Filter {
-        worker: Worker::new(policy, service_token),
+        worker,
         metrics,
         #[cfg(feature = "testing")]
         trap_path,
@@ -95,7 +81,7 @@ pub fn configure(c: &mut Contexts, root: u32, size: usize) -> bool {
 }
 
 pub fn tick(c: &mut Contexts, root: u32) {
-    let Some(filter) = c.roots.get_mut(&root).and_then(|r| r.filter.as_mut()) else {
+    let Some(filter) = c.filter(root) else {
         return;
     };
     let Ok(now) = host::now_ms() else {
@@ -112,7 +98,7 @@ fn read_service_token(config: &FilterConfig) -> Result<Option<String>, String> {
         return Ok(None);
     };
     match std::env::var(name) {
-        Ok(token) if token.bytes().all(|b| b.is_ascii_graphic()) && !token.is_empty() => {
+        Ok(token) if is_token(token.as_bytes()) => {
             Ok(Some(token))
         }
         Ok(_) => Err(format!(

@@ -1,40 +1,25 @@
-//! One HTTP stream: read its headers once, ask the worker, apply the answer. Requests that
-//! wait on a callout are decided when it settles, and the decision is applied in their own
-//! context (Envoy defers the resulting continue or local reply until the VM call returns).
+//! One HTTP stream: read its headers once, ask the worker, apply the answer ([`super::apply`]).
+//! Requests that wait on a callout are decided when it settles, and the decision is applied in
+//! their own context (Envoy defers the resulting continue or local reply until the VM call
+//! returns).
 //!
 //! Every host call here can fail; a failure never forwards a request: it is refused with 503
 //! (or, when not even a reply can be sent, reset).
 
 use super::abi;
-use super::exports::Contexts;
+use super::apply::{apply_resolved, forward_now, refuse, refuse_unverdicted};
 use super::host::{self, Envoy};
-use crate::core::decision::{access_log_record, Final, Forward, Refusal};
-use crate::core::flow::{CalloutReply, Resolved, Step};
-use crate::core::local_reply::LocalReply;
-use crate::core::request::RequestFacts;
-use crate::core::telemetry::Facts;
-use crate::core::validation_reply::MAX_REPLY_BYTES;
-
-pub struct Stream {
-    root: u32,
-    /// Paused until a callout settles it: body and trailers must wait too.
-    waiting: bool,
-}
-
-impl Stream {
-    pub fn new(root: u32) -> Self {
-        Self {
-            root,
-            waiting: false,
-        }
-    }
-}
+use super::registry::{Contexts, Stream};
+use crate::core::auth_service::reply::{CalloutReply, MAX_REPLY_BYTES};
+use crate::core::output::local_reply::LocalReply;
+use crate::core::request::facts::RequestFacts;
+use crate::core::worker::Step;
 
 pub fn on_request_headers(c: &mut Contexts, id: u32) -> u32 {
     let Some(root) = c.streams.get(&id).map(|s| s.root) else {
         return refuse_unverdicted();
     };
-    let Some(filter) = c.roots.get_mut(&root).and_then(|r| r.filter.as_mut()) else {
+    let Some(filter) = c.filter(root) else {
         log::error!("request refused: the filter has no valid configuration");
         return refuse_unverdicted();
     };
@@ -97,7 +82,7 @@ pub fn on_callout_reply(c: &mut Contexts, context: u32, token: u32, headers: usi
         None if c.roots.contains_key(&context) => (context, None),
         None => return,
     };
-    let Some(filter) = c.roots.get_mut(&root).and_then(|r| r.filter.as_mut()) else {
+    let Some(filter) = c.filter(root) else {
         return;
     };
     let (status, retry_after, reply_body) = read_callout_reply(headers, body);
@@ -127,12 +112,8 @@ pub fn on_callout_reply(c: &mut Contexts, context: u32, token: u32, headers: usi
 /// The stream's context was deleted (finished, or reset by the client). Its callout, if it
 /// started one, is not cancelled by Envoy: the worker keeps it until the reply.
 pub fn gone(c: &mut Contexts, id: u32, stream: Stream) {
-    if let Some(filter) = c
-        .roots
-        .get_mut(&stream.root)
-        .and_then(|r| r.filter.as_mut())
-    {
-        filter.worker.on_request_gone(id);
+    if let Some(filter) = c.filter(stream.root) {
+        filter.worker.on_stream_gone(id);
     }
 }
 
@@ -160,97 +141,4 @@ fn read_callout_reply(headers: usize, body: usize) -> (Option<u16>, Option<Vec<u
         }
     };
     (status, retry_after, body)
-}
-
-/// Applies decisions to the requests they belong to: `current` in place, every other one
-/// after switching Envoy's effective context to it.
-pub fn apply_resolved(c: &mut Contexts, resolved: Vec<Resolved>, current: Option<u32>) {
-    let mut in_place = None;
-    let mut switched = false;
-    for r in resolved {
-        if let Some(stream) = c.streams.get_mut(&r.request) {
-            stream.waiting = false;
-        }
-        if Some(r.request) == current {
-            in_place = Some(r);
-            continue;
-        }
-        if host::set_effective_context(r.request).is_err() {
-            log::warn!("a waiting request is gone; its decision is dropped");
-            continue;
-        }
-        switched = true;
-        resume(&r.decision, r.request_id.as_deref());
-    }
-    if let (Some(id), true) = (current, switched) {
-        let _ = host::set_effective_context(id);
-    }
-    if let Some(r) = in_place {
-        resume(&r.decision, r.request_id.as_deref());
-    }
-}
-
-/// A paused request's decision: forward (headers, then resume) or reply.
-fn resume(decision: &Final, request_id: Option<&str>) {
-    match decision {
-        Final::Forward(forward) => {
-            if forward_now(forward, request_id) == abi::ACTION_CONTINUE
-                && host::continue_request().is_err()
-            {
-                log::error!("a decided request could not be resumed; refusing it");
-                refuse(&LocalReply::unavailable(), None, request_id);
-            }
-        }
-        Final::Refuse(Refusal { reply, facts, .. }) => {
-            refuse(reply, Some(facts), request_id);
-        }
-    }
-}
-
-/// Writes the identity headers; Continue when every one of them is in place, else the
-/// request is refused with 503 (Pause).
-fn forward_now(forward: &Forward, request_id: Option<&str>) -> u32 {
-    if let Some(identity) = &forward.identity {
-        for (name, value) in identity.pairs() {
-            if let Err(status) = host::set_request_header(name, value) {
-                log::error!(
-                    "could not set {name} ({status:?}); refusing rather than forwarding without it"
-                );
-                return refuse(&LocalReply::unavailable(), Some(&forward.facts), request_id);
-            }
-        }
-    }
-    record(access_log_record(&forward.facts, forward.identity.as_ref()));
-    abi::ACTION_CONTINUE
-}
-
-/// Answers the client ourselves; Pause. When not even the reply can be sent, the request is
-/// reset: it must never go on.
-fn refuse(reply: &LocalReply, facts: Option<&Facts>, request_id: Option<&str>) -> u32 {
-    if let Some(facts) = facts {
-        record(access_log_record(facts, None));
-    }
-    let mut headers = reply.headers();
-    if let Some(id) = request_id {
-        headers.push(("x-request-id", id.to_string()));
-    }
-    let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
-    if let Err(status) = host::send_local_response(reply.status, &headers, &reply.body()) {
-        log::error!("local reply failed ({status:?}); resetting the request");
-        let _ = host::close_request();
-    }
-    abi::ACTION_PAUSE
-}
-
-/// 503 for a request the filter could not decide safely.
-pub fn refuse_unverdicted() -> u32 {
-    refuse(&LocalReply::unavailable(), None, None)
-}
-
-/// The verdict's non-secret facts, as filter state `wasm.hokusai_auth` for the access log.
-/// Losing them loses a log field, not a security decision.
-fn record(value: String) {
-    if let Err(status) = host::set_property("hokusai_auth", value.as_bytes()) {
-        log::warn!("the verdict's facts could not be recorded for the access log ({status:?})");
-    }
 }

@@ -1,29 +1,30 @@
 //! What each parser promises about any input, as functions that panic on a violation. The
 //! proptest properties (`tests/properties/main.rs`) and the cargo-fuzz targets (`fuzz/`) call the
-//! very same functions, so a fuzz finding is a property failure and the other way round.
+//! very same functions, so a fuzz finding is a property failure and the other way round. Each
+//! is named after what it checks, folder first (`request_credential` checks
+//! `core/request/credential.rs`), as its fuzz target is.
 //!
 //! Where a parser's answer can be told without it, a short reference reading of the format
 //! (written differently on purpose) is compared with it; otherwise the answer is held to what
 //! the contract says it may be.
 
 use base64::Engine;
-use hokusai_auth_filter::core::callout::{client_ip, validation_call};
+use hokusai_auth_filter::core::auth_service::call::{client_ip, validation_call};
+use hokusai_auth_filter::core::auth_service::reply::{
+    interpret, ValidationOutcome, MAX_REPLY_BYTES,
+};
 use hokusai_auth_filter::core::config::{CredentialTransport, FilterConfig, JwtMode};
-use hokusai_auth_filter::core::credential::{
+use hokusai_auth_filter::core::identity::certificate::{verified_certificate, PeerCertificate};
+use hokusai_auth_filter::core::identity::jwt_claims;
+use hokusai_auth_filter::core::identity::xfcc::{self, MAX_CERT_FIELDS, MAX_XFCC_LEN};
+use hokusai_auth_filter::core::pairs::{HeaderMap, MAX_HEADERS};
+use hokusai_auth_filter::core::request::credential::{
     self, find_credential, is_jwt_shaped, Credential, Lookup, MAX_JWT_LEN, MAX_KEY_LEN,
 };
-use hokusai_auth_filter::core::decision::Policy;
-use hokusai_auth_filter::core::flow::Worker;
-use hokusai_auth_filter::core::header_map::{HeaderMap, MAX_HEADERS};
-use hokusai_auth_filter::core::jwt;
-use hokusai_auth_filter::core::peer::{verified_certificate, PeerCertificate};
-use hokusai_auth_filter::core::request::{RequestFacts, Single, METHOD_OVERRIDE_HEADERS};
-use hokusai_auth_filter::core::scope::{required_access, Access};
-use hokusai_auth_filter::core::time::parse_rfc3339;
-use hokusai_auth_filter::core::validation_reply::{
-    interpret, Denial, ValidationOutcome, Verdict, MAX_REPLY_BYTES,
-};
-use hokusai_auth_filter::core::xfcc::{self, MAX_CERT_FIELDS, MAX_XFCC_LEN};
+use hokusai_auth_filter::core::request::facts::{RequestFacts, Single, METHOD_OVERRIDE_HEADERS};
+use hokusai_auth_filter::core::request::scope::{required_access, Access};
+use hokusai_auth_filter::core::verdict::{Denial, Verdict};
+use hokusai_auth_filter::core::worker::Worker;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -62,7 +63,7 @@ pub fn reference_pairs(bytes: &[u8]) -> Option<Vec<(&[u8], &[u8])>> {
 }
 
 /// `HeaderMap::parse` agrees with the reference reading, header by header.
-pub fn header_map(bytes: &[u8]) {
+pub fn pairs(bytes: &[u8]) {
     let parsed = HeaderMap::parse(bytes);
     let reference = reference_pairs(bytes);
     assert_eq!(
@@ -96,7 +97,7 @@ fn single<'a>(values: &[&'a [u8]]) -> Single<'a> {
 /// What `RequestFacts::from_pairs` (the adapter's one read of a request's headers) takes
 /// from a pairs buffer is exactly what the buffer says, and it refuses exactly the buffers
 /// the format does not allow.
-pub fn request(buffer: &[u8]) {
+pub fn request_facts(buffer: &[u8]) {
     let facts = RequestFacts::from_pairs(buffer);
     let reference = reference_pairs(buffer);
     assert_eq!(
@@ -204,7 +205,7 @@ pub fn reference_credential(
 }
 
 /// `find_credential` finds what the contract says, and only a well-formed value.
-pub fn credential(authorization: &[&[u8]], x_api_key: &[&[u8]]) {
+pub fn request_credential(authorization: &[&[u8]], x_api_key: &[&[u8]]) {
     let found = find_credential(single(authorization), single(x_api_key));
     let expected = reference_credential(authorization, x_api_key);
     let got = match &found {
@@ -233,7 +234,7 @@ pub fn credential(authorization: &[&[u8]], x_api_key: &[&[u8]]) {
 }
 
 /// `is_jwt_shaped`: three base64url segments, the first a JSON object with a string `alg`.
-pub fn jwt_shape(value: &[u8]) {
+pub fn request_jwt_shape(value: &[u8]) {
     let shaped = is_jwt_shaped(value);
     let segments: Vec<&[u8]> = value.split(|b| *b == b'.').collect();
     let base64url = |s: &[u8]| {
@@ -291,7 +292,7 @@ fn reference_cert_fields(header: &[u8]) -> Vec<&[u8]> {
 
 /// `xfcc::cert_fields` finds exactly the `Cert=` fields a reading of the format finds, and
 /// whatever it finds decodes or fails without a panic.
-pub fn xfcc(header: &[u8]) {
+pub fn identity_xfcc(header: &[u8]) {
     let fields: Vec<&[u8]> = xfcc::cert_fields(header).collect();
     assert_eq!(
         fields,
@@ -302,14 +303,14 @@ pub fn xfcc(header: &[u8]) {
     for field in fields {
         assert!(!field.contains(&b'"'));
         if let Some(der) = xfcc::der_of(field) {
-            certificate(&der);
+            identity_certificate(&der);
         }
     }
 }
 
 /// `PeerCertificate::from_der` on any bytes, and the same bytes inside a PEM inside a
 /// `Cert=` field (so the X.509 parser itself gets them); what it reads matches itself.
-pub fn certificate(der: &[u8]) {
+pub fn identity_certificate(der: &[u8]) {
     if let Some(cert) = PeerCertificate::from_der(der) {
         assert_eq!(cert.allowed_as(&[]), None);
         if let Some(uri) = cert.uris.first() {
@@ -340,7 +341,11 @@ pub fn percent_encode(text: &str) -> String {
 /// `digest`: a certificate from one of the header's `Cert=` fields with exactly that digest,
 /// or none; and it matches an allow-list entry only when one of its SANs, or its one CN,
 /// equals the entry byte for byte.
-pub fn peer(header: &[u8], digest: &[u8; 32], allowed: &[String]) -> Option<PeerCertificate> {
+pub fn identity_allow_list(
+    header: &[u8],
+    digest: &[u8; 32],
+    allowed: &[String],
+) -> Option<PeerCertificate> {
     let cert = verified_certificate(header, digest);
     let reference = reference_cert_fields(header)
         .into_iter()
@@ -443,11 +448,11 @@ pub fn reference_claim<'a>(payload: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
         .map(|(_, v)| v)
 }
 
-/// `jwt::verified_claims` on a payload as jwt_authn serializes it: a header-safe `sub` that is
+/// `jwt_claims::verified_claims` on a payload as jwt_authn serializes it: a header-safe `sub` that is
 /// the payload's own, and only scopes that are single-space-separated tokens of its `scope`
 /// (or items of its `scopes` list when it has no `scope`).
-pub fn jwt_claims(payload: &[u8]) {
-    let Some(claims) = jwt::verified_claims(payload) else {
+pub fn identity_jwt_claims(payload: &[u8]) {
+    let Some(claims) = jwt_claims::verified_claims(payload) else {
         return;
     };
     assert!(header_safe(&claims.sub), "sub {:?}", claims.sub);
@@ -473,7 +478,7 @@ pub fn jwt_claims(payload: &[u8]) {
 
 /// What an auth-service reply may become (contract section 5): an allow only from a 200 whose
 /// body is a JSON object naming usable ids, a denial only from what says so.
-pub fn validation_reply(status: Option<u16>, body: &[u8], retry_after: Option<&[u8]>, now: i64) {
+pub fn auth_service_reply(status: Option<u16>, body: &[u8], retry_after: Option<&[u8]>, now: i64) {
     const SERVICE: &str = "ml-platform";
     let outcome = interpret(status, body, retry_after, now, SERVICE);
     let object = || read_object::<SaidReply>(body).filter(|_| body.len() <= MAX_REPLY_BYTES);
@@ -550,7 +555,7 @@ pub fn config(bytes: &[u8]) {
             for path in config.exempt_paths.iter().chain([&config.validate_path]) {
                 assert!(path.starts_with('/'));
             }
-            let _ = Worker::new(Policy::new(config), None);
+            let _ = Worker::new(config, None);
         }
         Err(e) => {
             // Empty only when the offending key is itself "" (`{"": 1}`).
@@ -564,7 +569,7 @@ pub fn config(bytes: &[u8]) {
 }
 
 /// `required_access`: never decided by the query or fragment.
-pub fn scope(method: &str, path: &str, suffix: &str) {
+pub fn request_scope(method: &str, path: &str, suffix: &str) {
     let access = required_access(method, path);
     let bare = path.split(['?', '#']).next().unwrap_or_default();
     assert_eq!(required_access(method, bare), access, "{method} {path}");
@@ -574,7 +579,7 @@ pub fn scope(method: &str, path: &str, suffix: &str) {
 
 /// On `mlflow-artifacts` routes only GET and HEAD read; the caller's path never decides
 /// (contract section 7).
-pub fn artifact_scope(method: &str, rest: &str) {
+pub fn request_artifact_scope(method: &str, rest: &str) {
     let path = format!("/api/2.0/mlflow-artifacts/artifacts/{rest}");
     if !method.eq_ignore_ascii_case("GET") && !method.eq_ignore_ascii_case("HEAD") {
         assert_eq!(
@@ -613,9 +618,9 @@ pub fn reference_days(year: i64, month: u32, day: u32) -> i64 {
     days + i64::from(day) - 1
 }
 
-/// `parse_rfc3339` accepts only the RFC 3339 shape, and means by it what the reference means.
-pub fn time(text: &str) {
-    let Some(seconds) = parse_rfc3339(text) else {
+/// `hokusai_rfc3339::parse` accepts only the RFC 3339 shape, and means by it what the reference means.
+pub fn rfc3339(text: &str) {
+    let Some(seconds) = hokusai_rfc3339::parse(text) else {
         return;
     };
     let b = text.as_bytes();
@@ -655,7 +660,7 @@ pub fn time(text: &str) {
 }
 
 /// The validation request always is JSON carrying exactly the credential, as its transport says.
-pub fn callout(
+pub fn auth_service_call(
     transport: CredentialTransport,
     jwt_callout: bool,
     authorization: &[u8],

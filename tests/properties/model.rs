@@ -25,22 +25,18 @@ use super::checks::{
 };
 use arbitrary::Unstructured;
 use base64::Engine;
-use hokusai_auth_filter::core::callout::ValidationCall;
+use hokusai_auth_filter::core::auth_service::reply::CalloutReply;
 use hokusai_auth_filter::core::config::{CredentialTransport, FilterConfig, JwtMode};
-use hokusai_auth_filter::core::decision::{Final, Forward, Policy, Refusal, RequestHost};
-use hokusai_auth_filter::core::flow::{
-    CalloutHost, CalloutReply, CalloutToken, DispatchRefused, RequestId, Resolved, Step,
-    StreamHost, Worker,
-};
-use hokusai_auth_filter::core::header_map::{self, HeaderMap};
-use hokusai_auth_filter::core::request::{RequestFacts, METHOD_OVERRIDE_HEADERS};
-use hokusai_auth_filter::core::scope::{required_access, Access};
-use hokusai_auth_filter::core::store::{MemoryStore, SharedStore, StoreError};
-use hokusai_auth_filter::core::telemetry::{AuthMethod, AuthPath, CacheUse, Outcome};
-use hokusai_auth_filter::core::time::parse_rfc3339;
+use hokusai_auth_filter::core::host::fake::{Asked, FakeEnvoy, MemoryStore, Sent};
+use hokusai_auth_filter::core::host::{Callout, CalloutToken};
+use hokusai_auth_filter::core::output::labels::{AuthMethod, AuthPath, CacheUse, Outcome};
+use hokusai_auth_filter::core::pairs::{self, HeaderMap};
+use hokusai_auth_filter::core::policy::{Final, Forward, Refusal};
+use hokusai_auth_filter::core::request::facts::{RequestFacts, METHOD_OVERRIDE_HEADERS};
+use hokusai_auth_filter::core::request::scope::{required_access, Access};
+use hokusai_auth_filter::core::worker::{Resolved, Step, StreamId, Worker};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::sync::OnceLock;
@@ -88,7 +84,7 @@ const PEERS: [PeerFixture; 8] = [
         subject: "CN=hokusai-api-client",
     },
     PeerFixture {
-        pem: include_str!("../../src/core/testdata/multi-san.crt"),
+        pem: include_str!("../../src/core/identity/testdata/multi-san.crt"),
         uris: &["spiffe://hokusai.internal/ns/development/sa/first", BATCH_URI],
         dns: &["batch.hokusai.internal"],
         cns: &["hokusai-batch-runner"],
@@ -204,24 +200,24 @@ pub fn metadata_payload(json: &[u8]) -> Option<Vec<u8>> {
                     .filter_map(Value::as_str)
                     .map(|s| (s.as_bytes(), &b""[..]))
                     .collect();
-                header_map::serialize(&items)
+                pairs::serialize(&items)
             }
             _ => continue,
         };
         pairs.push((name.into_bytes(), value));
     }
     let pairs: Vec<(&[u8], &[u8])> = pairs.iter().map(|(n, v)| (&n[..], &v[..])).collect();
-    Some(header_map::serialize(&pairs))
+    Some(pairs::serialize(&pairs))
 }
 
 /// Which part of the input space a scenario leans towards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Profile {
-    /// One worker, rich request headers and replies: the decision itself.
-    Decision,
+    /// One worker, rich request headers and replies: the policy (one request's decision).
+    Policy,
     /// Two workers on one shared store, requests going away, clock jumps, refused dispatches,
-    /// failing shared data: the state machine around the decision.
-    Flow,
+    /// failing shared data: the worker (the state machine around the decision).
+    Worker,
 }
 
 #[derive(Debug, Clone)]
@@ -621,7 +617,7 @@ impl Scenario {
             config.scopes.read = vec!["model:read".into()];
             config.scopes.write = vec!["mlflow:admin".into(), "model:write".into()];
         }
-        let workers = if profile == Profile::Flow && u.arbitrary()? {
+        let workers = if profile == Profile::Worker && u.arbitrary()? {
             2
         } else {
             1
@@ -649,8 +645,8 @@ impl Event {
     fn generate(u: &mut Unstructured, profile: Profile, workers: usize) -> arbitrary::Result<Self> {
         // Weights out of 100: request, reply, advance, gone, tick, wall jump, dispatch, store.
         let weights: [u8; 8] = match profile {
-            Profile::Decision => [46, 30, 10, 5, 5, 0, 2, 2],
-            Profile::Flow => [30, 24, 12, 12, 10, 4, 4, 4],
+            Profile::Policy => [46, 30, 10, 5, 5, 0, 2, 2],
+            Profile::Worker => [30, 24, 12, 12, 10, 4, 4, 4],
         };
         let mut roll = u.int_in_range(0..=99u8)?;
         let mut kind = 0;
@@ -690,7 +686,7 @@ impl Event {
 impl Request {
     fn generate(u: &mut Unstructured, profile: Profile) -> arbitrary::Result<Self> {
         let p = pools();
-        let odd = if profile == Profile::Decision { 8 } else { 24 };
+        let odd = if profile == Profile::Policy { 8 } else { 24 };
         let mut headers: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         let mut add = |u: &mut Unstructured, name: &str, value: Vec<u8>| -> arbitrary::Result<()> {
             let at = u.int_in_range(0..=headers.len())?;
@@ -771,7 +767,7 @@ impl Request {
             1 => {
                 let pairs: Vec<(&[u8], &[u8])> =
                     headers.iter().map(|(n, v)| (&n[..], &v[..])).collect();
-                let mut raw = header_map::serialize(&pairs);
+                let mut raw = pairs::serialize(&pairs);
                 let at = u.choose_index(raw.len())?;
                 raw[at] = u.arbitrary()?;
                 Some(raw)
@@ -834,113 +830,6 @@ impl Reply {
 
 // ---------------------------------------------------------------------------------------
 // Envoy, as each worker sees it.
-
-/// Shared data that can be told to fail writes (Envoy's shared data full, or refusing).
-#[derive(Default)]
-struct FlakyStore {
-    inner: MemoryStore,
-    failing: Cell<bool>,
-}
-
-impl SharedStore for FlakyStore {
-    fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
-        self.inner.get(key)
-    }
-
-    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
-        if self.failing.get() {
-            return Err(StoreError::Failed);
-        }
-        self.inner.set(key, value, cas)
-    }
-}
-
-struct Sent {
-    token: CalloutToken,
-    cluster: String,
-    headers: Vec<(&'static str, String)>,
-    body: Vec<u8>,
-    timeout_ms: u64,
-}
-
-/// One worker's Envoy: answers about the request being decided, and records callouts.
-struct FakeEnvoy {
-    store: Rc<FlakyStore>,
-    refuse_dispatch: bool,
-    mtls: bool,
-    digest: Option<Vec<u8>>,
-    payload: Option<Vec<u8>>,
-    source: String,
-    /// What the filter was told during the current call.
-    said_verified: bool,
-    said_digest: Option<Option<Vec<u8>>>,
-    said_payload: Option<Option<Vec<u8>>>,
-    next_token: CalloutToken,
-    sent: Vec<Sent>,
-    attempts: u64,
-    jwt_namespace: (String, String),
-}
-
-impl SharedStore for FakeEnvoy {
-    fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
-        self.store.get(key)
-    }
-
-    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
-        self.store.set(key, value, cas)
-    }
-}
-
-impl RequestHost for FakeEnvoy {
-    fn peer_verified(&mut self) -> bool {
-        self.said_verified |= self.mtls;
-        self.mtls
-    }
-
-    fn peer_certificate_digest(&mut self) -> Option<Vec<u8>> {
-        let digest = self.digest.clone().filter(|_| self.mtls);
-        self.said_digest = Some(digest.clone());
-        digest
-    }
-
-    fn verified_jwt_payload(&mut self, namespace: &str, payload_key: &str) -> Option<Vec<u8>> {
-        assert_eq!(
-            (namespace, payload_key),
-            (&*self.jwt_namespace.0, &*self.jwt_namespace.1),
-            "jwt_authn metadata read where the config says"
-        );
-        self.said_payload = Some(self.payload.clone());
-        self.payload.clone()
-    }
-}
-
-impl CalloutHost for FakeEnvoy {
-    fn dispatch(
-        &mut self,
-        call: &ValidationCall,
-        timeout_ms: u64,
-    ) -> Result<CalloutToken, DispatchRefused> {
-        self.attempts += 1;
-        if self.refuse_dispatch {
-            return Err(DispatchRefused);
-        }
-        self.next_token += 1;
-        self.sent.push(Sent {
-            token: self.next_token,
-            cluster: call.cluster.clone(),
-            headers: call.headers.clone(),
-            body: call.body.clone(),
-            timeout_ms,
-        });
-        Ok(self.next_token)
-    }
-}
-
-impl StreamHost for FakeEnvoy {
-    fn source_address(&mut self) -> String {
-        self.source.clone()
-    }
-}
 
 // ---------------------------------------------------------------------------------------
 // The run, and what it must never do.
@@ -1065,7 +954,7 @@ fn possible_allow(reply: &Reply, at_s: i64) -> Option<Answer> {
     }
     let expires_at = match &said.expires_at {
         None => None,
-        Some(at) => Some(parse_rfc3339(at)?),
+        Some(at) => Some(hokusai_rfc3339::parse(at)?),
     };
     Some(Answer {
         at_s,
@@ -1118,19 +1007,19 @@ pub struct Stats {
 struct World {
     config: FilterConfig,
     service_token: Option<String>,
-    store: Rc<FlakyStore>,
+    store: Rc<MemoryStore>,
     workers: Vec<(Worker, FakeEnvoy)>,
     mono: i64,
     skew: i64,
     wall_jumped: bool,
     wall_jumped_back: bool,
     store_failed: bool,
-    requests: BTreeMap<RequestId, Info>,
+    requests: BTreeMap<StreamId, Info>,
     tokens: Vec<Token>,
     answers: HashMap<(Kind, String), Vec<Answer>>,
     rate_used: HashMap<(String, i64), u64>,
     decided: Vec<u64>,
-    next_request: RequestId,
+    next_request: StreamId,
     stats: Stats,
 }
 
@@ -1145,41 +1034,30 @@ pub fn run(scenario: &Scenario) -> Stats {
     world.stats.cap_hits = world
         .workers
         .iter()
-        .map(|(w, _)| w.policy.tally.callout_cap_rejections)
+        .map(|(w, _)| w.tally().callout_cap_rejections)
         .sum();
     world.stats
 }
 
 impl World {
     fn new(s: &Scenario) -> Self {
-        let store = Rc::new(FlakyStore::default());
+        let store = Rc::new(MemoryStore::default());
         let workers = (0..s.workers)
             .map(|_| {
-                let worker = Worker::new(Policy::new(s.config.clone()), s.service_token.clone());
+                let worker = Worker::new(s.config.clone(), s.service_token.clone());
                 let host = FakeEnvoy {
-                    store: store.clone(),
-                    refuse_dispatch: false,
-                    mtls: false,
-                    digest: None,
-                    payload: None,
-                    source: String::new(),
-                    said_verified: false,
-                    said_digest: None,
-                    said_payload: None,
-                    next_token: 0,
-                    sent: Vec::new(),
-                    attempts: 0,
-                    jwt_namespace: (
+                    jwt_location: (
                         s.config.jwt.metadata_namespace.clone(),
                         s.config.jwt.payload_key.clone(),
                     ),
+                    ..FakeEnvoy::sharing(store.clone())
                 };
                 (worker, host)
             })
             .collect();
         // What the adapter does when a VM is configured (before any request), as Envoy's
         // configuration canary would have done once for every worker.
-        Policy::new(s.config.clone())
+        Worker::new(s.config.clone(), None)
             .prepare(&*store)
             .expect("the rate counter slots");
         World {
@@ -1228,7 +1106,7 @@ impl World {
                 }
             }
             Event::StoreFails(fail) => {
-                self.store.failing.set(*fail);
+                self.store.fail_writes(*fail);
                 self.store_failed |= *fail;
             }
         }
@@ -1246,7 +1124,7 @@ impl World {
                     .iter()
                     .map(|(n, v)| (&n[..], &v[..]))
                     .collect();
-                serialized = header_map::serialize(&pairs);
+                serialized = pairs::serialize(&pairs);
                 &serialized
             }
         };
@@ -1278,20 +1156,21 @@ impl World {
         let now = self.wall_ms();
         let (worker, host) = &mut self.workers[w];
         host.mtls = request.mtls;
-        host.digest = request.digest.clone();
-        host.payload = payload;
-        host.source = request.source.clone();
-        host.said_verified = false;
-        host.said_digest = None;
-        host.said_payload = None;
+        host.peer_digest = request.digest.clone();
+        host.jwt_payload = payload;
+        host.source_address = request.source.clone();
+        host.asked = Asked::default();
         let step = worker.on_request(id, &facts, now, host);
         trace!(
             "t={now} w{w} request {id} presents {:?}: {step:?}",
             info.presented
         );
-        info.said_verified = host.said_verified;
-        info.said_digest = host.said_digest.take();
-        info.said_payload = host.said_payload.take();
+        // What the filter was told while deciding: each answer only if it asked.
+        let asked = host.asked;
+        info.said_verified = asked.mtls > 0 && host.mtls;
+        info.said_digest =
+            (asked.digest > 0).then(|| host.peer_digest.clone().filter(|_| host.mtls));
+        info.said_payload = (asked.jwt_payload > 0).then(|| host.jwt_payload.clone());
         let sent = std::mem::take(&mut host.sent);
         self.requests.insert(id, info);
         self.sent(w, Some(id), sent);
@@ -1317,8 +1196,13 @@ impl World {
 
     /// Checks each callout the filter just sent; `origin` is the request being decided
     /// (None: sent again, after a reset).
-    fn sent(&mut self, w: usize, origin: Option<RequestId>, sent: Vec<Sent>) {
-        for call in sent {
+    fn sent(&mut self, w: usize, origin: Option<StreamId>, sent: Vec<Sent>) {
+        for Sent {
+            token,
+            call,
+            timeout_ms,
+        } in sent
+        {
             self.stats.callouts += 1;
             let (kind, credential) = self.credential_of(&call);
             assert!(
@@ -1329,12 +1213,12 @@ impl World {
             );
             // After the wall clock steps back, the flow still measures what is left of its
             // deadline on it (see `callouts_never_outlast_timeout_ms`).
-            assert!(call.timeout_ms >= 1);
-            self.stats.max_timeout_ms = self.stats.max_timeout_ms.max(call.timeout_ms);
+            assert!(timeout_ms >= 1);
+            self.stats.max_timeout_ms = self.stats.max_timeout_ms.max(timeout_ms);
             assert!(
-                call.timeout_ms <= self.config.timeout_ms || self.wall_jumped_back,
+                timeout_ms <= self.config.timeout_ms || self.wall_jumped_back,
                 "a callout with {} ms, more than timeout_ms",
-                call.timeout_ms
+                timeout_ms
             );
             match origin {
                 Some(id) => {
@@ -1361,14 +1245,11 @@ impl World {
                     );
                 }
             }
-            trace!(
-                "  w{w} callout token {} for {kind:?} {credential:?}",
-                call.token
-            );
+            trace!("  w{w} callout token {} for {kind:?} {credential:?}", token);
             self.tokens.push(Token {
                 worker: w,
-                token: call.token,
-                due_mono: self.mono + call.timeout_ms as i64,
+                token,
+                due_mono: self.mono + timeout_ms as i64,
                 state: TokenState::Live,
                 kind,
                 credential,
@@ -1378,7 +1259,7 @@ impl World {
     }
 
     /// The credential in a callout, read as the auth service reads it; and the call's shape.
-    fn credential_of(&self, call: &Sent) -> (Kind, String) {
+    fn credential_of(&self, call: &Callout) -> (Kind, String) {
         let c = &self.config;
         assert_eq!(call.cluster, c.auth_cluster);
         let header = |name: &str| {
@@ -1499,7 +1380,7 @@ impl World {
             self.stats.resolved += 1;
             let info = self
                 .requests
-                .get_mut(&r.request)
+                .get_mut(&r.stream)
                 .expect("a decision for a request never seen");
             assert_eq!(info.worker, w, "decided by another worker");
             assert_eq!(
@@ -1526,7 +1407,7 @@ impl World {
                     if refusal.facts.cache == CacheUse::Stale =>
                 {
                     let uncountable =
-                        self.store.failing.get() && refusal.reason == "rate counter unavailable";
+                        self.store.writes_fail() && refusal.reason == "rate counter unavailable";
                     assert!(
                         [403, 429].contains(&refusal.reply.status) || uncountable,
                         "a stale allow refused: {refusal:?}"
@@ -1542,14 +1423,14 @@ impl World {
                 (_, Expect::Anything) => {}
             }
             match &r.decision {
-                Final::Forward(f) => self.forwarded(r.request, f),
-                Final::Refuse(refusal) => self.refused(r.request, refusal),
+                Final::Forward(f) => self.forwarded(r.stream, f),
+                Final::Refuse(refusal) => self.refused(r.stream, refusal),
             }
         }
     }
 
     fn gone(&mut self, pick: usize) {
-        let live: Vec<RequestId> = self
+        let live: Vec<StreamId> = self
             .requests
             .iter()
             .filter(|(_, info)| info.state != State::Gone)
@@ -1567,7 +1448,7 @@ impl World {
         let w = info.worker;
         trace!("request {id} gone");
         let (worker, host) = &mut self.workers[w];
-        worker.on_request_gone(id);
+        worker.on_stream_gone(id);
         assert!(
             host.sent.is_empty(),
             "nothing is sent when a stream goes away"
@@ -1648,7 +1529,7 @@ impl World {
             if !self.wall_jumped {
                 assert!(live <= max, "{live} callouts in Envoy, more than {max}");
             }
-            let tally = &worker.policy.tally;
+            let tally = worker.tally();
             assert_eq!(
                 tally.callouts, host.attempts,
                 "callouts counted as attempted"
@@ -1662,7 +1543,7 @@ impl World {
         }
     }
 
-    fn refused(&mut self, id: RequestId, r: &Refusal) {
+    fn refused(&mut self, id: StreamId, r: &Refusal) {
         self.stats.refusals += 1;
         let info = &self.requests[&id];
         let reply = &r.reply;
@@ -1701,7 +1582,7 @@ impl World {
         }
     }
 
-    fn forwarded(&mut self, id: RequestId, f: &Forward) {
+    fn forwarded(&mut self, id: StreamId, f: &Forward) {
         let info = &self.requests[&id];
         let Some(identity) = &f.identity else {
             assert_eq!(f.facts.path, AuthPath::Exempt);

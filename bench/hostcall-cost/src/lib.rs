@@ -65,8 +65,8 @@ enum Call {
     ReplayInternal,
 }
 
-/// What the real filter writes for the bench's key `hk_bench_0000` (src/core/decision.rs,
-/// `IdentityHeaders::pairs`), in its order.
+/// What the real filter writes for the bench's key `hk_bench_0000`
+/// (src/core/output/identity_headers.rs, `IdentityHeaders::pairs`), in its order.
 const WARM_HEADERS: [(&str, &str); 5] = [
     ("x-user-id", "bench-user-0000"),
     ("x-api-key-id", "key-bench-0000"),
@@ -86,7 +86,7 @@ const INTERNAL_HEADERS: [(&str, &str); 5] = [
     ),
 ];
 /// The filter state the real filter writes for the access log (`wasm.hokusai_auth`, see
-/// `access_log_record` in src/core/decision.rs), with the same values.
+/// `access_log_record` in src/core/output/access_log.rs), with the same values.
 const ACCESS_LOG_PROPERTY: &str = "hokusai_auth";
 const WARM_RECORD: &str = r#"{"path":"external","method":"api_key","outcome":"allow","cache":"hit","key_id":"key-bench-0000","user_id":"bench-user-0000"}"#;
 const INTERNAL_RECORD: &str = r#"{"path":"internal","method":"mtls","outcome":"allow","cache":"none","user_id":"internal_service","peer":"spiffe://hokusai.internal/ns/development/sa/hokusai-api"}"#;
