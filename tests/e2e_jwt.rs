@@ -453,6 +453,49 @@ async fn a_read_only_token_reads_but_gets_403_on_a_write_endpoint() {
     assert_eq!(stack.auth().total_calls(), 0);
 }
 
+/// Signed tokens whose scope claims are not what the contract reads (a permissions map, a
+/// list where a string belongs): Envoy hands metadata over untyped, and such claims once
+/// granted write (a red-team finding). Each is refused the write; the well-typed claims, and
+/// a null claim elsewhere in the payload, still work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scope_claims_of_the_wrong_type_grant_no_write() {
+    let stack = Stack::start().await;
+    let client = plain_client();
+    let write = |token: String| {
+        client
+            .post(stack.envoy.plain_url(LOG_METRIC))
+            .header("authorization", bearer(&token))
+            .body("{}")
+            .send()
+    };
+    let signed = |claims: serde_json::Value| {
+        let mut o = opts("user_typed");
+        o.scopes = Vec::new();
+        o.extra = claims.as_object().expect("claims").clone();
+        jwt::mint(&signing_key(), &o)
+    };
+    for claims in [
+        json!({"scope": null, "scopes": {"mlflow:write": false}}),
+        json!({"scope": null, "scopes": {"mlflow:write": ""}}),
+        json!({"scope": null, "scopes": {"mlflow:access": "no"}}),
+        json!({"scope": ["x mlflow:write y"]}),
+        json!({"scope": {"k": "x mlflow:write y"}}),
+    ] {
+        let resp = write(signed(claims.clone())).await.unwrap();
+        let body =
+            assert_refused(resp, 403, "Insufficient permissions", Some("mlflow:write")).await;
+        assert_eq!(body["error_code"], "PERMISSION_DENIED", "{claims}");
+    }
+    for claims in [
+        json!({"scope": null, "scopes": ["mlflow:read", "mlflow:write"], "email": null}),
+        json!({"scope": "mlflow:read mlflow:write", "groups": [1, {"a": null}]}),
+    ] {
+        let got = echoed(write(signed(claims)).await.unwrap()).await;
+        assert_eq!(got.header("x-user-id"), Some("user_typed"));
+    }
+    assert_eq!(stack.auth().total_calls(), 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_mlflow_client_works_with_a_dev_jwt() {
     let mlflow = Mlflow::start().await;

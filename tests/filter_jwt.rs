@@ -4,6 +4,8 @@
 mod filter_support;
 mod harness;
 
+use serde_json::json;
+
 use base64::Engine;
 use filter_support::*;
 use harness::{Host, Request};
@@ -105,6 +107,45 @@ fn identity_and_scopes_come_from_the_verified_payload_never_the_token_text() {
             .bearer(&jwt)
             .verified_jwt(&[("sub", "user_7"), ("scope", scope)]);
         assert_reply(&vm.complete(write), 403, "Insufficient permissions");
+    }
+}
+
+/// Envoy hands metadata over untyped (a list or map as pairs, a number as 8 bytes): claims
+/// that are not what the contract reads grant nothing, however their bytes split.
+#[test]
+fn verified_claims_of_the_wrong_type_grant_no_scope() {
+    let host = Host::new();
+    let mut vm = vm(&host);
+    let jwt = token(r#"{"sub":"u"}"#);
+    let write = |payload: serde_json::Value| {
+        Request::post("/api/2.0/mlflow/runs/create")
+            .bearer(&jwt)
+            .verified_jwt_json(payload)
+    };
+    for payload in [
+        // A permissions map where a list was expected: its keys are no scopes.
+        json!({"sub": "u", "scopes": {"mlflow:write": false}}),
+        json!({"sub": "u", "scopes": {"mlflow:write": ""}}),
+        json!({"sub": "u", "scopes": {"mlflow:access": "no"}}),
+        // A list or map where a string was expected: its bytes, split on spaces, would
+        // hold a clean `mlflow:write`.
+        json!({"sub": "u", "scope": ["x mlflow:write y"]}),
+        json!({"sub": "u", "scope": {"k": "x mlflow:write y"}}),
+        json!({"sub": "u", "scopes": [["mlflow:write"]]}),
+    ] {
+        let body = assert_reply(
+            &vm.complete(write(payload.clone())),
+            403,
+            "Insufficient permissions",
+        );
+        assert_eq!(body["required_scope"], "mlflow:write", "{payload}");
+    }
+    // The same claims, well typed, do grant; a null claim elsewhere does not get in the way.
+    for payload in [
+        json!({"sub": "u", "scopes": ["mlflow:write"], "email": null}),
+        json!({"sub": "u", "scope": "mlflow:read mlflow:write", "groups": [1, {"a": null}]}),
+    ] {
+        vm.complete(write(payload)).assert_forwarded();
     }
 }
 

@@ -29,10 +29,16 @@ pub trait RequestHost: SharedStore {
     /// `connection.sha256_peer_certificate_digest`: the hex SHA-256 of the certificate the
     /// peer presented on this connection, as Envoy computed it.
     fn peer_certificate_digest(&mut self) -> Option<Vec<u8>>;
-    /// The payload jwt_authn verified for this request, from Envoy's dynamic metadata
-    /// (`metadata.filter_metadata.<namespace>.<payload_key>`, a map in proxy-wasm's pairs
-    /// format), never from a header.
-    fn verified_jwt_payload(&mut self, namespace: &str, payload_key: &str) -> Option<Vec<u8>>;
+    /// A value of the payload jwt_authn verified for this request, from Envoy's dynamic
+    /// metadata (`metadata.filter_metadata.<namespace>.<payload_key>.<below...>`, serialized
+    /// as Envoy serializes properties), never from a header. None when there is none, or
+    /// Envoy cannot hand it over (a null).
+    fn verified_jwt(
+        &mut self,
+        namespace: &str,
+        payload_key: &str,
+        below: &[&str],
+    ) -> Option<Vec<u8>>;
 }
 
 /// Envoy's token for a callout.

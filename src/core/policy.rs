@@ -391,19 +391,13 @@ impl Policy {
     /// the only source of the claims (the token's own text is never read for them).
     fn admit_verified_jwt<H: RequestHost>(&mut self, access: Access, host: &mut H) -> Decision {
         let jwt_config = &self.config.jwt;
-        let payload =
-            host.verified_jwt_payload(&jwt_config.metadata_namespace, &jwt_config.payload_key);
-        let Some(payload) = payload else {
+        let (namespace, key) = (&jwt_config.metadata_namespace, &jwt_config.payload_key);
+        let claims = jwt_claims::verified_claims(|below| host.verified_jwt(namespace, key, below));
+        let Some(claims) = claims else {
+            // No `sub` in jwt_authn's metadata: the token was not verified, or names nobody.
             return self.refuse_early(
                 LocalReply::token_invalid(),
-                "token not verified by jwt_authn",
-                AuthMethod::Jwt,
-            );
-        };
-        let Some(claims) = jwt_claims::verified_claims(&payload) else {
-            return self.refuse_early(
-                LocalReply::token_invalid(),
-                "verified token's claims unusable",
+                "token not verified by jwt_authn, or without a usable sub",
                 AuthMethod::Jwt,
             );
         };

@@ -285,10 +285,15 @@ impl RequestHost for Envoy {
             .flatten()
     }
 
-    fn verified_jwt_payload(&mut self, namespace: &str, payload_key: &str) -> Option<Vec<u8>> {
-        property(&["metadata", "filter_metadata", namespace, payload_key])
-            .ok()
-            .flatten()
+    fn verified_jwt(
+        &mut self,
+        namespace: &str,
+        payload_key: &str,
+        below: &[&str],
+    ) -> Option<Vec<u8>> {
+        let mut path = vec!["metadata", "filter_metadata", namespace, payload_key];
+        path.extend_from_slice(below);
+        property(&path).ok().flatten()
     }
 }
 

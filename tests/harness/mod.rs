@@ -525,6 +525,7 @@ impl Vm {
             request_headers: request.headers,
             request_live: true,
             properties: request.properties,
+            jwt_payload: request.jwt_payload,
             outcome: self.crashed.clone().map(Outcome::Crashed),
             ..Stream::default()
         };

@@ -41,6 +41,8 @@ fn show_headers(headers: &[Header]) -> String {
 pub struct Request {
     pub(crate) headers: HeaderMap,
     pub(crate) properties: Vec<(String, Vec<u8>)>,
+    /// What jwt_authn verified: the token's payload as JSON (its dynamic metadata).
+    pub(crate) jwt_payload: Option<serde_json::Value>,
     pub(crate) end_of_stream: bool,
 }
 
@@ -74,6 +76,7 @@ impl Request {
                 ),
                 ("connection.mtls".into(), vec![0]),
             ],
+            jwt_payload: None,
             end_of_stream: false,
         }
     }
@@ -184,18 +187,21 @@ impl Request {
     }
 
     /// The payload Envoy's jwt_authn verified for this request, in its dynamic metadata
-    /// (`envoy.filters.http.jwt_authn` / `jwt_payload`), each claim a string, serialized as
-    /// Envoy hands a map to the filter.
+    /// (`envoy.filters.http.jwt_authn` / `jwt_payload`), each claim a string.
     pub fn verified_jwt(self, claims: &[(&str, &str)]) -> Self {
-        self.property_path(
-            &[
-                "metadata",
-                "filter_metadata",
-                "envoy.filters.http.jwt_authn",
-                "jwt_payload",
-            ],
-            super::wire::encode_pairs(claims),
-        )
+        let payload: serde_json::Map<String, serde_json::Value> = claims
+            .iter()
+            .map(|(n, v)| (n.to_string(), serde_json::Value::from(*v)))
+            .collect();
+        self.verified_jwt_json(payload.into())
+    }
+
+    /// As [`Request::verified_jwt`], for a payload of any JSON: the filter reads it below
+    /// `metadata.filter_metadata.envoy.filters.http.jwt_authn.jwt_payload` as Envoy hands
+    /// metadata over (`hokusai_auth_filter::core::host::fake::metadata_value`).
+    pub fn verified_jwt_json(mut self, payload: serde_json::Value) -> Self {
+        self.jwt_payload = Some(payload);
+        self
     }
 
     /// Passes `end_of_stream` to on_request_headers (Envoy sets it for requests

@@ -139,6 +139,8 @@ pub struct Stream {
     pub response_headers: Option<HeaderMap>,
     pub response_live: bool,
     pub properties: Vec<(String, Vec<u8>)>,
+    /// jwt_authn's verified payload (dynamic metadata), if the request had one.
+    pub jwt_payload: Option<serde_json::Value>,
     /// proxy_set_property values, keyed by raw path (Envoy: filter state "wasm.<path>").
     pub filter_state: HashMap<Vec<u8>, Vec<u8>>,
     /// Request headers at the moment the filter called continue.
@@ -318,6 +320,20 @@ impl VmState {
                 .map(|(_, v)| v.clone())
         };
         let stream = self.stream();
+        const JWT_PAYLOAD: [&[u8]; 4] = [
+            b"metadata",
+            b"filter_metadata",
+            b"envoy.filters.http.jwt_authn",
+            b"jwt_payload",
+        ];
+        if segments.len() >= 4 && segments[..4].iter().zip(JWT_PAYLOAD).all(|(a, b)| a == b) {
+            let payload = stream?.jwt_payload.as_ref()?;
+            let below: Vec<&str> = segments[4..]
+                .iter()
+                .map(|s| std::str::from_utf8(s).unwrap_or("\u{fffd}"))
+                .collect();
+            return hokusai_auth_filter::core::host::fake::metadata_value(payload, &below);
+        }
         stream
             .and_then(|s| by_name(&s.properties))
             .or_else(|| by_name(&self.root_properties))

@@ -14,6 +14,7 @@ use hokusai_auth_filter::core::auth_service::reply::{
     interpret, ValidationOutcome, MAX_REPLY_BYTES,
 };
 use hokusai_auth_filter::core::config::{CredentialTransport, FilterConfig, JwtMode};
+use hokusai_auth_filter::core::host::fake::metadata_value;
 use hokusai_auth_filter::core::identity::certificate::{verified_certificate, PeerCertificate};
 use hokusai_auth_filter::core::identity::jwt_claims;
 use hokusai_auth_filter::core::identity::xfcc::{self, MAX_CERT_FIELDS, MAX_XFCC_LEN};
@@ -439,40 +440,80 @@ fn member<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Er
     serde::Deserialize::deserialize(d).map(Some)
 }
 
-/// The last value of a claim in a pairs-serialized payload, read with the reference reader.
-pub fn reference_claim<'a>(payload: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
-    reference_pairs(payload)?
-        .into_iter()
-        .rev()
-        .find(|(n, _)| *n == name)
-        .map(|(_, v)| v)
+/// What a verified payload (jwt_authn's, as JSON) lets a token claim, read from the JSON and
+/// its types, independently of how Envoy serializes it: the `sub` (a string; a number as the
+/// bytes of its double, a boolean as one byte, which Envoy would hand over the same way) and
+/// the tokens a scope may be taken from. `scope`, unless absent or null, is the only source:
+/// a string without NUL and not of a double's length, split on single spaces; `scopes`
+/// otherwise: the string items of a list with no null anywhere in it. Any other shape
+/// allows nothing.
+pub fn reference_jwt_claims(payload: &Value) -> (Option<Vec<u8>>, Vec<Vec<u8>>) {
+    fn has_null(v: &Value) -> bool {
+        match v {
+            Value::Null => true,
+            Value::Array(items) => items.iter().any(has_null),
+            Value::Object(members) => members.values().any(has_null),
+            _ => false,
+        }
+    }
+    let sub = match payload.get("sub") {
+        Some(Value::String(s)) => Some(s.as_bytes().to_vec()),
+        Some(Value::Number(n)) => n.as_f64().map(|f| f.to_le_bytes().to_vec()),
+        Some(Value::Bool(b)) => Some(vec![u8::from(*b)]),
+        _ => None,
+    };
+    let allowed = match (payload.get("scope"), payload.get("scopes")) {
+        (Some(scope), _) if !scope.is_null() => match scope {
+            Value::String(s) if !s.contains('\0') && s.len() != 8 => {
+                s.split(' ').map(|t| t.as_bytes().to_vec()).collect()
+            }
+            _ => Vec::new(),
+        },
+        (_, Some(Value::Array(items))) if !items.iter().any(has_null) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .filter(|s| s.len() != 8)
+            .map(|s| s.as_bytes().to_vec())
+            .collect(),
+        _ => Vec::new(),
+    };
+    (sub, allowed)
 }
 
-/// `jwt_claims::verified_claims` on a payload as jwt_authn serializes it: a header-safe `sub` that is
-/// the payload's own, and only scopes that are single-space-separated tokens of its `scope`
-/// (or items of its `scopes` list when it has no `scope`).
+/// `jwt_claims::verified_claims` on a payload jwt_authn verified (JSON; anything else is
+/// taken as a JSON string), read as Envoy hands metadata over: a header-safe `sub` that is
+/// the payload's own, and only scopes the reference allows; every allowed token that is a
+/// scope token is granted.
 pub fn identity_jwt_claims(payload: &[u8]) {
-    let Some(claims) = jwt_claims::verified_claims(payload) else {
+    let payload: Value = serde_json::from_slice(payload)
+        .unwrap_or_else(|_| Value::from(String::from_utf8_lossy(payload).into_owned()));
+    let got = jwt_claims::verified_claims(|path| metadata_value(&payload, path));
+    let (sub, allowed) = reference_jwt_claims(&payload);
+    let usable = sub
+        .as_deref()
+        .and_then(|s| std::str::from_utf8(s).ok())
+        .filter(|s| header_safe(s));
+    let Some(claims) = got else {
+        assert_eq!(usable, None, "a usable sub refused");
         return;
     };
-    assert!(header_safe(&claims.sub), "sub {:?}", claims.sub);
-    assert_eq!(
-        reference_claim(payload, b"sub"),
-        Some(claims.sub.as_bytes())
-    );
-    let allowed: Vec<&[u8]> = match reference_claim(payload, b"scope") {
-        Some(scope) => scope.split(|b| *b == b' ').collect(),
-        None => reference_claim(payload, b"scopes")
-            .and_then(reference_pairs)
-            .map(|items| items.into_iter().map(|(n, _)| n).collect())
-            .unwrap_or_default(),
-    };
+    assert_eq!(Some(claims.sub.as_str()), usable, "not the verified sub");
     for scope in &claims.scopes {
         assert!(token_safe(scope), "scope {scope:?}");
         assert!(
-            allowed.contains(&scope.as_bytes()),
+            allowed.iter().any(|a| a == scope.as_bytes()),
             "{scope:?} was not claimed"
         );
+    }
+    for token in &allowed {
+        if let Ok(token) = std::str::from_utf8(token) {
+            if token_safe(token) {
+                assert!(
+                    claims.scopes.iter().any(|s| s == token),
+                    "{token:?} dropped"
+                );
+            }
+        }
     }
 }
 

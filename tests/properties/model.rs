@@ -20,8 +20,8 @@
 //! - the auth service's statuses map as contract section 5 says; the counts match the events.
 
 use super::checks::{
-    percent_encode, read_object, reference_bearer, reference_claim, reference_credential,
-    reference_pairs, Kind, Malformed, SaidReply,
+    percent_encode, read_object, reference_bearer, reference_credential, reference_jwt_claims,
+    Kind, Malformed, SaidReply,
 };
 use arbitrary::Unstructured;
 use base64::Engine;
@@ -182,32 +182,6 @@ impl Peer {
         let cn = if f.cns.len() == 1 { f.cns } else { &[] };
         f.uris.iter().chain(f.dns).chain(cn).copied()
     }
-}
-
-/// A payload as jwt_authn leaves it in dynamic metadata: each string member as its bytes, a
-/// list of strings as pairs of its items; other members are left out (the filter reads none).
-pub fn metadata_payload(json: &[u8]) -> Option<Vec<u8>> {
-    let Value::Object(members) = serde_json::from_slice::<Value>(json).ok()? else {
-        return None;
-    };
-    let mut pairs: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-    for (name, value) in members {
-        let value = match value {
-            Value::String(s) => s.into_bytes(),
-            Value::Array(items) => {
-                let items: Vec<(&[u8], &[u8])> = items
-                    .iter()
-                    .filter_map(Value::as_str)
-                    .map(|s| (s.as_bytes(), &b""[..]))
-                    .collect();
-                pairs::serialize(&items)
-            }
-            _ => continue,
-        };
-        pairs.push((name.into_bytes(), value));
-    }
-    let pairs: Vec<(&[u8], &[u8])> = pairs.iter().map(|(n, v)| (&n[..], &v[..])).collect();
-    Some(pairs::serialize(&pairs))
 }
 
 /// Which part of the input space a scenario leans towards.
@@ -458,9 +432,12 @@ fn pools() -> &'static Pools {
             r#"{"sub":"u\r\nx-admin: 1","scope":"mlflow:write"}"#,
             r#"{"sub":"","scope":"mlflow:write"}"#,
             r#"{"scope":"mlflow:write"}"#,
+            r#"{"sub":"user-6","scopes":{"mlflow:write":false}}"#,
+            r#"{"sub":"user-7","scope":["x mlflow:write y"],"email":null}"#,
+            r#"{"sub":"user-8","scopes":["mlflow:read",null]}"#,
         ]
         .iter()
-        .filter_map(|json| metadata_payload(json.as_bytes()))
+        .map(|json| json.as_bytes().to_vec())
         .collect();
         let rw = r#"["mlflow:read","mlflow:write"]"#;
         let ok_bodies = [
@@ -871,7 +848,7 @@ struct Info {
     request_id: Option<String>,
     said_verified: bool,
     said_digest: Option<Option<Vec<u8>>>,
-    said_payload: Option<Option<Vec<u8>>>,
+    said_payload: Option<Option<Value>>,
 }
 
 impl Info {
@@ -1142,7 +1119,7 @@ impl World {
         let bearer = map.get("authorization").and_then(reference_bearer);
         let payload = match &request.jwt {
             Subject::Unverified => None,
-            Subject::Other(bytes) => Some(bytes.clone()),
+            Subject::Other(bytes) => serde_json::from_slice(bytes).ok(),
             Subject::TokensOwn => bearer
                 .and_then(|t| std::str::from_utf8(t).ok())
                 .and_then(|t| t.split('.').nth(1))
@@ -1151,7 +1128,7 @@ impl World {
                         .decode(p)
                         .ok()
                 })
-                .and_then(|json| metadata_payload(&json)),
+                .and_then(|json| serde_json::from_slice(&json).ok()),
         };
         let now = self.wall_ms();
         let (worker, host) = &mut self.workers[w];
@@ -1663,18 +1640,12 @@ impl World {
                 };
                 let _ = token;
                 let user = identity.user_id.as_deref().unwrap_or_default();
+                let (sub, claimed) = reference_jwt_claims(payload);
                 assert_eq!(
                     Some(user.as_bytes()),
-                    reference_claim(payload, b"sub"),
+                    sub.as_deref(),
                     "not the verified subject"
                 );
-                let claimed: Vec<Vec<u8>> = match reference_claim(payload, b"scope") {
-                    Some(scope) => scope.split(|b| *b == b' ').map(<[u8]>::to_vec).collect(),
-                    None => reference_claim(payload, b"scopes")
-                        .and_then(reference_pairs)
-                        .map(|items| items.into_iter().map(|(n, _)| n.to_vec()).collect())
-                        .unwrap_or_default(),
-                };
                 for scope in identity.scopes.split(' ').filter(|s| !s.is_empty()) {
                     assert!(
                         claimed.iter().any(|c| c == scope.as_bytes()),

@@ -89,9 +89,10 @@ pub struct FakeEnvoy {
     pub mtls: bool,
     /// `connection.sha256_peer_certificate_digest`; Envoy tells it only on an mTLS connection.
     pub peer_digest: Option<Vec<u8>>,
-    /// What jwt_authn verified, and where (namespace, key) the configuration says it is: the
-    /// fake panics when the filter looks anywhere else, failing the test.
-    pub jwt_payload: Option<Vec<u8>>,
+    /// What jwt_authn verified (the token's payload as JSON), and where (namespace, key) the
+    /// configuration says it is: the fake panics when the filter looks anywhere else,
+    /// failing the test. Read through [`metadata_value`], as Envoy hands metadata over.
+    pub jwt_payload: Option<serde_json::Value>,
     pub jwt_location: (String, String),
     /// `source.address`.
     pub source_address: String,
@@ -166,14 +167,19 @@ impl RequestHost for FakeEnvoy {
         self.peer_digest.clone().filter(|_| self.mtls)
     }
 
-    fn verified_jwt_payload(&mut self, namespace: &str, payload_key: &str) -> Option<Vec<u8>> {
+    fn verified_jwt(
+        &mut self,
+        namespace: &str,
+        payload_key: &str,
+        below: &[&str],
+    ) -> Option<Vec<u8>> {
         assert_eq!(
             (namespace, payload_key),
             (&*self.jwt_location.0, &*self.jwt_location.1),
             "jwt_authn's payload read where the configuration does not put it"
         );
         self.asked.jwt_payload += 1;
-        self.jwt_payload.clone()
+        metadata_value(self.jwt_payload.as_ref()?, below)
     }
 }
 
@@ -201,6 +207,42 @@ impl StreamHost for FakeEnvoy {
     fn source_address(&mut self) -> String {
         self.source_address.clone()
     }
+}
+
+/// A value below `payload` (a JSON document jwt_authn put in metadata, where every number is
+/// a double) as Envoy's `proxy_get_property` hands it over: the path walks maps by key and
+/// lists by index; a string is its bytes, a number the 8 bytes of a little-endian double, a
+/// boolean one byte, a list pairs of (item, empty), a map pairs of (key, value); a null
+/// cannot be serialized, so the read fails (None), as a missing key does.
+pub fn metadata_value(payload: &serde_json::Value, path: &[&str]) -> Option<Vec<u8>> {
+    use serde_json::Value;
+    let mut value = payload;
+    for part in path {
+        value = match value {
+            Value::Object(members) => members.get(*part)?,
+            Value::Array(items) => items.get(part.trim().parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    fn serialize(value: &Value) -> Option<Vec<u8>> {
+        let pairs: Vec<(Vec<u8>, Vec<u8>)> = match value {
+            Value::Null => return None,
+            Value::Bool(b) => return Some(vec![u8::from(*b)]),
+            Value::Number(n) => return Some(n.as_f64()?.to_le_bytes().to_vec()),
+            Value::String(s) => return Some(s.as_bytes().to_vec()),
+            Value::Array(items) => items
+                .iter()
+                .map(|item| Some((serialize(item)?, Vec::new())))
+                .collect::<Option<_>>()?,
+            Value::Object(members) => members
+                .iter()
+                .map(|(k, v)| Some((k.as_bytes().to_vec(), serialize(v)?)))
+                .collect::<Option<_>>()?,
+        };
+        let refs: Vec<(&[u8], &[u8])> = pairs.iter().map(|(n, v)| (&n[..], &v[..])).collect();
+        Some(crate::core::pairs::serialize(&refs))
+    }
+    serialize(value)
 }
 
 #[cfg(test)]

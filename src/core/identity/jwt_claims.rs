@@ -3,8 +3,14 @@
 //! client can set, and never from the token's text: what the filter trusts is exactly what
 //! was verified.
 //!
-//! Envoy hands the payload over as a map in proxy-wasm's pairs format: each claim's name,
-//! and its value (a string as its bytes; a list as pairs again; numbers as 8-byte doubles).
+//! Envoy hands a metadata value over without its type: a string as its bytes, a number as
+//! the 8 bytes of a double, a boolean as one byte, a list as pairs (item, empty), a map as
+//! pairs (key, value), and a null not at all (the read fails). So a map of empty strings
+//! reads like a list, and a list's or map's bytes, split on spaces, can hold a clean token
+//! (`["x mlflow:write y"]`). Each claim is therefore read on its own and its type pinned:
+//! pairs always hold NUL bytes (their terminators), which a scope string never does; a
+//! number is exactly eight bytes; and a list, unlike a map, answers `<claim>/0` with its
+//! first item. A claim whose type stays in doubt grants nothing.
 
 use crate::core::pairs::for_each_pair;
 use crate::core::text::{is_header_safe, is_token, MAX_HEADER_VALUE_LEN};
@@ -16,121 +22,192 @@ pub struct Claims {
     pub scopes: Vec<String>,
 }
 
-/// `sub`, and the scopes from `scope` (RFC 6749 §3.3: space-separated) or, when there is no
-/// `scope`, from a `scopes` list. None when there is no usable `sub`: one that could not
-/// safely become `x-user-id`. A scope token with any other whitespace, a control byte or a
-/// byte beyond ASCII is ignored, as is an empty one.
-pub fn verified_claims(payload: &[u8]) -> Option<Claims> {
-    let (mut sub, mut scope, mut scopes) = (None, None, None);
-    for_each_pair(payload, |name, value| match name {
-        b"sub" => sub = Some(value),
-        b"scope" => scope = Some(value),
-        b"scopes" => scopes = Some(value),
-        _ => {}
-    })?;
-    let sub = std::str::from_utf8(sub?)
+/// A double's bytes; a string of exactly this length could be a number in disguise.
+const NUMBER_LEN: usize = 8;
+
+/// `sub`, and the scopes from `scope` (RFC 6749 §3.3: a string, split on single spaces) or,
+/// when there is no `scope`, from a `scopes` list of strings. `read` returns the verified
+/// value at a path below the payload (`["scope"]`, `["scopes", "0"]`), None when there is
+/// none. None when there is no usable `sub`: one that could not safely become `x-user-id`
+/// (its presence is also the proof that jwt_authn verified this request's token). A scope
+/// token with any other whitespace, a control byte or a byte beyond ASCII is ignored, as is
+/// an empty one; so is a `scope` of exactly eight bytes, and a list item of eight bytes: they
+/// cannot be told from a number.
+pub fn verified_claims(mut read: impl FnMut(&[&str]) -> Option<Vec<u8>>) -> Option<Claims> {
+    let sub = read(&["sub"])?;
+    let sub = std::str::from_utf8(&sub)
         .ok()
-        .filter(|s| is_header_safe(s))?;
-    let mut tokens: Vec<String> = Vec::new();
+        .filter(|s| is_header_safe(s))?
+        .to_string();
+    let mut scopes: Vec<String> = Vec::new();
     let mut add = |token: &[u8]| {
-        if is_scope_token(token) && !tokens.iter().any(|t| t.as_bytes() == token) {
+        if is_token(token) && !scopes.iter().any(|t| t.as_bytes() == token) {
             // ASCII graphic only, so valid UTF-8.
-            tokens.push(String::from_utf8_lossy(token).into_owned());
+            scopes.push(String::from_utf8_lossy(token).into_owned());
         }
     };
-    match (scope, scopes) {
-        (Some(scope), _) => scope.split(|b| *b == b' ').for_each(&mut add),
-        (None, Some(list)) => {
-            // A list is pairs whose names are the items; anything else, including a list
-            // malformed after its first items, holds no scopes.
-            let mut items = Vec::new();
-            if for_each_pair(list, |item, _| items.push(item)).is_some() {
-                items.into_iter().for_each(&mut add);
-            }
+    if let Some(scope) = read(&["scope"]) {
+        // A string only: no NUL (a list's or map's pairs, a false), not a number's length.
+        if !scope.contains(&0) && scope.len() != NUMBER_LEN {
+            scope
+                .split(|b| *b == b' ')
+                .filter(|token| token.len() <= MAX_HEADER_VALUE_LEN)
+                .for_each(&mut add);
         }
-        (None, None) => {}
+    } else if let Some(list) = read(&["scopes"]) {
+        // A list is pairs whose values are all empty; a map of empty strings is told apart
+        // by its first item, which only a list gives at index 0.
+        let mut items = Vec::new();
+        let mut all_empty = true;
+        let whole = for_each_pair(&list, |item, value| {
+            all_empty &= value.is_empty();
+            items.push(item);
+        });
+        let is_list = whole.is_some()
+            && all_empty
+            && items
+                .first()
+                .is_none_or(|first| read(&["scopes", "0"]).as_deref() == Some(*first));
+        if is_list {
+            items
+                .into_iter()
+                .filter(|item| item.len() <= MAX_HEADER_VALUE_LEN && item.len() != NUMBER_LEN)
+                .for_each(&mut add);
+        }
     }
-    Some(Claims {
-        sub: sub.to_string(),
-        scopes: tokens,
-    })
-}
-
-fn is_scope_token(token: &[u8]) -> bool {
-    token.len() <= MAX_HEADER_VALUE_LEN && is_token(token)
+    Some(Claims { sub, scopes })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::pairs::serialize;
+    use crate::core::host::fake::metadata_value;
+    use serde_json::{json, Value};
 
-    fn payload(pairs: &[(&str, &[u8])]) -> Vec<u8> {
-        let pairs: Vec<(&[u8], &[u8])> = pairs.iter().map(|(n, v)| (n.as_bytes(), *v)).collect();
-        serialize(&pairs)
+    /// The claims of `payload` as jwt_authn leaves it in metadata, read through Envoy's
+    /// property rules (the fake's model of them).
+    fn claims(payload: Value) -> Option<Claims> {
+        verified_claims(|path| metadata_value(&payload, path))
     }
 
-    fn list(items: &[&str]) -> Vec<u8> {
-        let pairs: Vec<(&[u8], &[u8])> = items.iter().map(|i| (i.as_bytes(), &b""[..])).collect();
-        serialize(&pairs)
+    fn scopes(payload: Value) -> Vec<String> {
+        claims(payload).expect("a usable sub").scopes
     }
 
     #[test]
-    fn reads_sub_and_scope_as_envoy_serializes_the_payload() {
-        let exp = 1.8e9f64.to_le_bytes();
-        let claims = verified_claims(&payload(&[
-            ("iss", b"https://login.hokus.ai"),
-            ("scope", b"mlflow:read mlflow:write"),
-            ("exp", &exp),
-            ("sub", b"user_123"),
-        ]))
+    fn reads_sub_and_scope_as_jwt_authn_verified_them() {
+        let c = claims(json!({
+            "iss": "https://login.hokus.ai",
+            "scope": "mlflow:read mlflow:write",
+            "exp": 1.8e9,
+            "nonce": null,
+            "sub": "user_123",
+        }))
         .unwrap();
-        assert_eq!(claims.sub, "user_123");
-        assert_eq!(claims.scopes, vec!["mlflow:read", "mlflow:write"]);
+        assert_eq!(c.sub, "user_123");
+        assert_eq!(c.scopes, vec!["mlflow:read", "mlflow:write"]);
     }
 
     #[test]
     fn scope_splits_on_single_spaces_only() {
-        let scopes = |scope: &[u8]| {
-            verified_claims(&payload(&[("sub", b"u"), ("scope", scope)]))
-                .unwrap()
-                .scopes
-        };
-        assert_eq!(scopes(b"mlflow:read\nmlflow:write"), Vec::<String>::new());
-        assert_eq!(scopes(b"mlflow:read\tmlflow:write a"), vec!["a"]);
-        assert_eq!(scopes(b"  mlflow:read  "), vec!["mlflow:read"]);
-        assert_eq!(scopes(b"a \xc3\xa9 a b\x7f"), vec!["a"]);
-        assert_eq!(scopes(b""), Vec::<String>::new());
+        let s = |scope: &str| scopes(json!({"sub": "u", "scope": scope}));
+        assert_eq!(s("mlflow:read\nmlflow:write"), Vec::<String>::new());
+        assert_eq!(s("mlflow:read\tmlflow:write a"), vec!["a"]);
+        assert_eq!(s("  mlflow:read  "), vec!["mlflow:read"]);
+        assert_eq!(s("a \u{e9} a b\u{7f}"), vec!["a"]);
+        assert_eq!(
+            s("ml:write"),
+            Vec::<String>::new(),
+            "eight bytes: maybe a number"
+        );
+        assert_eq!(s("ml:write a"), vec!["ml:write", "a"]);
+        assert_eq!(s("a b"), vec!["a", "b"]);
+        assert_eq!(s(""), Vec::<String>::new());
     }
 
     #[test]
-    fn a_scopes_list_counts_only_without_scope() {
-        let items = list(&["mlflow:read", "bad item", "mlflow:read"]);
-        let claims = verified_claims(&payload(&[("sub", b"u"), ("scopes", &items)])).unwrap();
-        assert_eq!(claims.scopes, vec!["mlflow:read"]);
-        let both = payload(&[("sub", b"u"), ("scope", b"a"), ("scopes", &items)]);
-        assert_eq!(verified_claims(&both).unwrap().scopes, vec!["a"]);
-        let not_a_list = payload(&[("sub", b"u"), ("scopes", b"mlflow:write")]);
-        assert!(verified_claims(&not_a_list).unwrap().scopes.is_empty());
-        // Whole items first, then a length that runs past the end: no scope at all.
-        let mut cut = list(&["mlflow:read", "mlflow:write"]);
-        cut[16..20].copy_from_slice(&200u32.to_le_bytes());
-        let cut = payload(&[("sub", b"u"), ("scopes", &cut)]);
-        assert!(verified_claims(&cut).unwrap().scopes.is_empty());
+    fn a_scope_that_is_not_a_string_grants_nothing() {
+        for scope in [
+            json!(["x mlflow:write y"]),
+            json!(["mlflow:write"]),
+            json!({"k": "x mlflow:write y"}),
+            json!({"0": "mlflow:write", "mlflow:write": ""}),
+            json!({"mlflow:write": ""}),
+            json!(true),
+            // A double whose eight bytes spell a token.
+            json!(f64::from_le_bytes(*b"ml:write")),
+        ] {
+            assert_eq!(
+                scopes(json!({"sub": "u", "scope": scope.clone()})),
+                Vec::<String>::new(),
+                "{scope}"
+            );
+        }
+        // A null scope is no scope: the list may speak.
+        assert_eq!(
+            scopes(json!({"sub": "u", "scope": null, "scopes": ["mlflow:read"]})),
+            vec!["mlflow:read"]
+        );
+    }
+
+    #[test]
+    fn a_scopes_list_counts_only_without_scope_and_only_as_a_list_of_strings() {
+        let list = json!([
+            "mlflow:read",
+            "bad item",
+            "mlflow:read",
+            7,
+            true,
+            ["mlflow:write"]
+        ]);
+        assert_eq!(
+            scopes(json!({"sub": "u", "scopes": list})),
+            vec!["mlflow:read"]
+        );
+        assert_eq!(
+            scopes(json!({"sub": "u", "scope": "a", "scopes": ["mlflow:read"]})),
+            vec!["a"]
+        );
+        for not_a_list in [
+            json!("mlflow:write"),
+            json!({"mlflow:write": false}),
+            json!({"mlflow:write": ""}),
+            json!({"mlflow:write": "", "0": ""}),
+            json!({"0": "", "1": ""}),
+            json!({"mlflow:access": "no"}),
+            json!(["mlflow:write", null]),
+        ] {
+            assert_eq!(
+                scopes(json!({"sub": "u", "scopes": not_a_list.clone()})),
+                Vec::<String>::new(),
+                "{not_a_list}"
+            );
+        }
     }
 
     #[test]
     fn unusable_subjects_are_refused() {
         for sub in [
-            &b""[..],
-            b"u\r\nx-admin: 1",
-            b" u",
-            b"\xff",
-            &[b'a'; MAX_HEADER_VALUE_LEN + 1],
+            json!(""),
+            json!("u\r\nx-admin: 1"),
+            json!(" u"),
+            json!("a".repeat(MAX_HEADER_VALUE_LEN + 1)),
+            json!(null),
+            json!(["u"]),
+            json!({"u": "v"}),
+            json!(true),
         ] {
-            assert_eq!(verified_claims(&payload(&[("sub", sub)])), None, "{sub:?}");
+            assert_eq!(claims(json!({"sub": sub.clone()})), None, "{sub}");
         }
-        assert_eq!(verified_claims(&payload(&[("scope", b"a")])), None);
-        assert_eq!(verified_claims(b"\x01\x00"), None, "not a pairs map");
+        assert_eq!(claims(json!({"scope": "a"})), None);
+    }
+
+    #[test]
+    fn a_null_elsewhere_in_the_payload_does_not_unseat_the_token() {
+        let c = claims(json!({"sub": "u", "email": null, "scope": "mlflow:read"})).unwrap();
+        assert_eq!(
+            (c.sub.as_str(), c.scopes),
+            ("u", vec!["mlflow:read".to_string()])
+        );
     }
 }

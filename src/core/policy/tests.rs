@@ -3,7 +3,6 @@ use crate::core::auth_service::reply::interpret;
 use crate::core::host::fake::FakeEnvoy;
 use crate::core::identity::test_certs::{self, TestPeer};
 use crate::core::output::access_log::access_log_record;
-use crate::core::pairs::serialize;
 use crate::core::request::facts::Single;
 
 const NOW: i64 = 1_795_435_200;
@@ -567,12 +566,13 @@ fn with_jwt<'a>(req: RequestFacts<'a>, bearer: &'a str) -> RequestFacts<'a> {
 }
 
 /// A payload as jwt_authn leaves it in dynamic metadata.
-fn payload(claims: &[(&str, &str)]) -> Vec<u8> {
-    let pairs: Vec<(&[u8], &[u8])> = claims
+/// A verified payload whose claims are all strings.
+fn payload(claims: &[(&str, &str)]) -> serde_json::Value {
+    claims
         .iter()
-        .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
-        .collect();
-    serialize(&pairs)
+        .map(|(n, v)| (n.to_string(), serde_json::Value::from(*v)))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
 }
 
 #[test]
@@ -630,7 +630,8 @@ fn an_unverified_jwt_or_unusable_claims_are_refused_without_callout() {
         None,
         Some(payload(&[("scope", "mlflow:read")])),
         Some(payload(&[("sub", "u\r\nx-admin: 1")])),
-        Some(b"not pairs".to_vec()),
+        Some(serde_json::json!({"sub": null, "scope": "mlflow:read"})),
+        Some(serde_json::json!("not a map")),
     ] {
         let mut host = FakeEnvoy {
             jwt_payload,
@@ -639,7 +640,7 @@ fn an_unverified_jwt_or_unusable_claims_are_refused_without_callout() {
         let d = p.decide(&req, &mut host, NOW);
         assert_eq!(refused(&d).reply, LocalReply::token_invalid());
         assert_eq!(refused(&d).facts.method, AuthMethod::Jwt);
-        assert_eq!(host.asked.jwt_payload, 1);
+        assert_eq!(host.asked.jwt_payload, 1, "sub first: nothing else is read");
     }
 }
 
