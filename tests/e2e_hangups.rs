@@ -16,8 +16,7 @@ use e2e::stack::*;
 use hokusai_devstack::Fault;
 
 const SEARCH: &str = "/api/2.0/mlflow/experiments/search";
-/// Connections hung up together: below the in-flight cap (256 callouts per worker) however
-/// the kernel spreads them over the two workers.
+/// Connections hung up together: below the in-flight cap (256 callouts per worker).
 const BATCH: usize = 200;
 
 /// Polls `ready` (bounded: about 10 s) and fails with `what` when it never holds.
@@ -77,13 +76,16 @@ async fn hang_up(stack: &Stack, batches: usize, first: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_hundred_thousand_hang_ups_mid_callout_leave_envoy_and_the_vm_flat() {
-    // A small cache, so the warm-up fills each worker's copy of it many times over: its
-    // steady state (a bounded map, emptied when full) is reached before the measurement.
-    let mut stack = Stack::start_with(StackOptions::tuned(Tuning {
+    // One worker, so the VM whose memory the gauge reports is always the same one (with two,
+    // each flush overwrites the other's figure). A small cache, so the warm-up fills the
+    // worker's copy of it many times over: its steady state (a bounded map, emptied when
+    // full) is reached before the measurement.
+    let mut opts = StackOptions::tuned(Tuning {
         max_entries: Some(1000),
         ..Tuning::default()
-    }))
-    .await;
+    });
+    opts.envoy.workers = 1;
+    let mut stack = Stack::start_with(opts).await;
     let failures_before = stack.wasm_failure_stats().await;
     stack.auth().set_fault(Fault::Hold);
     // Warm up to the steady state (connection pools, maps at their working size).
