@@ -76,7 +76,7 @@ fn cases() -> Vec<(&'static str, Story, Want)> {
         ("proxy_http_call", miss, Want::Unavailable),
         // A reply that cannot be read is no reply: sent again once, and the retry decides.
         ("proxy_get_buffer_bytes", miss, Want::Forwarded),
-        ("proxy_get_header_map_value", miss, Want::Forwarded),
+        // The second header-map read of a miss is the reply's (see `reply_head_cases`).
         ("proxy_send_local_response", no_key, Want::Reset),
         ("proxy_get_property", internal, Want::KeyRequired),
         ("proxy_set_property", warm, Want::Forwarded),
@@ -137,6 +137,29 @@ fn every_status_a_host_call_can_fail_with_gets_the_documented_answer() {
                 "API key required",
             );
         }
+    }
+}
+
+/// The reply's headers are the second header-map read of a miss (the request's is the
+/// first): a reply whose headers cannot be read is no reply, so it is sent again once (as a
+/// reset would be), and the retry decides.
+#[test]
+fn a_reply_whose_headers_cannot_be_read_is_retried_like_no_reply() {
+    for (status, status_name) in STATUSES {
+        let host = Host::new();
+        let mut vm = vm(&host);
+        host.inject_status_after("proxy_get_header_map_pairs", 1, status, 1);
+        let id = vm.send(keyed_get());
+        vm.answer_only(read_write());
+        assert_eq!(host.pending_injections(), 0, "{status_name}: never read");
+        assert_eq!(vm.callouts().len(), 1, "{status_name}: sent again");
+        vm.answer_only(read_write());
+        assert!(
+            vm.outcome(id).is_forwarded(),
+            "{status_name}: {:?}",
+            vm.outcome(id)
+        );
+        vm.assert_alive();
     }
 }
 

@@ -95,13 +95,6 @@ extern "C" {
         size: *mut usize,
     ) -> u32;
     pub fn proxy_get_header_map_pairs(map: u32, data: *mut *mut u8, size: *mut usize) -> u32;
-    pub fn proxy_get_header_map_value(
-        map: u32,
-        key: *const u8,
-        key_len: usize,
-        value: *mut *mut u8,
-        value_len: *mut usize,
-    ) -> u32;
     pub fn proxy_replace_header_map_value(
         map: u32,
         key: *const u8,

@@ -82,26 +82,22 @@ pub fn buffer(kind: u32, max: usize) -> Result<Option<Vec<u8>>, Status> {
 /// The request headers in the pairs format, in one host call. A request always has
 /// headers, so "not found" is an error here like any other.
 pub fn request_header_pairs() -> Result<Vec<u8>, Status> {
+    header_pairs(abi::REQUEST_HEADERS)
+}
+
+/// A callout reply's headers in the pairs format, in one host call (rather than one per
+/// header asked for).
+pub fn call_response_header_pairs() -> Result<Vec<u8>, Status> {
+    header_pairs(abi::HTTP_CALL_RESPONSE_HEADERS)
+}
+
+fn header_pairs(map: u32) -> Result<Vec<u8>, Status> {
     let (mut data, mut size) = (std::ptr::null_mut(), 0usize);
     // SAFETY: out-pointers to live locals.
-    let code =
-        unsafe { abi::proxy_get_header_map_pairs(abi::REQUEST_HEADERS, &mut data, &mut size) };
+    let code = unsafe { abi::proxy_get_header_map_pairs(map, &mut data, &mut size) };
     Status::check(code)?;
     // SAFETY: the host said Ok, so it wrote both (or left the null pointer).
     Ok(unsafe { owned(data, size) }.unwrap_or_default())
-}
-
-pub fn call_response_header(name: &str) -> Result<Option<Vec<u8>>, Status> {
-    // SAFETY: a live string and out-pointers to live locals.
-    bytes(|data, size| unsafe {
-        abi::proxy_get_header_map_value(
-            abi::HTTP_CALL_RESPONSE_HEADERS,
-            name.as_ptr(),
-            name.len(),
-            data,
-            size,
-        )
-    })
 }
 
 pub fn set_request_header(name: &str, value: &str) -> Result<(), Status> {

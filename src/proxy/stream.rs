@@ -12,6 +12,7 @@ use super::host::{self, Envoy};
 use super::registry::{Contexts, Stream};
 use crate::core::auth_service::reply::{CalloutReply, MAX_REPLY_BYTES};
 use crate::core::output::local_reply::LocalReply;
+use crate::core::pairs::for_each_pair;
 use crate::core::request::facts::RequestFacts;
 use crate::core::worker::Step;
 
@@ -85,17 +86,16 @@ pub fn on_callout_reply(c: &mut Contexts, context: u32, token: u32, headers: usi
     let Some(filter) = c.filter(root) else {
         return;
     };
-    let (status, retry_after, reply_body) = read_callout_reply(headers, body);
-    let from_upstream = CalloutReply::may_be_envoys_own(status)
-        && matches!(
-            host::call_response_header("x-envoy-upstream-service-time"),
-            Ok(Some(_))
-        );
+    let raw = read_callout_reply(headers, body);
+    let (head, reply_body) = raw
+        .as_ref()
+        .and_then(|(pairs, body)| Some((ReplyHead::read(pairs)?, body.as_slice())))
+        .unwrap_or_default();
     let reply = CalloutReply {
-        status,
-        body: &reply_body,
-        retry_after: retry_after.as_deref(),
-        from_upstream,
+        status: head.status,
+        body: reply_body,
+        retry_after: head.retry_after,
+        from_upstream: head.from_upstream,
     };
     let Ok(now) = host::now_ms() else {
         // Nothing can be judged without a clock; the tick gives the flight up after its
@@ -117,28 +117,51 @@ pub fn gone(c: &mut Contexts, id: u32, stream: Stream) {
     }
 }
 
-/// (status, retry-after, body). After a timeout or reset Envoy has no reply maps at all,
-/// and asking for one is a host error: only read what the host says exists. A reply that
-/// cannot be read is no reply.
-fn read_callout_reply(headers: usize, body: usize) -> (Option<u16>, Option<Vec<u8>>, Vec<u8>) {
-    if headers == 0 {
-        return (None, None, Vec::new());
+/// What the filter reads of a reply's headers (the first of each, as Envoy's own lookups).
+#[derive(Default)]
+struct ReplyHead<'a> {
+    status: Option<u16>,
+    retry_after: Option<&'a [u8]>,
+    /// `x-envoy-upstream-service-time`: the reply came from the auth service, not Envoy.
+    from_upstream: bool,
+}
+
+impl<'a> ReplyHead<'a> {
+    /// None for pairs that do not parse.
+    fn read(pairs: &'a [u8]) -> Option<Self> {
+        let mut head = ReplyHead::default();
+        let (mut seen_status, mut seen_retry) = (false, false);
+        for_each_pair(pairs, |name, value| match name {
+            b":status" if !std::mem::replace(&mut seen_status, true) => {
+                head.status = std::str::from_utf8(value).ok().and_then(|s| s.parse().ok());
+            }
+            b"retry-after" if !std::mem::replace(&mut seen_retry, true) => {
+                head.retry_after = Some(value)
+            }
+            b"x-envoy-upstream-service-time" => head.from_upstream = true,
+            _ => {}
+        })?;
+        Some(head)
     }
-    let status = host::call_response_header(":status")
-        .ok()
-        .flatten()
-        .and_then(|s| std::str::from_utf8(&s).ok()?.parse::<u16>().ok());
-    let retry_after = host::call_response_header("retry-after").ok().flatten();
+}
+
+/// The reply's header pairs (all in one host call) and its body; None when there is no
+/// reply. After a timeout or reset Envoy has no reply maps at all, and asking for one is a
+/// host error: only read what the host says exists. A reply that cannot be read is no reply.
+fn read_callout_reply(headers: usize, body: usize) -> Option<(Vec<u8>, Vec<u8>)> {
+    if headers == 0 {
+        return None;
+    }
+    let pairs = host::call_response_header_pairs().ok()?;
     // One byte past the cap, so an oversized reply is recognised, never buffered whole.
     let body = if body == 0 {
         Vec::new()
     } else {
-        match host::buffer(abi::HTTP_CALL_RESPONSE_BODY, body.min(MAX_REPLY_BYTES + 1)) {
-            Ok(Some(body)) => body,
-            // Unreadable, or missing though Envoy announced it: a status with a body we
-            // cannot see says nothing.
-            Ok(None) | Err(_) => return (None, None, Vec::new()),
-        }
+        // Unreadable, or missing though Envoy announced it: a status with a body we cannot
+        // see says nothing.
+        host::buffer(abi::HTTP_CALL_RESPONSE_BODY, body.min(MAX_REPLY_BYTES + 1))
+            .ok()
+            .flatten()?
     };
-    (status, retry_after, body)
+    Some((pairs, body))
 }

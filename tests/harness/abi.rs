@@ -57,8 +57,9 @@ macro_rules! host_fn {
                     if restricted && c.data().initializing {
                         return Err(wasmtime::format_err!("restricted_callback"));
                     }
-                    if let Some(status) = c.data().take_injected(&counted) {
-                        return R::from_status(status);
+                    match c.data().take_injected(&counted) {
+                        Some(super::state::PASS_THROUGH) | None => {}
+                        Some(status) => return R::from_status(status),
                     }
                     self(c, $($arg),*).into_result()
                 })?;

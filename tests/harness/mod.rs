@@ -337,6 +337,23 @@ impl Host {
         self
     }
 
+    /// As [`Host::inject_status`], after letting the next `skip` calls of `import` through:
+    /// how a test reaches, say, the second header-map read of a request.
+    pub fn inject_status_after(
+        &self,
+        import: &str,
+        skip: usize,
+        status: i32,
+        times: usize,
+    ) -> &Self {
+        self.state()
+            .injected
+            .entry(import.to_string())
+            .or_default()
+            .extend(std::iter::repeat_n(state::PASS_THROUGH, skip));
+        self.inject_status(import, status, times)
+    }
+
     /// Injected statuses not yet used up, by import.
     pub fn pending_injections(&self) -> usize {
         self.state().injected.values().map(Vec::len).sum()

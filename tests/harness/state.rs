@@ -60,11 +60,15 @@ pub struct HostState {
     /// What another worker does right after a VM reads a shared-data key (see
     /// [`super::Host::interleave`]).
     pub interloper: Option<Interloper>,
-    /// Statuses tests injected, by import name: each answers one call instead of the host.
+    /// Statuses tests injected, by import name: each answers one call instead of the host
+    /// ([`PASS_THROUGH`] lets that call through).
     pub injected: HashMap<String, Vec<i32>>,
     /// Where each new Vm's callout-token counter starts (Envoy's starts at 0).
     pub first_callout_token: u32,
 }
+
+/// An injected "status" that lets the call run as usual (see `Host::inject_status_after`).
+pub const PASS_THROUGH: i32 = i32::MIN;
 
 /// What another worker does to shared data, given the key a VM just read.
 pub type InterloperAction = Box<dyn FnMut(&mut SharedData, &[u8]) + Send>;

@@ -798,3 +798,20 @@ fn any_scope_of_the_set_grants_access() {
     assert!(!Read.is_granted_by(&[], &sets));
     assert_eq!(Write.canonical_scope(&sets), "mlflow:write");
 }
+
+#[test]
+fn no_ui_route_reaches_into_the_api_roots() {
+    // `lookup` skips the UI reading of `/api/...` and `/ajax-api/...` paths: sound only while
+    // no UI pattern could match there (a leading wildcard, or the API roots themselves).
+    for e in endpoint_table().iter().filter(|e| e.roots == Roots::Ui) {
+        assert!(
+            !e.pattern.starts_with('{')
+                && !e.pattern.starts_with("api/")
+                && !e.pattern.starts_with("ajax-api/")
+                && e.pattern != "api"
+                && e.pattern != "ajax-api",
+            "{:?}",
+            e.pattern
+        );
+    }
+}
