@@ -360,17 +360,18 @@ class ConfigFactory:
         config.pop("configuration", None)
         return filt
 
-    def _replay_wasm(self) -> dict:
-        """bench/hostcall-cost replaying the warm path's host calls once per request, in the
-        production wasm filter entry (same VM settings, as for the no-op filter)."""
+    def _replay_wasm(self, name: str = "replay_warm", plan: str = "replay_warm 1") -> dict:
+        """bench/hostcall-cost replaying one path's host calls once per request (the warm
+        path's by default; `replay_miss` for D_replay), in the production wasm filter entry
+        (same VM settings, as for the no-op filter)."""
         if self.hostcall_wasm is None:
-            raise BenchError("A_replay needs bench/hostcall-cost's .wasm (--hostcall-wasm)")
+            raise BenchError("A_replay and D_replay need bench/hostcall-cost's .wasm (--hostcall-wasm)")
         filt = deepcopy(self.wasm_filter)
         config = filt["typed_config"]["config"]
-        config["name"] = config["root_id"] = config["vm_config"]["vm_id"] = "bench_replay_warm"
+        config["name"] = config["root_id"] = config["vm_config"]["vm_id"] = f"bench_{name}"
         config["vm_config"]["code"]["local"]["filename"] = str(self.hostcall_wasm)
         config["configuration"] = {"@type": "type.googleapis.com/google.protobuf.StringValue",
-                                   "value": "replay_warm 1"}
+                                   "value": plan}
         return filt
 
     @staticmethod
@@ -427,6 +428,9 @@ class ConfigFactory:
             filters.insert(len(filters) - 1, self._noop_wasm())
         elif scn.auth == "replay-wasm":
             filters.insert(len(filters) - 1, self._replay_wasm())
+        elif scn.auth == "replay-miss-wasm":
+            filters.insert(len(filters) - 1, self._replay_wasm(
+                "replay_miss", f"replay_miss 1 127.0.0.1:{self.ports['auth']}"))
         elif scn.auth == "route-headers":
             self._add_identity_by_route(hcm)
         elif scn.auth == "ext_authz":
@@ -790,7 +794,7 @@ def smoke_check(runs: list[dict]) -> list[str]:
                 problems.append(f"{name}: wrk ({phase}) saw errors {errs} ('status' = HTTP status ≥ 400) "
                                 f"out of {p['requests']} requests")
         calls = r["auth_stats"].get("validate_calls", 0) + r["auth_stats"].get("ext_authz_calls", 0)
-        if name in ("D", "E") and calls < 0.95 * w["requests"]:
+        if name in ("D", "D_replay", "E") and calls < 0.95 * w["requests"]:
             problems.append(f"{name}: expected an auth call per request, got {calls} calls for "
                             f"{w['requests']} requests")
         if name in ("A", "A_hdrs", "A_wasm", "A_replay", "A_tls", "C") and calls:

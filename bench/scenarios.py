@@ -28,8 +28,8 @@ class Scenario:
     title: str
     listener: str  # "plain" (envoy.yaml's :10000 listener) or "tls" (its :10443 one, via a client-side Envoy)
     # None (router only), "route-headers" (router only, the route adds WARM_IDENTITY_HEADERS),
-    # "noop-wasm", "replay-wasm" (bench/hostcall-cost `replay_warm 1`), "wasm", "wasm-nocache"
-    # or "ext_authz"
+    # "noop-wasm", "replay-wasm" (bench/hostcall-cost `replay_warm 1`), "replay-miss-wasm"
+    # (`replay_miss 1 <authority>`), "wasm", "wasm-nocache" or "ext_authz"
     auth: str | None
     keys: int  # distinct keys wrk rotates through; 0 = no key
     expect_auth_path: str | None  # x-auth-path the upstream must see (None: header absent)
@@ -77,6 +77,8 @@ SCENARIOS = [
     Scenario("C", "filter, internal mTLS path (via client-side Envoy)", "tls", "wasm", 0, "internal"),
     Scenario("D", "filter, every request a cache miss (ttl 0, 1,000 keys)",
              "plain", "wasm-nocache", NUM_KEYS, "external"),
+    Scenario("D_replay", "a do-nothing wasm filter making a miss's host calls and its callout (floor of D)",
+             "plain", "replay-miss-wasm", NUM_KEYS, "external"),
     Scenario("E", "Envoy ext_authz (HTTP) → dev auth service, 1,000 keys", "plain", "ext_authz", NUM_KEYS, None),
 ]
 

@@ -114,7 +114,12 @@ async fn until<F: std::future::Future<Output = bool>>(what: &str, mut ready: imp
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waiters_whose_leader_hung_up_are_decided_by_its_callout() {
-    let stack = Stack::start().await;
+    // A long timeout, so the held calls cannot time out while the test waits on flushes.
+    let stack = Stack::start_with(StackOptions::tuned(Tuning {
+        timeout_ms: Some(30_000),
+        ..Tuning::default()
+    }))
+    .await;
     // Every call is held at the auth service until the test lets them go.
     stack.auth().set_fault(Fault::Hold);
     const N: usize = 6;
@@ -187,7 +192,12 @@ async fn waiters_whose_leader_hung_up_are_decided_by_its_callout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_callout_whose_client_hung_up_still_fills_the_cache() {
-    let stack = Stack::start().await;
+    // A long timeout, so the held calls cannot time out while the test waits on flushes.
+    let stack = Stack::start_with(StackOptions::tuned(Tuning {
+        timeout_ms: Some(30_000),
+        ..Tuning::default()
+    }))
+    .await;
     stack.auth().set_fault(Fault::Hold);
     let auth_header = bearer(READWRITE_KEY);
     let request = RawRequest::get(
@@ -228,8 +238,11 @@ async fn a_callout_whose_client_hung_up_still_fills_the_cache() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn callouts_of_clients_that_hung_up_count_against_the_cap() {
+    // A long timeout: the held calls must stay in flight for the whole test (each step
+    // waits for the workers' 1 s flush), not time out and free their places.
     let stack = Stack::start_with(StackOptions::tuned(Tuning {
         max_pending_callouts: Some(2),
+        timeout_ms: Some(30_000),
         ..Tuning::default()
     }))
     .await;

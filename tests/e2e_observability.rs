@@ -135,7 +135,7 @@ async fn prometheus_shows_exact_counts_per_label_after_a_scripted_mix() {
     let cert_gauge = format!("hokusai_auth_peer_cert_not_after{{identity=\"{identity}\"}}");
     let want_not_after = not_after("client.crt");
 
-    // The workers flush their counts on a 200 ms tick: wait (bounded) until they have.
+    // The workers flush their counts on a 1 s tick: wait (bounded) until they have.
     let mut got = BTreeMap::new();
     for _ in 0..50 {
         got = filter_series(&stack.envoy.prometheus().await);

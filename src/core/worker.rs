@@ -39,8 +39,11 @@ use std::collections::HashMap;
 /// Envoy's id for a stream's context (not its `x-request-id`, which the client may choose).
 pub type StreamId = u32;
 
-/// How often the adapter should call [`Worker::on_tick`].
-pub const TICK_MS: u64 = 200;
+/// How often the adapter should call [`Worker::on_tick`]: metrics reach Envoy this often,
+/// and an overdue reply is given up within this of its grace. Idle, Envoy 1.40 with two
+/// workers spent 1.5-2.5 ms of CPU per second on the filter at five ticks a second, and
+/// about 1 ms at one: once a second is as fresh as any scrape needs.
+pub const TICK_MS: u64 = 1000;
 /// A retry needs at least this much of the deadline left to be worth sending.
 const MIN_RETRY_MS: i64 = 20;
 /// A reply without status this close to the attempt's timeout is that timeout.

@@ -142,17 +142,18 @@ impl Stack {
 
     /// One of the filter's counters as Envoy exports it, by the name the filter defines
     /// (`hokusai_auth.callouts` is read as `wasmcustom.hokusai_auth.callouts`). Each worker
-    /// flushes its counts on its tick (200 ms), so a fresh count may lag: see
+    /// flushes its counts on its tick (1 s), so a fresh count may lag: see
     /// [`Stack::await_filter_counter`].
     pub async fn filter_counter(&self, name: &str) -> u64 {
         self.envoy.stat(&format!("wasmcustom.{name}")).await
     }
 
-    /// Waits (bounded, ~3 s) for a filter counter to reach `want`, then asserts it is
-    /// exactly `want`; a counter that overshoots or never gets there fails.
+    /// Waits (bounded, ~6 s: a few ticks on a loaded machine) for a filter counter to reach
+    /// `want`, then asserts it is exactly `want`; a counter that overshoots or never gets
+    /// there fails.
     pub async fn await_filter_counter(&self, name: &str, want: u64) {
         let mut got = 0;
-        for _ in 0..60 {
+        for _ in 0..120 {
             got = self.filter_counter(name).await;
             if got >= want {
                 break;

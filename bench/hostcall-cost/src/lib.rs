@@ -8,6 +8,13 @@
 //! `clear_route_cache` (Envoy's foreign function), and the driver's route-cache checks:
 //! `route_probe` (one replace of the header a probe route matches on) and
 //! `route_probe_clear` (the same, then `clear_route_cache`); see `cost_model.py`.
+//! `replay_miss 1 <auth authority> [parts]` makes the host calls of a cache miss, in the
+//! filter's order, with the same callout (the request's key to the auth service's validate
+//! endpoint) and nothing else: the floor of scenario D. `parts` (comma-separated, default
+//! all) keeps only some of them around the callout, which is always made and always
+//! resumed: `reads` (request headers, clock, `source.address`), `shared` (two slot reads,
+//! one write), `reply` (the reply's headers and body, the clock), `writes` (the identity
+//! headers and the access-log record); the cost model's miss parts.
 //! `replay_warm` and `replay_internal` make, N times, exactly the host calls the real filter
 //! makes for a warm external request and an internal mTLS one (same headers, same values, in
 //! the same order) and nothing else, so the real filter minus its replay is the filter's own
@@ -63,6 +70,8 @@ enum Call {
     RouteProbeClear,
     ReplayWarm,
     ReplayInternal,
+    /// A cache miss's host calls; the callout goes to this authority on `auth_service`.
+    ReplayMiss(String, MissParts),
 }
 
 /// What the real filter writes for the bench's key `hk_bench_0000`
@@ -121,6 +130,45 @@ impl Call {
             "replay_internal" => Call::ReplayInternal,
             _ => return None,
         })
+    }
+}
+
+/// Which of a miss's host calls `replay_miss` makes besides the callout.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct MissParts {
+    reads: bool,
+    shared: bool,
+    reply: bool,
+    writes: bool,
+}
+
+impl MissParts {
+    fn parse(text: Option<&str>) -> Option<Self> {
+        let Some(text) = text else {
+            return Some(MissParts {
+                reads: true,
+                shared: true,
+                reply: true,
+                writes: true,
+            });
+        };
+        let mut parts = MissParts {
+            reads: false,
+            shared: false,
+            reply: false,
+            writes: false,
+        };
+        for part in text.split(',').filter(|p| !p.is_empty()) {
+            match part {
+                "reads" => parts.reads = true,
+                "shared" => parts.shared = true,
+                "reply" => parts.reply = true,
+                "writes" => parts.writes = true,
+                "none" => {}
+                _ => return None,
+            }
+        }
+        Some(parts)
     }
 }
 
@@ -270,6 +318,8 @@ impl Plan {
             ),
             Call::ReplayWarm => (0..n).for_each(|_| self.replay(false)),
             Call::ReplayInternal => (0..n).for_each(|_| self.replay(true)),
+            // Made by the stream itself (it needs the callout's reply): see `Probe`.
+            Call::ReplayMiss(..) => {}
             Call::RouteProbeClear => {
                 let write = hostcalls::set_map_value(req, ROUTE_HEADER, Some("rematched"));
                 self.check("route_probe_clear", write);
@@ -294,12 +344,16 @@ impl RootContext for Root {
             .flatten()
             .unwrap_or_default();
         let text = String::from_utf8_lossy(&raw);
-        let mut words = text.split_whitespace();
-        let (Some(call), Some(n), None) = (
-            words.next().and_then(Call::parse),
-            words.next().and_then(|w| w.parse().ok()),
-            words.next(),
-        ) else {
+        let words: Vec<&str> = text.split_whitespace().collect();
+        let parsed = match words.as_slice() {
+            ["replay_miss", "1", authority, parts @ ..] if parts.len() <= 1 => {
+                MissParts::parse(parts.first().copied())
+                    .map(|parts| (Call::ReplayMiss(authority.to_string(), parts), 1))
+            }
+            [call, n] => Call::parse(call).zip(n.parse().ok()),
+            _ => None,
+        };
+        let Some((call, n)) = parsed else {
             let _ = hostcalls::log(
                 LogLevel::Error,
                 &format!("hostcall-cost: bad configuration {text:?}; want `<call> <n>`"),
@@ -337,13 +391,134 @@ struct Probe {
     plan: Option<Rc<Plan>>,
 }
 
-impl Context for Probe {}
+/// The two shared-data slots a miss reads (empty here, as in scenario D) and the one its
+/// verdict is written to.
+const MISS_SLOTS: [&str; 2] = ["bench_replay.verdict.1", "bench_replay.verdict.2"];
+
+impl Probe {
+    /// The request half of a miss, in the filter's order (src/proxy/stream.rs, then
+    /// src/core/policy.rs and worker.rs): all request headers, the clock, the two cache
+    /// slots, `source.address` for the body, and the callout: the same headers and JSON body
+    /// (the request's key, the service id, the client address).
+    fn miss_request(&self, plan: &Plan, authority: &str, parts: MissParts) -> Action {
+        let req = MapType::HttpRequestHeaders;
+        // The key is needed for the callout whatever the parts: one header read at least.
+        let headers = if parts.reads {
+            hostcalls::get_map_bytes(req).unwrap_or_default()
+        } else {
+            hostcalls::get_map_value_bytes(req, "authorization")
+                .ok()
+                .flatten()
+                .map(|v| vec![("authorization".to_string(), v)])
+                .unwrap_or_default()
+        };
+        if parts.reads {
+            plan.check("replay_miss", hostcalls::get_current_time());
+        }
+        if parts.shared {
+            for slot in MISS_SLOTS {
+                plan.check("replay_miss", hostcalls::get_shared_data(slot));
+            }
+        }
+        let source = if parts.reads {
+            hostcalls::get_property(vec!["source", "address"])
+                .ok()
+                .flatten()
+        } else {
+            None
+        };
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+        };
+        let key = header("authorization")
+            .and_then(|a| a.strip_prefix("Bearer ").map(str::to_string))
+            .unwrap_or_default();
+        let ip = source
+            .map(|s| {
+                String::from_utf8_lossy(&s)
+                    .rsplit_once(':')
+                    .map_or(String::new(), |(ip, _)| ip.to_string())
+            })
+            .unwrap_or_default();
+        let body =
+            format!(r#"{{"api_key":"{key}","service_id":"ml-platform","client_ip":"{ip}"}}"#);
+        let rid = header("x-request-id").unwrap_or_default();
+        let call = self.dispatch_http_call(
+            "auth_service",
+            vec![
+                (":method", "POST"),
+                (":path", "/api/v1/keys/validate"),
+                (":authority", authority),
+                ("content-type", "application/json"),
+                ("x-request-id", &rid),
+            ],
+            Some(body.as_bytes()),
+            vec![],
+            std::time::Duration::from_millis(2000),
+        );
+        plan.check("replay_miss", call);
+        Action::Pause
+    }
+
+    /// The reply half: the reply's headers and body, the clock, the verdict's shared-data
+    /// write, the identity headers, the access-log record, and the request resumed.
+    fn miss_reply(&self, plan: &Plan, parts: MissParts, body_size: usize) {
+        if parts.reply {
+            plan.check(
+                "replay_miss",
+                hostcalls::get_map_bytes(MapType::HttpCallResponseHeaders),
+            );
+            plan.check(
+                "replay_miss",
+                hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size),
+            );
+            plan.check("replay_miss", hostcalls::get_current_time());
+        }
+        if parts.shared {
+            plan.check(
+                "replay_miss",
+                hostcalls::set_shared_data(MISS_SLOTS[0], Some(&SHARED_VALUE), None),
+            );
+        }
+        if parts.writes {
+            let req = MapType::HttpRequestHeaders;
+            for (name, value) in &WARM_HEADERS {
+                plan.check(
+                    "replay_miss",
+                    hostcalls::set_map_value(req, name, Some(value)),
+                );
+            }
+            plan.check(
+                "replay_miss",
+                hostcalls::set_property(vec![ACCESS_LOG_PROPERTY], Some(WARM_RECORD.as_bytes())),
+            );
+        }
+        plan.check("replay_miss", hostcalls::resume_http_request());
+    }
+}
+
+impl Context for Probe {
+    fn on_http_call_response(&mut self, _token: u32, _headers: usize, body_size: usize, _: usize) {
+        if let Some(plan) = &self.plan {
+            if let Call::ReplayMiss(_, parts) = &plan.call {
+                self.miss_reply(plan, *parts, body_size);
+            }
+        }
+    }
+}
 
 impl HttpContext for Probe {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        if let Some(plan) = &self.plan {
-            plan.run();
+        let Some(plan) = self.plan.clone() else {
+            return Action::Continue;
+        };
+        if let Call::ReplayMiss(authority, parts) = &plan.call {
+            return self.miss_request(&plan, authority, *parts);
         }
+        plan.run();
         Action::Continue
     }
 }
