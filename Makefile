@@ -9,7 +9,7 @@ VENV := .venv
 PY := python3
 
 .PHONY: all build build-testing toolchain test-tools venv certs revoke lint unit observability-check test run bench bench-smoke bench-mlflow fuzz clean \
-  cost-model cost-model-opt-levels cost-model-envoy
+  cost-model cost-model-opt-levels cost-model-envoy cost-model-miss
 
 all: build
 
@@ -144,6 +144,15 @@ cost-model-opt-levels: build venv
 	cargo bench --profile ci --bench wasm_cost -- --json bench/raw/wasm_cost_opt_levels.json \
 	  --compare 3=$(WASM) $(foreach l,$(OPT_LEVELS),--compare $(l)=$(call opt_wasm,$(l)))
 	$(VENV)/bin/python bench/cost_model.py render
+
+# `cost-model-miss` (~12 min, needs wrk): the miss path by part, in Envoy: ext_authz (E), the
+# filter's miss (D), and do-nothing wasm filters making only its callout (D_call), the callout
+# plus one group of its host calls each, and all of them (D_replay); results and tables in
+# bench/raw/miss/ (results.md).
+cost-model-miss: build venv certs
+	$(BENCH_PREP)
+	$(VENV)/bin/python bench/bench.py $(BENCH_ARGS) --no-mlflow --out bench/raw/miss \
+	  --scenarios A,E,D,D_call,D_reads,D_shared,D_reply,D_writes,D_replay
 
 cost-model-envoy: build venv certs
 	$(BENCH_PREP)

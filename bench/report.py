@@ -392,6 +392,77 @@ def kept_cost_model_section(path: Path) -> str:
     return "\n\n" + section + "\n"
 
 
+def flood_markdown(floods: list[dict] | None, settings: dict | None) -> list[str]:
+    """Issue 19's flood: a cached key next to a flood of keys nobody issued, against a slow
+    auth service, the filter (F) against ext_authz (F_ext)."""
+    if not floods or not settings:
+        return []
+    by: dict[str, list[dict]] = {}
+    for r in floods:
+        by.setdefault(r["scenario"], []).append(r)
+
+    def med(rows, f):
+        vals = sorted(f(r) for r in rows)
+        return vals[len(vals) // 2]
+
+    rows = {}
+    for name, rs in by.items():
+        rows[name] = {
+            "legit": med(rs, lambda r: r["legit"]["rps"]),
+            "p50": med(rs, lambda r: r["legit"]["latency_us"]["p50"]) / 1000,
+            "p99": med(rs, lambda r: r["legit"]["latency_us"]["p99"]) / 1000,
+            "flood": med(rs, lambda r: r["flood"].get("rps", 0)),
+            "most": max(r["auth_stats"].get("max_in_flight", 0) for r in rs),
+            "cpu": med(rs, lambda r: r["envoy_cpu_us_per_answer"]),
+            "n": len(rs),
+        }
+    lines = ["", "## Under a flood of unknown keys", "",
+             f"A client with a key the auth service knows ({settings['legit_connections']} connections, its "
+             f"verdict cached after the first request) next to a flood of keys nobody issued "
+             f"({settings['connections']} connections, {settings['keys']:,} keys in turn), while the auth service "
+             f"takes {settings['auth_delay_ms']} ms per call. One Envoy worker; the filter's in-flight cap is 256. "
+             "Medians over the repetitions; `calls at once` is the most the auth service served together.", "",
+             "| | what | known key req/s | its p50 / p99 ms | flood answers/s | auth calls at once | "
+             "Envoy CPU µs per answer |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    titles = {"F": "the filter", "F_ext": "ext_authz"}
+    for name, r in rows.items():
+        lines.append(f"| {name} | {titles.get(name, name)} | {r['legit']:,.0f} | {r['p50']:.1f} / {r['p99']:.1f} | "
+                     f"{r['flood']:,.0f} | {r['most']} | {r['cpu']:.1f} |")
+    if {"F", "F_ext"} <= rows.keys():
+        f, e = rows["F"], rows["F_ext"]
+        kept = f["legit"] >= e["legit"] and f["legit"] + f["flood"] >= e["legit"] + e["flood"]
+        held = f["most"] <= 256
+        lines += ["", f"Target (issue 19): under the flood the filter keeps at least ext_authz's throughput — "
+                  f"known key {f['legit']:,.0f} against {e['legit']:,.0f} req/s, all answers "
+                  f"{f['legit'] + f['flood']:,.0f} against {e['legit'] + e['flood']:,.0f}/s: "
+                  f"**{'met' if kept else 'missed'}**; with its in-flight cap holding — at most {f['most']} calls "
+                  f"at once against 256 (ext_authz: {e['most']}): **{'met' if held else 'missed'}**. "
+                  "The flood's keys get 401 once the auth service answers, or 503 at once past the cap; "
+                  "the known key never waits on the auth service."]
+    return lines
+
+
+def miss_parts_markdown(s: dict) -> list[str]:
+    """The miss path by part (`make cost-model-miss`): what each group of a miss's host
+    calls adds to the bare callout, against ext_authz."""
+    names = ["E", "D_call", "D_reads", "D_shared", "D_reply", "D_writes", "D_replay", "D"]
+    if not {"D_call", "D_replay", "D"} <= s.keys():
+        return []
+    lines = ["", "## The miss path by part", "",
+             "Envoy CPU per request of a cache miss, built up: a do-nothing wasm filter that only makes the "
+             "callout and resumes (D_call, the floor of any proxy-wasm callout), the same with one group of "
+             "the miss's host calls each, with all of them (D_replay), and the filter itself (D); ext_authz (E) "
+             "for comparison.", "",
+             "| scenario | what | Envoy CPU µs/req | over D_call |", "|---|---|---:|---:|"]
+    base = s["D_call"]["envoy_cpu_us_per_req"]
+    for n in names:
+        if n in s:
+            v = s[n]["envoy_cpu_us_per_req"]
+            lines.append(f"| {n} | {s[n]['title']} | {v:.1f} | {v - base:+.1f} |")
+    return lines
+
+
 def write_markdown(raw: dict, summary: dict, targets: list[dict], path: Path) -> None:
     m, st, runs = raw["machine"], raw["settings"], raw["runs"]
     s = summary
@@ -508,6 +579,8 @@ def write_markdown(raw: dict, summary: dict, targets: list[dict], path: Path) ->
                   + "rerun on a quieter machine to tell." for t in unresolved]
 
     lines += production_markdown(raw.get("mlflow"), s)
+    lines += flood_markdown(raw.get("floods"), raw.get("flood_settings"))
+    lines += miss_parts_markdown(s)
     lines += ["", "## What it costs, and what it saves the auth service", ""]
 
     def delta(name, base="A"):

@@ -36,6 +36,9 @@ class Scenario:
     concurrency: int = 1  # Envoy's --concurrency (workers); >1 is not pinned to one CPU
     # The upstream must see exactly WARM_IDENTITY_HEADERS (what the filter sets for the first key)
     expect_identity: bool = False
+    # In the default set (`make bench`); the others are chosen with --scenarios (the miss
+    # path's parts: `make cost-model-miss`).
+    default: bool = True
 
 
 # The identity headers the filter sets for the bench's first key hk_bench_0000 (src/core/
@@ -77,9 +80,37 @@ SCENARIOS = [
     Scenario("C", "filter, internal mTLS path (via client-side Envoy)", "tls", "wasm", 0, "internal"),
     Scenario("D", "filter, every request a cache miss (ttl 0, 1,000 keys)",
              "plain", "wasm-nocache", NUM_KEYS, "external"),
+    Scenario("D_call", "a do-nothing wasm filter making only a miss's callout and resuming (floor of any wasm callout)",
+             "plain", "replay-miss-wasm:none", NUM_KEYS, None),
     Scenario("D_replay", "a do-nothing wasm filter making a miss's host calls and its callout (floor of D)",
              "plain", "replay-miss-wasm", NUM_KEYS, "external"),
+    # The miss path by part: the callout plus one group of the miss's host calls each.
+    Scenario("D_reads", "D_call + the request's reads (headers, clock, source.address)",
+             "plain", "replay-miss-wasm:reads", NUM_KEYS, None, default=False),
+    Scenario("D_shared", "D_call + the cache's shared data (two slot reads, one write)",
+             "plain", "replay-miss-wasm:shared", NUM_KEYS, None, default=False),
+    Scenario("D_reply", "D_call + copying the reply in (its headers, body, the clock)",
+             "plain", "replay-miss-wasm:reply", NUM_KEYS, None, default=False),
+    Scenario("D_writes", "D_call + the identity headers and the access-log record",
+             "plain", "replay-miss-wasm:writes", NUM_KEYS, "external", default=False),
     Scenario("E", "Envoy ext_authz (HTTP) → dev auth service, 1,000 keys", "plain", "ext_authz", NUM_KEYS, None),
+]
+
+
+# The flood (issue 19): a client with a key the auth service knows (cached after its first
+# request) next to a flood of keys nobody issued, while the auth service takes
+# FLOOD_AUTH_DELAY_MS per call; FLOOD_CONNECTIONS is twice the filter's in-flight cap (256 per
+# worker, one worker), so the cap has to hold.
+FLOOD_KEY_FORMAT = "hk_flood_%07d"
+FLOOD_KEYS = 1_000_000
+FLOOD_CONNECTIONS = 512
+FLOOD_LEGIT_CONNECTIONS = 4
+FLOOD_AUTH_DELAY_MS = 50
+
+FLOOD_SCENARIOS = [
+    Scenario("F", "filter: a cached key next to a flood of unknown keys, slow auth service",
+             "plain", "wasm", 1, "external"),
+    Scenario("F_ext", "ext_authz: the same key next to the same flood", "plain", "ext_authz", 1, None),
 ]
 
 

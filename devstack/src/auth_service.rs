@@ -101,6 +101,10 @@ pub(crate) struct State {
     service_token: Option<String>,
     fault: Mutex<FaultSetting>,
     validate_calls: AtomicU64,
+    /// Validate and ext_authz calls being served now, and the most there were at once since
+    /// the last reset: how many calls the filter (or ext_authz) kept open against us.
+    in_flight: AtomicU64,
+    max_in_flight: AtomicU64,
     /// Validate requests the service has finished with (answered or dropped).
     validate_finished: AtomicU64,
     /// `x-request-id` of each validate request, in order of arrival ("-" when absent).
@@ -223,6 +227,8 @@ impl State {
 
     fn reset_counts(&self) {
         self.validate_calls.store(0, Ordering::Relaxed);
+        self.max_in_flight
+            .store(self.in_flight.load(Ordering::SeqCst), Ordering::SeqCst);
         self.validate_finished.store(0, Ordering::Relaxed);
         self.ext_authz_calls.store(0, Ordering::Relaxed);
         self.validate_request_ids
@@ -237,6 +243,7 @@ impl State {
             "validate_calls": self.validate_calls.load(Ordering::Relaxed),
             "ext_authz_calls": self.ext_authz_calls.load(Ordering::Relaxed),
             "token_validate_calls": self.token_validate_calls.load(Ordering::Relaxed),
+            "max_in_flight": self.max_in_flight.load(Ordering::SeqCst),
             "fault": FaultSpec::from(self.fault()),
         })
     }
@@ -274,6 +281,8 @@ impl DevAuth {
                 calls_left: None,
             }),
             validate_calls: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+            max_in_flight: AtomicU64::new(0),
             validate_finished: AtomicU64::new(0),
             validate_request_ids: Mutex::new(Vec::new()),
             ext_authz_calls: AtomicU64::new(0),
@@ -382,6 +391,11 @@ impl DevAuth {
     /// arrive later are held in their turn).
     pub fn release_held(&self) {
         self.state.release_held();
+    }
+
+    /// The most validate and ext_authz calls served at once since the last reset.
+    pub fn max_in_flight(&self) -> u64 {
+        self.state.max_in_flight.load(Ordering::SeqCst)
     }
 
     /// Calls a `Hold` fault holds right now.
@@ -633,7 +647,25 @@ struct ValidReply<'a> {
     expires_at: Option<&'a str>,
 }
 
+/// One call being served, counted in and out (also when the caller goes and the call with it).
+struct InFlight<'a>(&'a State);
+
+impl<'a> InFlight<'a> {
+    fn enter(state: &'a State) -> Self {
+        let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        state.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        InFlight(state)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 async fn validate(state: &State, req: Request<Incoming>) -> Outcome {
+    let _in_flight = InFlight::enter(state);
     state.validate_calls.fetch_add(1, Ordering::Relaxed);
     let request_id = req.headers().get("x-request-id").map_or_else(
         || "-".to_owned(),
@@ -777,6 +809,7 @@ async fn validate_inner(state: &State, req: Request<Incoming>) -> Outcome {
 /// Envoy's ext_authz HTTP service contract: 200 allows (and the listed
 /// headers are copied upstream), anything else is sent to the client as is.
 async fn ext_authz(state: &State, req: Request<Incoming>) -> Outcome {
+    let _in_flight = InFlight::enter(state);
     state.ext_authz_calls.fetch_add(1, Ordering::Relaxed);
     let headers = req.headers();
     let key = bearer(headers).or_else(|| {

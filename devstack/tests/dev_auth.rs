@@ -478,7 +478,7 @@ async fn http_control_api_only_when_enabled() -> TestResult {
         .await?;
     assert_eq!(
         stats,
-        json!({"validate_calls": 1, "ext_authz_calls": 0, "token_validate_calls": 0, "fault": {"fault": "none"}})
+        json!({"validate_calls": 1, "ext_authz_calls": 0, "token_validate_calls": 0, "max_in_flight": 1, "fault": {"fault": "none"}})
     );
 
     let set = c
@@ -506,7 +506,7 @@ async fn http_control_api_only_when_enabled() -> TestResult {
         .await?;
     assert_eq!(
         reset,
-        json!({"validate_calls": 0, "ext_authz_calls": 0, "token_validate_calls": 0, "fault": {"fault": "none"}})
+        json!({"validate_calls": 0, "ext_authz_calls": 0, "token_validate_calls": 0, "max_in_flight": 0, "fault": {"fault": "none"}})
     );
     assert!(auth.last_validate_request().is_none());
     Ok(())
@@ -682,5 +682,36 @@ async fn counts_finished_calls_and_records_every_request_id() -> TestResult {
     auth.reset_counts();
     assert!(auth.validate_request_ids().is_empty());
     assert_eq!(auth.validate_finished(), 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn held_calls_count_towards_the_most_served_at_once_until_released() -> TestResult {
+    let auth = start(None).await?;
+    auth.set_fault(Fault::Hold);
+    let url = format!("{}/api/v1/keys/validate", auth.base_url());
+    let calls: Vec<_> = (0..3)
+        .map(|_| {
+            let (url, body) = (url.clone(), body_for(dev_keys::READWRITE));
+            tokio::spawn(async move { client().post(url).json(&body).send().await })
+        })
+        .collect();
+    // Bounded wait for all three to be held.
+    for _ in 0..400 {
+        if auth.held_calls() == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(auth.held_calls(), 3);
+    auth.set_fault(Fault::None);
+    auth.release_held();
+    for call in calls {
+        assert_eq!(call.await??.status(), StatusCode::OK);
+    }
+    assert_eq!(auth.max_in_flight(), 3);
+    // A reset starts the count again from what is in flight now: nothing.
+    auth.reset_counts();
+    assert_eq!(auth.max_in_flight(), 0);
     Ok(())
 }
