@@ -47,7 +47,7 @@ DEFAULT_ROUNDS = 5
 DEFAULT_PER_BATCH = 40
 WARMUP_PER_BATCH = 3
 # Seconds with no requests at all, to tell the Envoys' cost per second (timers; the filter's
-# 200 ms tick) from their cost per request.
+# once-a-second tick) from their cost per request.
 IDLE_S = 2
 
 # The Python client's headers, with the bench's first key (read+write, no rate limit).
@@ -302,6 +302,6 @@ def idle_sentence(raw: dict) -> str:
     # At the pace of these calls, the share of each call's added CPU that is really per second.
     pace_us = statistics.median(b["wall_us_per_request"] for b in raw["batches"] if b["route"] == "filter")
     return (f"With no requests at all, over {IDLE_S} s, Envoy spent {idle['bare']:.0f} µs of CPU per second bare and "
-            f"{idle['filter']:.0f} µs with the filter (its 200 ms tick flushes metrics and checks callouts): "
+            f"{idle['filter']:.0f} µs with the filter (its tick flushes metrics and gives up overdue callouts): "
             f"{extra:+.0f} µs per second per worker, whatever the traffic; at this pace (a call every "
             f"{pace_us / 1000:.1f} ms) about {extra * pace_us / 1e6:+.0f} µs of each call's added CPU.")

@@ -270,6 +270,18 @@ def likely_cause(t: dict, s: dict, filter_cache: dict) -> str:
                 f"not much more than the wasm filter's warm-cache path ({b - a:+.1f} µs), and the dev auth "
                 f"service answers in microseconds ({s['E']['auth_cpu_us_per_req']:.0f} µs CPU per call). E's cost "
                 "grows with real network latency and a slower auth service; B's does not.")
+    if key == ("D", "E", "cpu") and {"D_call", "D_replay"} <= s.keys():
+        call, replay = s["D_call"]["envoy_cpu_us_per_req"], s["D_replay"]["envoy_cpu_us_per_req"]
+        return (f"a miss costs the filter {d - a:+.1f} µs of Envoy CPU per request against {e - a:+.1f} µs for "
+                f"ext_authz. A wasm filter that does nothing but make the same callout and resume (D_call) "
+                f"already costs {call - a:+.1f} µs, {call - e:+.1f} µs more than ext_authz's whole check: that is "
+                f"the floor of any proxy-wasm callout in Envoy 1.40 (the call made through the ABI, the reply "
+                f"delivered into the VM, the request resumed from it). The miss's other host calls (its reads, "
+                f"the two cache slots and the verdict's write, copying the reply in, the identity headers and "
+                f"the access-log record; D_replay) add {replay - call:+.1f} µs, and the filter's own work in the "
+                f"VM {d - replay:+.1f} µs (see \"The miss path by part\"). So no work the filter leaves out can "
+                "reach ext_authz here; only a host without the VM boundary could (ROADMAP: the same core as an "
+                "Envoy dynamic module).")
     if key == ("D", "E", "cpu"):
         return (f"a miss costs the filter {d - a:+.1f} µs of Envoy CPU per request against {e - a:+.1f} µs for "
                 f"ext_authz.{floor} On top of that floor the filter builds a JSON body in the VM, dispatches "
