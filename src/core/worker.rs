@@ -24,7 +24,7 @@
 //!   given up on the tick after its deadline plus a grace, so no flight lives for ever.
 
 use super::auth_service::call::client_ip;
-use super::auth_service::reply::{interpret, CalloutReply, ValidationOutcome};
+use super::auth_service::reply::{interpret, CalloutReply, NoReply, ValidationOutcome};
 use super::config::FilterConfig;
 use super::host::{Callout, CalloutHost, CalloutToken, DispatchRefused, SharedStore, StreamHost};
 use super::output::json_writer;
@@ -46,7 +46,7 @@ pub type StreamId = u32;
 pub const TICK_MS: u64 = 1000;
 /// A retry needs at least this much of the deadline left to be worth sending.
 const MIN_RETRY_MS: i64 = 20;
-/// A reply without status this close to the attempt's timeout is that timeout.
+/// A reply with no response at all this close to the attempt's timeout is that timeout.
 const TIMEOUT_SLACK_MS: i64 = 5;
 /// Past its deadline by this much, a callout whose reply never came is given up.
 const LOST_REPLY_GRACE_MS: i64 = 5_000;
@@ -282,14 +282,21 @@ impl Worker {
         };
         let elapsed = now_ms - flight.attempt_started_ms;
         self.policy.tally.latency(elapsed.max(0) as u64);
-        let status = if reply.is_envoys_own() {
+        let no_reply = match reply.status {
+            None if elapsed + TIMEOUT_SLACK_MS >= flight.attempt_timeout_ms => {
+                Some(NoReply::Timeout)
+            }
+            None => Some(NoReply::Reset),
+            Some(_) => reply.envoys_own(),
+        };
+        let status = if no_reply.is_some() {
             None
         } else {
             reply.status
         };
         let mut failure = None;
-        if status.is_none() {
-            let timed_out = elapsed + TIMEOUT_SLACK_MS >= flight.attempt_timeout_ms;
+        if let Some(no_reply) = no_reply {
+            let timed_out = no_reply == NoReply::Timeout;
             let remaining = flight.remaining_ms(now_ms, self.policy.config().timeout_ms as i64);
             if !timed_out && !flight.retried && remaining >= MIN_RETRY_MS {
                 flight.retried = true;

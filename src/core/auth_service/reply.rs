@@ -27,16 +27,23 @@ impl CalloutReply<'_> {
     /// closed connection becomes its router's 503 (`upstream connect error or disconnect/
     /// reset before headers...`) and a timeout its 504 (`upstream request timeout`), both
     /// without the `x-envoy-upstream-service-time` every real response through the router
-    /// carries. Those mean "no reply", so a reset can be retried and a timeout told apart.
-    pub fn is_envoys_own(&self) -> bool {
-        let generated = match self.status {
-            Some(503) => self
-                .body
-                .starts_with(b"upstream connect error or disconnect/reset before headers"),
-            Some(504) => self.body == b"upstream request timeout",
-            _ => false,
-        };
-        generated && !self.from_upstream
+    /// carries. Those mean "no reply", and say which kind: the body, not the time taken,
+    /// tells a timeout (Envoy's timer and the clock the filter reads can differ by a few ms).
+    pub fn envoys_own(&self) -> Option<NoReply> {
+        if self.from_upstream {
+            return None;
+        }
+        match self.status {
+            Some(503)
+                if self
+                    .body
+                    .starts_with(b"upstream connect error or disconnect/reset before headers") =>
+            {
+                Some(NoReply::Reset)
+            }
+            Some(504) if self.body == b"upstream request timeout" => Some(NoReply::Timeout),
+            _ => None,
+        }
     }
 
     /// Does the adapter need to look for `x-envoy-upstream-service-time`? Only for the
@@ -44,6 +51,13 @@ impl CalloutReply<'_> {
     pub fn may_be_envoys_own(status: Option<u16>) -> bool {
         matches!(status, Some(503 | 504))
     }
+}
+
+/// Why Envoy delivered no reply from the auth service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoReply {
+    Reset,
+    Timeout,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
