@@ -20,6 +20,7 @@ import datetime
 import functools
 import hashlib
 import http.client
+import itertools
 import json
 import os
 import platform
@@ -210,10 +211,23 @@ class Procs:
 # Small helpers
 
 
+# Ports for the servers we start come from below Linux's ephemeral range (32768 and up):
+# a port from bind(:0) is an ephemeral one, which wrk's and Envoy's outgoing connections
+# can take before the server binds it. A block per process id keeps parallel runs apart.
+_PORT_FIRST, _PORT_SPAN = 20_000, 12_000
+_port_next = itertools.count(os.getpid() % (_PORT_SPAN // 200) * 200)
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    for _ in range(_PORT_SPAN):
+        port = _PORT_FIRST + next(_port_next) % _PORT_SPAN
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 20000-31999")
 
 
 def http_request(port: int, method: str, path: str, headers: dict | None = None,

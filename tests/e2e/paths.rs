@@ -127,11 +127,25 @@ impl Drop for TempDir {
     }
 }
 
-/// Ports nobody listens on right now: all bound at once so they differ, then released
-/// for the caller to hand to a child process.
+/// Ports nobody listens on right now, for the caller to hand to a child process.
+///
+/// Not the kernel's `bind(:0)`: that draws from the ephemeral range, the same ports every
+/// outgoing connection takes, so between our release and the child's bind a test's own
+/// client or Envoy's upstream connection could take the port (seen once in CI: Envoy
+/// exiting on "Address already in use"). These come from below the ephemeral range
+/// (32768 and up on Linux), from a block chosen by the process id so that concurrent test
+/// binaries rarely meet, each checked free by binding it; `make run`'s fixed ports
+/// (5000, 8000, 9901, 10000, 10443) are below the block.
 pub fn free_ports<const N: usize>() -> [u16; N] {
-    let listeners: Vec<std::net::TcpListener> = (0..N)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
-        .collect();
-    std::array::from_fn(|i| listeners[i].local_addr().expect("local addr").port())
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id() % (SPAN / 200) * 200;
+    std::array::from_fn(|_| {
+        (0..SPAN)
+            .map(|_| (FIRST + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % SPAN) as u16)
+            .find(|&port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok())
+            .expect("a free port in 20000-31999")
+    })
 }
