@@ -478,3 +478,96 @@ async fn signing_out_clears_the_session_and_leads_back_to_sign_in() {
     // And background calls without the session get 401, not a redirect.
     assert_unauthenticated(get(&stack, &mut jar, SEARCH).await, "signed out").await;
 }
+
+/// MLflow answers any localhost origin's CORS request with credentials allowed, and a
+/// browser attaches the session cookies to requests from every port of the same host. On
+/// the cookie routes the gateway drops those answers, so a page elsewhere cannot read what
+/// a signed-in user sees; the UI itself is same-origin and needs none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_from_other_origins_cannot_read_through_a_session() {
+    let mlflow = e2e::mlflow::Mlflow::start().await;
+    let stack = Stack::start_with(StackOptions {
+        upstream_port: Some(mlflow.port),
+        ..StackOptions::default()
+    })
+    .await;
+    let (jar, _) = sign_in(&base(&stack), READER.0, READER.1).await;
+    let elsewhere = stack.auth().base_url();
+    let search = SEARCH.trim_start_matches("/mlflow");
+    let artifacts = "/api/2.0/mlflow-artifacts/artifacts?path=";
+    for (label, path) in [
+        ("UI call", SEARCH.to_owned()),
+        ("artifact listing", format!("/mlflow{artifacts}")),
+    ] {
+        for method in [Method::GET, Method::OPTIONS] {
+            // MLflow itself would let that origin read it: the check below can fail.
+            let direct_path = path.trim_start_matches("/mlflow");
+            let direct = preflight_or_get(
+                method.clone(),
+                &format!("http://127.0.0.1:{}{direct_path}", mlflow.port),
+                &elsewhere,
+                None,
+            )
+            .await;
+            assert_eq!(
+                cors_of(&direct)
+                    .get("access-control-allow-origin")
+                    .map(String::as_str),
+                Some(elsewhere.as_str()),
+                "{label} {method}: MLflow no longer answers CORS; {direct:?}"
+            );
+            let through = preflight_or_get(
+                method.clone(),
+                &stack.envoy.plain_url(&path),
+                &elsewhere,
+                // A preflight carries no cookies (and passes without credentials).
+                (method == Method::GET).then(|| jar.header()),
+            )
+            .await;
+            assert_eq!(
+                cors_of(&through),
+                Default::default(),
+                "{label} {method}: the gateway passed MLflow's CORS answer on"
+            );
+            if method == Method::GET {
+                assert_eq!(through.status(), 200, "{label}: the session still works");
+            }
+        }
+    }
+    // The API routes take no cookies, so what MLflow says about CORS there is left as is.
+    let api = plain_client()
+        .get(stack.envoy.plain_url(search))
+        .header("origin", &elsewhere)
+        .header("authorization", bearer(READWRITE_KEY))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(api.status(), 200);
+    assert!(cors_of(&api).contains_key("access-control-allow-origin"));
+}
+
+async fn preflight_or_get(
+    method: Method,
+    url: &str,
+    origin: &str,
+    cookies: Option<String>,
+) -> reqwest::Response {
+    let mut req = no_redirect_client()
+        .request(method.clone(), url)
+        .header("origin", origin);
+    if method == Method::OPTIONS {
+        req = req.header("access-control-request-method", "GET");
+    }
+    if let Some(cookies) = cookies {
+        req = req.header("cookie", cookies);
+    }
+    req.send().await.unwrap_or_else(|e| panic!("{url}: {e}"))
+}
+
+fn cors_of(resp: &reqwest::Response) -> std::collections::BTreeMap<String, String> {
+    resp.headers()
+        .iter()
+        .filter(|(k, _)| k.as_str().starts_with("access-control-"))
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_owned()))
+        .collect()
+}
