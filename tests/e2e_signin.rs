@@ -17,7 +17,12 @@ const READER: (&str, &str) = ("dev-reader", "dev-reader-password");
 /// A UI background call: reads, and must get 401 JSON (never a redirect) without a session.
 const SEARCH: &str = "/mlflow/ajax-api/2.0/mlflow/experiments/search?max_results=5";
 const CREATE: &str = "/mlflow/ajax-api/2.0/mlflow/experiments/create";
-const SESSION_COOKIES: [&str; 4] = ["BearerToken", "OauthHMAC", "OauthExpires", "IdToken"];
+const SESSION_COOKIES: [&str; 4] = [
+    "__Host-BearerToken",
+    "__Host-OauthHMAC",
+    "__Host-OauthExpires",
+    "__Host-IdToken",
+];
 
 fn base(stack: &Stack) -> String {
     stack.envoy.plain_url("")
@@ -74,8 +79,23 @@ async fn a_signed_in_browser_reaches_mlflow_as_its_user_through_jwt_authn() {
             assert!(line.contains(attr), "{name} lacks {attr}: {line}");
         }
     }
+    // Every cookie of the flow (nonce and PKCE verifier too) is a `__Host-` cookie, which a
+    // browser only takes with Secure, path=/ and no Domain: nothing else can plant one.
+    assert!(jar.set_lines.len() >= SESSION_COOKIES.len() + 2);
+    for line in &jar.set_lines {
+        let lower = line.to_ascii_lowercase().replace(' ', "");
+        assert!(line.starts_with("__Host-"), "{line}");
+        assert!(
+            lower.contains(";path=/;") || lower.ends_with(";path=/"),
+            "{line}"
+        );
+        assert!(
+            lower.contains("secure") && !lower.contains("domain="),
+            "{line}"
+        );
+    }
     assert!(
-        !jar.cookies["BearerToken"].starts_with("ey"),
+        !jar.cookies["__Host-BearerToken"].starts_with("ey"),
         "the access token is stored encrypted, not as a readable JWT"
     );
 
@@ -133,39 +153,48 @@ async fn forged_and_mixed_session_cookies_are_refused() {
         s
     };
     let mut cases: Vec<(&str, Jar)> = vec![
-        ("token changed", tamper("BearerToken", &flip_last)),
-        ("HMAC changed", tamper("OauthHMAC", &flip_last)),
+        ("token changed", tamper("__Host-BearerToken", &flip_last)),
+        ("HMAC changed", tamper("__Host-OauthHMAC", &flip_last)),
         (
             "expiry pushed back",
-            tamper("OauthExpires", &|v| {
+            tamper("__Host-OauthExpires", &|v| {
                 (v.parse::<u64>().unwrap_or(0) + 86_400).to_string()
             }),
         ),
         ("expiry removed", {
             let mut jar = writer.clone();
-            jar.cookies.remove("OauthExpires");
+            jar.cookies.remove("__Host-OauthExpires");
             jar
         }),
         ("HMAC removed", {
             let mut jar = writer.clone();
-            jar.cookies.remove("OauthHMAC");
+            jar.cookies.remove("__Host-OauthHMAC");
             jar
         }),
     ];
     // The reader's token under the writer's signature: a session is signed as a whole.
     let mut mixed = reader.clone();
-    mixed
-        .cookies
-        .insert("OauthHMAC".into(), writer.cookies["OauthHMAC"].clone());
     mixed.cookies.insert(
-        "OauthExpires".into(),
-        writer.cookies["OauthExpires"].clone(),
+        "__Host-OauthHMAC".into(),
+        writer.cookies["__Host-OauthHMAC"].clone(),
+    );
+    mixed.cookies.insert(
+        "__Host-OauthExpires".into(),
+        writer.cookies["__Host-OauthExpires"].clone(),
     );
     cases.push(("the reader's token, the writer's HMAC", mixed));
+    // The whole valid session under the names a sibling subdomain could plant: only the
+    // `__Host-` names are read.
+    let mut unprefixed = Jar::default();
+    for (name, value) in &writer.cookies {
+        let bare = name.strip_prefix("__Host-").unwrap_or(name);
+        unprefixed.cookies.insert(bare.to_owned(), value.clone());
+    }
+    cases.push(("the session without __Host- names", unprefixed));
     // A raw JWT in the cookie, as a forger without the key would write it.
     cases.push((
         "plain JWT in the cookie",
-        tamper("BearerToken", &|_| {
+        tamper("__Host-BearerToken", &|_| {
             stack.mint("dev-writer", &["mlflow:read", "mlflow:write"])
         }),
     ));
@@ -195,7 +224,7 @@ async fn an_expired_session_is_refused_even_when_replayed() {
     })
     .await;
     let (jar, _) = sign_in(&base(&stack), WRITER.0, WRITER.1).await;
-    let line = jar.set_line("OauthHMAC").unwrap().to_owned();
+    let line = jar.set_line("__Host-OauthHMAC").unwrap().to_owned();
     assert!(line.contains("Max-Age=2"), "{line}");
     // A browser drops the cookies after 2 s; an attacker who kept them replays them. Poll
     // until the session's expiry has passed (bounded), replaying the same cookies.
