@@ -70,17 +70,10 @@ stop_on_exit() {
 }
 
 # follow file pid: prints `file` as it grows, until `pid` exits or a signal arrives.
-# Not a foreground tail (it would hold a trap back until it ended), and not one long
-# `wait` on it either: in CI a Ctrl-C just after start-up once left the trap pending for
-# over 10 s while bash sat in that `wait` (most likely the signal landed between forking
-# tail and entering `wait`; not reproduced in 600 tries here). Short naps bound any such
-# delay: a pending trap runs when the nap ends. If the reader of our output dies, tail
-# dies of SIGPIPE and the loop ends too.
+# `wait` returns as soon as a trapped signal arrives, where a foreground tail would delay
+# the trap; if the reader of our output dies, tail dies of SIGPIPE and `wait` returns too.
 follow() {
   tail -n +1 -F "$1" --pid="$2" 2>/dev/null &
   FOLLOW_PID=$!
-  while kill -0 "$FOLLOW_PID" 2>/dev/null; do
-    sleep 0.2 &
-    wait "$!"
-  done
+  wait "$FOLLOW_PID"
 }
