@@ -119,8 +119,11 @@ async fn services_stop_after(ending: Ending) {
     std::fs::write(dir.join("followed.log"), "first line\n").unwrap();
     // The pipeline a terminal would run for `make run | tee run.log`, as its own process
     // group (the terminal's foreground job). The reader records its pid, then becomes cat.
-    let mut cmd = Command::new("bash");
-    cmd.arg("-c")
+    // A terminal's foreground job has these signals at their defaults; a suite started in
+    // the background (`make test &`) has INT ignored, which children inherit and bash
+    // cannot trap. Reset them, as the terminal would have them.
+    let mut cmd = Command::new("env");
+    cmd.args(["--default-signal=INT,HUP,TERM,PIPE", "bash", "-c"])
         .arg(r#"bash "$DIR/driver.sh" | { echo "$BASHPID" >"$DIR/reader.pid"; exec cat >"$DIR/reader.out"; }"#)
         .env("LIB", paths::repo_root().join("scripts/lib/services.sh"))
         .env("DIR", dir.path())
