@@ -37,6 +37,7 @@ from pathlib import Path
 
 import bench
 from bench import BenchError, ROOT, BENCH, WASM, Bench, Settings, free_port, http_request
+from mlflow_calls import task_cpu_ns
 from scenarios import REQUEST_PATH, Scenario
 
 RAW = BENCH / "raw"
@@ -159,19 +160,6 @@ def proc_stat() -> dict[str, tuple[int, int]]:
 
 def busy_between(a: dict, b: dict) -> dict[str, float]:
     return {k: (b[k][0] - a[k][0]) / max(b[k][1] - a[k][1], 1) for k in a if k in b}
-
-
-def cpu_ns(pid: int) -> int:
-    """CPU time of all of a process's threads in nanoseconds (/proc/PID/task/*/schedstat):
-    the same accounting as bench.py's Proc.cpu_seconds, at a resolution that a two-second run
-    on a shared CPU needs (clock ticks are 10 ms)."""
-    total = 0
-    for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
-        try:
-            total += int(stat.read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            pass
-    return total
 
 
 # --------------------------------------------------------------------------------------
@@ -347,9 +335,9 @@ class EnvoyRun:
         port = self.model.wrk_port(item)
         out = self.settings.work_dir / f"wrk-{tag}-{re.sub(r'[^A-Za-z0-9_.@-]', '_', item.id)}.json"
         load0, stat0 = Path("/proc/loadavg").read_text().split()[0], proc_stat()
-        ticks0, ns0 = self.server.cpu_seconds(), cpu_ns(self.server.pid)
+        ticks0, ns0 = self.server.cpu_seconds(), task_cpu_ns(self.server.pid)
         w = self.b.wrk(item.scenario(), port, duration_s, out)
-        ticks1, ns1, stat1 = self.server.cpu_seconds(), cpu_ns(self.server.pid), proc_stat()
+        ticks1, ns1, stat1 = self.server.cpu_seconds(), task_cpu_ns(self.server.pid), proc_stat()
         if not self.server.alive():
             raise BenchError(f"the cost-model Envoy died during {item.id}:\n{self.server.log_tail()}")
         requests = max(w["requests"], 1)

@@ -56,7 +56,9 @@ HEADERS = {"User-Agent": "mlflow-python-client/3.17.2", "Accept-Encoding": "iden
 
 
 def task_cpu_ns(pid: int) -> int:
-    """CPU time of all of a process's threads, in ns (/proc/PID/task/*/schedstat)."""
+    """CPU time of all of a process's threads, in ns (/proc/PID/task/*/schedstat): the same
+    accounting as bench.py's Proc.cpu_seconds, at the resolution a two-second run on a shared
+    CPU needs (clock ticks are 10 ms)."""
     total = 0
     for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
         try:

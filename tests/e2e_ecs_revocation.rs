@@ -6,9 +6,7 @@
 
 mod e2e;
 
-use std::future::Future;
 use std::path::Path;
-use std::time::Duration;
 
 use e2e::clients::{echoed, plain_client, INTERNAL_IDENTITY};
 use e2e::ecs::*;
@@ -16,24 +14,6 @@ use e2e::paths::{self, TempDir};
 use e2e::pki::{Ca, Pair};
 
 const SEARCH: &str = "/api/2.0/mlflow/experiments/search";
-
-/// Polls `check` until it returns Ok, at most 100 times 100 ms apart; panics with the last
-/// error otherwise. Envoy reloads within milliseconds of the rename; 10 s is slack.
-async fn poll<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, String>>,
-{
-    let mut last = String::new();
-    for _ in 0..100 {
-        match check().await {
-            Ok(v) => return v,
-            Err(e) => last = e,
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{what}: still not true after 100 tries; last: {last}");
-}
 
 /// A fresh handshake presenting `client`: Ok(x-auth-path) when the request got through,
 /// Err when the connection failed.

@@ -101,17 +101,6 @@ async fn fifty_concurrent_requests_with_one_new_key_make_one_callout_per_worker_
     );
 }
 
-/// Polls `ready` (bounded: about 10 s) and fails with `what` when it never holds.
-async fn until<F: std::future::Future<Output = bool>>(what: &str, mut ready: impl FnMut() -> F) {
-    for _ in 0..2000 {
-        if ready().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    panic!("never happened: {what}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waiters_whose_leader_hung_up_are_decided_by_its_callout() {
     // A long timeout, so the held calls cannot time out while the test waits on flushes.
@@ -153,19 +142,7 @@ async fn waiters_whose_leader_hung_up_are_decided_by_its_callout() {
         .into_iter()
         .partition(|(rid, _)| leaders.contains(rid));
     // The leaders' clients hang up; Envoy resets their streams, and their callouts go on.
-    let resets = stack
-        .envoy
-        .stat("http.hokusai.downstream_rq_rx_reset")
-        .await;
-    drop(gone);
-    until("Envoy saw the leaders go", || async {
-        stack
-            .envoy
-            .stat("http.hokusai.downstream_rq_rx_reset")
-            .await
-            >= resets + leaders.len() as u64
-    })
-    .await;
+    stack.hang_up(gone, leaders.len() as u64).await;
     stack.auth().set_fault(Fault::None);
     stack.auth().release_held();
     for (rid, request) in waiting {
@@ -210,15 +187,7 @@ async fn a_callout_whose_client_hung_up_still_fills_the_cache() {
         stack.auth().held_calls() == 1
     })
     .await;
-    drop(request);
-    until("Envoy saw the client go", || async {
-        stack
-            .envoy
-            .stat("http.hokusai.downstream_rq_rx_reset")
-            .await
-            >= 1
-    })
-    .await;
+    stack.hang_up(request, 1).await;
     stack.auth().set_fault(Fault::None);
     stack.auth().release_held();
     // The reply reached the filter, for nobody but the cache.

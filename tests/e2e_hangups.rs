@@ -7,8 +7,6 @@
 
 mod e2e;
 
-use std::time::Duration;
-
 use e2e::clients::*;
 use e2e::envoy::Tuning;
 use e2e::raw_http::RawRequest;
@@ -18,17 +16,6 @@ use hokusai_devstack::Fault;
 const SEARCH: &str = "/api/2.0/mlflow/experiments/search";
 /// Connections hung up together: below the in-flight cap (256 callouts per worker).
 const BATCH: usize = 200;
-
-/// Polls `ready` (bounded: about 10 s) and fails with `what` when it never holds.
-async fn until<F: std::future::Future<Output = bool>>(what: &str, mut ready: impl FnMut() -> F) {
-    for _ in 0..2000 {
-        if ready().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    panic!("never happened: {what}");
-}
 
 /// `batches` × [`BATCH`] requests with keys never seen. Each batch: the auth service holds
 /// every call; once all are held, every client hangs up, and once Envoy has reset their
@@ -48,19 +35,7 @@ async fn hang_up(stack: &Stack, batches: usize, first: usize) {
             || async { auth.held_calls() == BATCH as u64 },
         )
         .await;
-        let resets = stack
-            .envoy
-            .stat("http.hokusai.downstream_rq_rx_reset")
-            .await;
-        drop(open);
-        until("Envoy saw every client go", || async {
-            stack
-                .envoy
-                .stat("http.hokusai.downstream_rq_rx_reset")
-                .await
-                >= resets + BATCH as u64
-        })
-        .await;
+        stack.hang_up(open, BATCH as u64).await;
         let done = auth.validate_calls();
         auth.release_held();
         until("Envoy has every reply", || async {

@@ -26,6 +26,24 @@ pub const IMAGE_TLS_DIR: &str = "/etc/envoy/tls";
 pub const IMAGE_WASM: &str = "/usr/local/lib/envoy/hokusai_auth_filter.wasm";
 pub const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
+/// Polls `check` until it returns Ok, at most 100 times 100 ms apart; panics with the last
+/// error otherwise. Envoy applies a renamed-in SDS file within milliseconds; 10 s is slack.
+pub async fn poll<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let mut last = String::new();
+    for _ in 0..100 {
+        match check().await {
+            Ok(v) => return v,
+            Err(e) => last = e,
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{what}: still not true after 100 tries; last: {last}");
+}
+
 pub fn ecs_dir() -> PathBuf {
     paths::repo_root().join("envoy/ecs")
 }

@@ -163,6 +163,18 @@ impl Stack {
         assert_eq!(got, want, "filter counter {name}");
     }
 
+    /// Drops `clients` (open requests: their connections close) and waits until Envoy has
+    /// reset `n` more downstream streams.
+    pub async fn hang_up<T>(&self, clients: T, n: u64) {
+        let stat = "http.hokusai.downstream_rq_rx_reset";
+        let before = self.envoy.stat(stat).await;
+        drop(clients);
+        until("Envoy saw the clients go", || async {
+            self.envoy.stat(stat).await >= before + n
+        })
+        .await;
+    }
+
     /// A valid dev token (the login service's issuer, audience and key) for `sub`.
     pub fn mint(&self, sub: &str, scopes: &[&str]) -> String {
         self.auth()
@@ -259,4 +271,18 @@ async fn start_dev_auth_with(
     )
     .await
     .expect("start dev auth service")
+}
+
+/// Polls `ready` (bounded: about 10 s) and fails with `what` when it never holds.
+pub async fn until<F: std::future::Future<Output = bool>>(
+    what: &str,
+    mut ready: impl FnMut() -> F,
+) {
+    for _ in 0..2000 {
+        if ready().await {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    panic!("never happened: {what}");
 }
