@@ -289,11 +289,7 @@ impl Worker {
             None => Some(NoReply::Reset),
             Some(_) => reply.envoys_own(),
         };
-        let status = if no_reply.is_some() {
-            None
-        } else {
-            reply.status
-        };
+        let status = reply.status.filter(|_| no_reply.is_none());
         let mut failure = None;
         if let Some(no_reply) = no_reply {
             let timed_out = no_reply == NoReply::Timeout;
