@@ -243,6 +243,9 @@ fn the_auth_service_cannot_pass_for_envoy() {
     let mut reply = envoys_own(503, ENVOY_RESET);
     reply.from_upstream = true;
     assert_eq!(reply.envoys_own(), None);
+    let mut timeout = envoys_own(504, ENVOY_TIMEOUT);
+    timeout.from_upstream = true;
+    assert_eq!(timeout.envoys_own(), None, "nor with a timeout");
     assert_eq!(
         envoys_own(503, ENVOY_RESET).envoys_own(),
         Some(NoReply::Reset)
